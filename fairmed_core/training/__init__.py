@@ -1,0 +1,1 @@
+"""fairmed_core.training"""
