@@ -1,1 +1,42 @@
-"""fairmed_core.fairness"""
+"""Fairness audit engine: per-group metrics, gaps and FairGRPO summaries with fast bootstrap intervals.
+
+Public surface::
+
+    result = audit(frame, label_col="y", pred_col="y_hat", sensitive=["sex", "age_group"])
+    result.groups_frame(); result.gaps_frame(); result.summary_frame(); result.to_json_dict()
+    frame = load_predictions("preds.csv", label_col="y", pred_col="y_hat", sensitive=["sex"])
+
+Point estimates equal fairlearn's ``MetricFrame`` with scikit-learn metrics on the same data, except that an
+undefined value (a zero denominator) is NaN with a reason where scikit-learn and fairlearn return 0.
+"""
+
+from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
+from fairmed_core.fairness._gaps import benjamini_hochberg, holm
+from fairmed_core.fairness._predictions import MISSING_GROUP, load_predictions, validate_predictions
+from fairmed_core.fairness._results import (
+    METRICS,
+    AuditResult,
+    AuditSettings,
+    Estimate,
+    FairnessSummary,
+    GapEstimate,
+    GroupEstimate,
+)
+
+__all__ = [
+    "METRICS",
+    "MEAN_OVER_ATTRIBUTES",
+    "MEAN_OVER_SOURCES",
+    "MISSING_GROUP",
+    "AuditResult",
+    "AuditSettings",
+    "Estimate",
+    "FairnessSummary",
+    "GapEstimate",
+    "GroupEstimate",
+    "audit",
+    "benjamini_hochberg",
+    "holm",
+    "load_predictions",
+    "validate_predictions",
+]

@@ -1,0 +1,406 @@
+"""Between-group gaps of a metric, their bootstrap tests, multiple-comparison corrections and summaries.
+
+Conventions, chosen to agree with fairlearn where fairlearn has a definition:
+
+* max-min gap = largest minus smallest group value (fairlearn ``difference(method="between_groups")``),
+  ratio = smallest / largest (fairlearn ``ratio(method="between_groups")``); fairlearn's ``to_overall``
+  difference is the largest absolute "vs-overall" difference.
+* Groups whose value is undefined (NaN) are left out and named in the note; empty groups are not compared.
+* Pairwise tests: Wald ``z = difference / bootstrap SE``, two-sided normal p-value, corrected within the
+  (source, attribute, metric) family by Holm (step-down, controls the family-wise error rate) or
+  Benjamini-Hochberg (step-up, controls the false discovery rate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from fairmed_core.fairness._bootstrap import bootstrap_standard_error, percentile_interval
+from fairmed_core.fairness._results import Estimate, GapEstimate
+
+SIGNIFICANCE_LEVEL = 0.05
+_MAX_NAMED = 4
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries are not tests and stay NaN.
+
+    Sorted ascending, ``p_(i)`` becomes ``max_{j<=i} min(1, (m - j + 1) p_(j))`` (1-based ``j``).
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    if m == 0:
+        return out
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (q-values); NaN entries stay NaN.
+
+    Sorted ascending, ``p_(i)`` becomes ``min_{j>=i} min(1, m p_(j) / j)``.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    if m == 0:
+        return out
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = np.minimum(1.0, m * p[order] / np.arange(1, m + 1))
+    out[order] = np.minimum.accumulate(scaled[::-1])[::-1]
+    return out
+
+
+CORRECTIONS = {
+    "holm": holm,
+    "bh": benjamini_hochberg,
+    "none": lambda p: np.asarray(p, dtype=float).copy(),
+}
+CORRECTION_ALIASES = {
+    "holm": "holm",
+    "bh": "bh",
+    "fdr_bh": "bh",
+    "benjamini-hochberg": "bh",
+    "benjamini_hochberg": "bh",
+    "none": "none",
+}
+
+
+def wald_p_value(difference: np.ndarray, standard_error: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of ``difference / standard_error`` under N(0, 1); SE 0 gives 1 (no gap) or 0."""
+    difference = np.asarray(difference, dtype=float)
+    standard_error = np.asarray(standard_error, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(difference) / standard_error
+    p = 2.0 * ndtr(-z)
+    degenerate = standard_error == 0
+    p = np.where(degenerate, np.where(difference == 0, 1.0, 0.0), p)
+    return np.where(np.isnan(difference) | np.isnan(standard_error), np.nan, p)
+
+
+@dataclass(frozen=True, eq=False)
+class MetricPartition:
+    """One metric over the groups of one (source, attribute), with its bootstrap draws.
+
+    ``boot`` is ``(n_boot, n_groups)`` or None without a bootstrap; ``overall_boot`` holds the overall value
+    in the same resamples (so group-vs-overall differences keep their correlation).
+    """
+
+    source: str
+    attribute: str
+    metric: str
+    groups: tuple[str, ...]
+    n: np.ndarray
+    estimate: np.ndarray
+    reasons: tuple[str, ...]
+    boot: np.ndarray | None
+    overall_estimate: float
+    overall_boot: np.ndarray | None
+    reference: str | None
+
+
+def _name_groups(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMED])
+    return shown + (f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else "")
+
+
+def _undefined_note(part: MetricPartition, indices: Sequence[int]) -> str:
+    described = [f"{part.groups[i]} ({part.reasons[i] or 'undefined'})" for i in indices]
+    return f"{part.metric} undefined for {_name_groups(described)}"
+
+
+def _interval(samples: np.ndarray | None, confidence: float) -> tuple[float, float]:
+    if samples is None:
+        return float("nan"), float("nan")
+    low, high = percentile_interval(samples[:, None], confidence=confidence)
+    return float(low[0]), float(high[0])
+
+
+def range_over_groups(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """max - min over the masked groups (last axis), NaN-aware; NaN where fewer than two are defined."""
+    chosen = values[..., mask]
+    defined = ~np.isnan(chosen)
+    top = np.where(defined, chosen, -np.inf).max(axis=-1, initial=-np.inf)
+    bottom = np.where(defined, chosen, np.inf).min(axis=-1, initial=np.inf)
+    return np.where(defined.sum(axis=-1) >= 2, top - bottom, np.nan)
+
+
+def min_over_groups(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    chosen = values[..., mask]
+    defined = ~np.isnan(chosen)
+    low = np.where(defined, chosen, np.inf).min(axis=-1, initial=np.inf)
+    return np.where(defined.any(axis=-1), low, np.nan)
+
+
+def std_over_groups(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Sample standard deviation (ddof=1) over the masked, defined groups; NaN with fewer than two."""
+    chosen = values[..., mask]
+    defined = ~np.isnan(chosen)
+    count = defined.sum(axis=-1)
+    total = np.where(defined, chosen, 0.0).sum(axis=-1)
+    mean = np.divide(total, count, out=np.zeros(count.shape), where=count > 0)
+    squares = np.where(defined, (chosen - mean[..., None]) ** 2, 0.0).sum(axis=-1)
+    variance = np.full(count.shape, np.nan)
+    np.divide(squares, count - 1, out=variance, where=count >= 2)
+    return np.sqrt(variance)
+
+
+def _ratio(a: float, b: float) -> tuple[float, str]:
+    if np.isnan(a) or np.isnan(b):
+        return float("nan"), ""
+    if b == 0:
+        return float("nan"), "ratio undefined: denominator is 0"
+    return float(a / b), ""
+
+
+@dataclass(frozen=True, eq=False)
+class _PairStatistics:
+    """Arrays over a list of pairs (a, b); b None means the overall value."""
+
+    difference: np.ndarray
+    ratio: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    p_value: np.ndarray
+    standard_error: np.ndarray
+    resamples_used: np.ndarray
+
+
+def _pair_statistics(
+    part: MetricPartition, pairs: Sequence[tuple[int, int | None]], *, confidence: float
+) -> _PairStatistics:
+    """Difference, ratio, percentile interval and Wald p-value for every pair at once."""
+    a_index = np.array([a for a, _ in pairs], dtype=np.int64)
+    value_a = part.estimate[a_index]
+    value_b = np.array(
+        [part.overall_estimate if b is None else part.estimate[b] for _, b in pairs], dtype=float
+    )
+    difference = value_a - value_b
+    ratio = np.full(len(pairs), np.nan)
+    np.divide(value_a, value_b, out=ratio, where=~np.isnan(difference) & (value_b != 0))
+    nan = np.full(len(pairs), np.nan)
+    if part.boot is None or not pairs:
+        return _PairStatistics(
+            difference, ratio, nan, nan.copy(), nan.copy(), nan.copy(), np.zeros(len(pairs), dtype=int)
+        )
+    b_samples = np.stack([part.overall_boot if b is None else part.boot[:, b] for _, b in pairs], axis=1)
+    samples = part.boot[:, a_index] - b_samples
+    samples[:, np.isnan(difference)] = np.nan
+    low, high = percentile_interval(samples, confidence=confidence)
+    se, count = bootstrap_standard_error(samples)
+    return _PairStatistics(difference, ratio, low, high, wald_p_value(difference, se), se, count)
+
+
+def _pair_gaps(
+    part: MetricPartition,
+    pairs: Sequence[tuple[int, int | None]],
+    stats: _PairStatistics,
+    *,
+    comparison: str,
+    p_raw: np.ndarray,
+    p_adjusted: np.ndarray,
+) -> list[GapEstimate]:
+    """Gap rows for pairs (a, b) of group indices; b None compares with the overall value."""
+    n_boot = 0 if part.boot is None else part.boot.shape[0]
+    tested = not np.all(np.isnan(p_raw))
+    gaps = []
+    for k, (a, b) in enumerate(pairs):
+        notes = []
+        if np.isnan(stats.difference[k]):
+            undefined = [i for i in ([a] if b is None else [a, b]) if np.isnan(part.estimate[i])]
+            notes.append(
+                _undefined_note(part, undefined) if undefined else f"{part.metric} undefined overall"
+            )
+        else:
+            if np.isnan(stats.ratio[k]):
+                notes.append("ratio undefined: denominator is 0")
+            if n_boot and tested:
+                if stats.resamples_used[k] < 2:
+                    notes.append("too few defined resamples for a test")
+                elif stats.standard_error[k] == 0:
+                    notes.append("bootstrap standard error is 0")
+            if n_boot and stats.resamples_used[k] < n_boot:
+                notes.append(
+                    f"interval from {int(stats.resamples_used[k])} of {n_boot} resamples "
+                    "(undefined in the rest)"
+                )
+        p = float(p_adjusted[k])
+        gaps.append(
+            GapEstimate(
+                source=part.source,
+                attribute=part.attribute,
+                metric=part.metric,
+                comparison=comparison,
+                group_a=part.groups[a],
+                group_b="ALL" if b is None else part.groups[b],
+                difference=float(stats.difference[k]),
+                ratio=float(stats.ratio[k]),
+                ci_low=float(stats.ci_low[k]),
+                ci_high=float(stats.ci_high[k]),
+                p_value_raw=float(p_raw[k]),
+                p_value=p,
+                significant=bool(p < SIGNIFICANCE_LEVEL),
+                note="; ".join(notes),
+            )
+        )
+    return gaps
+
+
+def _max_min_gap(part: MetricPartition, *, confidence: float) -> GapEstimate:
+    present = part.n > 0
+    defined = present & ~np.isnan(part.estimate)
+    notes = []
+    undefined = np.flatnonzero(present & ~defined)
+    if undefined.size:
+        notes.append(
+            f"computed over the {int(defined.sum())} groups with a defined value; "
+            + _undefined_note(part, undefined.tolist())
+        )
+    empty = [part.groups[i] for i in np.flatnonzero(~present)]
+    if empty:
+        notes.append(f"empty groups not compared: {_name_groups(empty)}")
+    nan = float("nan")
+    if defined.sum() < 2:
+        if len(part.groups) == 1:
+            notes.insert(0, f"the attribute has a single group ({part.groups[0]}): nothing to compare")
+        else:
+            notes.insert(0, "fewer than two groups with a defined value: nothing to compare")
+        only = np.flatnonzero(defined)
+        name = part.groups[only[0]] if only.size else ""
+        return GapEstimate(
+            part.source, part.attribute, part.metric, "max-min", name, name,
+            nan, nan, nan, nan, nan, nan, False, "; ".join(notes),
+        )  # fmt: skip
+    values = np.where(defined, part.estimate, np.nan)
+    top, bottom = int(np.nanargmax(values)), int(np.nanargmin(values))
+    difference = float(values[top] - values[bottom])
+    ratio, ratio_note = _ratio(float(values[bottom]), float(values[top]))
+    if ratio_note:
+        notes.append("ratio undefined: the largest value is 0")
+    ci_low = ci_high = nan
+    if part.boot is not None:
+        ci_low, ci_high = _interval(range_over_groups(part.boot, defined), confidence)
+    return GapEstimate(
+        part.source, part.attribute, part.metric, "max-min", part.groups[top], part.groups[bottom],
+        difference, ratio, ci_low, ci_high, nan, nan, False, "; ".join(notes),
+    )  # fmt: skip
+
+
+def partition_gaps(part: MetricPartition, *, confidence: float, correction: str) -> list[GapEstimate]:
+    """max-min, pairwise, vs-reference and vs-overall gaps of one metric over one (source, attribute).
+
+    The pairwise tests of one partition are one family: their p-values are corrected together with
+    ``correction`` ("holm", "bh" or "none"). vs-reference rows test the same hypotheses as pairwise rows,
+    so they reuse the pairwise row's raw and corrected p-values instead of enlarging the family; max-min
+    and vs-overall rows are not tested.
+    """
+    gaps = [_max_min_gap(part, confidence=confidence)]
+    present = [int(i) for i in np.flatnonzero(part.n > 0)]
+    pairs = [(i, j) for position, i in enumerate(present) for j in present[position + 1 :]]
+    stats = _pair_statistics(part, pairs, confidence=confidence)
+    adjusted = CORRECTIONS[correction](stats.p_value)
+    gaps += _pair_gaps(part, pairs, stats, comparison="pairwise", p_raw=stats.p_value, p_adjusted=adjusted)
+    test_of_pair = {frozenset(pair): k for k, pair in enumerate(pairs)}
+    if part.reference is not None and len(part.groups) > 1:
+        r = part.groups.index(part.reference)
+        if part.n[r] == 0:
+            nan = float("nan")
+            gaps.append(
+                GapEstimate(
+                    part.source,
+                    part.attribute,
+                    part.metric,
+                    "vs-reference",
+                    "",
+                    part.reference,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    False,
+                    f"reference group {part.reference} has no cases in this source",
+                )  # fmt: skip
+            )
+        else:
+            ref_pairs = [(g, r) for g in present if g != r]
+            which = np.array([test_of_pair[frozenset(pair)] for pair in ref_pairs], dtype=np.int64)
+            gaps += _pair_gaps(
+                part,
+                ref_pairs,
+                _pair_statistics(part, ref_pairs, confidence=confidence),
+                comparison="vs-reference",
+                p_raw=stats.p_value[which],
+                p_adjusted=adjusted[which],
+            )
+    overall_pairs = [(g, None) for g in present]
+    untested = np.full(len(overall_pairs), np.nan)
+    gaps += _pair_gaps(
+        part,
+        overall_pairs,
+        _pair_statistics(part, overall_pairs, confidence=confidence),
+        comparison="vs-overall",
+        p_raw=untested,
+        p_adjusted=untested,
+    )
+    return gaps
+
+
+@dataclass(frozen=True, eq=False)
+class SummaryInputs:
+    """Per-group recall, FPR, FDR and F1 (``(..., n_groups)``) and overall F1 and accuracy (``(...)``).
+
+    Leading axes are () for the point estimate and (n_boot,) for the bootstrap; ``defined`` holds, per
+    metric, the groups whose point estimate is defined (the groups a gap is computed over).
+    """
+
+    recall: np.ndarray
+    fpr: np.ndarray
+    fdr: np.ndarray
+    f1: np.ndarray
+    overall_f1: np.ndarray
+    overall_accuracy: np.ndarray
+
+
+def summary_statistics(inputs: SummaryInputs, defined: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """FairGRPO-paper statistics (see :class:`FairnessSummary`), vectorised over leading axes."""
+    tpr_gap = range_over_groups(inputs.recall, defined["recall"])
+    fpr_gap = range_over_groups(inputs.fpr, defined["fpr"])
+    sigma_f1 = std_over_groups(inputs.f1, defined["f1"])
+    return {
+        "predictive_parity": 100.0 * range_over_groups(inputs.fdr, defined["fdr"]),
+        "equal_opportunity_difference": 100.0 * tpr_gap,
+        # fmax ignores a NaN side, as an undefined FPR gap should not hide a defined TPR gap.
+        "equalized_odds_difference": np.fmax(tpr_gap, fpr_gap),
+        "sigma_f1": sigma_f1,
+        "f1": np.asarray(inputs.overall_f1, dtype=float),
+        "f1_es": inputs.overall_f1 / (1.0 + sigma_f1),
+        "accuracy": np.asarray(inputs.overall_accuracy, dtype=float),
+        "worst_group_f1": min_over_groups(inputs.f1, defined["f1"]),
+    }
+
+
+def to_estimate(point: float, samples: np.ndarray | None, *, confidence: float) -> Estimate:
+    low, high = _interval(samples, confidence) if not np.isnan(point) else (float("nan"),) * 2
+    return Estimate(float(point), low, high)
+
+
+def mean_over(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """NaN-ignoring mean of equally shaped arrays (an aggregate skips rows where a statistic is undefined)."""
+    stacked = np.stack([np.asarray(r, dtype=float) for r in rows])
+    defined = ~np.isnan(stacked)
+    count = defined.sum(axis=0)
+    total = np.where(defined, stacked, 0.0).sum(axis=0)
+    out = np.full(count.shape, np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out

@@ -1,0 +1,509 @@
+"""Read and validate a predictions table (CSV or Parquet) before it reaches the audit engine.
+
+Every problem a user can fix becomes a :class:`~fairmed_core.errors.FairMedInputError` that names the
+file, the column and the row. Row numbers follow the file's line numbers: the header line is row 1, so
+the first data row is row 2 (the same convention is used for in-memory tables).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairmed_core.errors import FairMedInputError
+
+MISSING_GROUP = "UNK"
+"""Group name given to missing attribute values; such rows are reported as their own group, never dropped."""
+
+_MISSING_ATTRIBUTE_TOKENS = frozenset({"", "unk", "unknown", "nan", "none", "null", "na", "n/a"})
+_RESERVED_SOURCES = frozenset({"ALL", "mean over sources"})
+_RESERVED_ATTRIBUTES = frozenset({"overall", "mean over attributes"})
+_ROW_HINT = "row numbers count the header line as row 1"
+_SNIFF_BYTES = 64 * 1024
+
+# Signatures of files people upload by mistake; naming them makes the error actionable.
+_KNOWN_BINARY_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one; export it as CSV)"),
+    (b"\x1f\x8b", "a gzip archive (decompress it first)"),
+    (b"DICM", "a DICOM file"),
+)
+_PARQUET_MAGIC = b"PAR1"
+
+# Pairs of label values that make a table binary without an explicit positive label: (negative, positive).
+_IMPLICIT_BINARY_PAIRS = ((0, 1), ("no", "yes"), (False, True))
+
+
+def _data_row(position: int) -> int:
+    """File row number of the data row at 0-based ``position`` (header is row 1)."""
+    return int(position) + 2
+
+
+def _describe_more(count: int) -> str:
+    if count <= 1:
+        return ""
+    return f" (and {count - 1} more row{'s' if count > 2 else ''} like this)"
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, int]:
+    """(0-based position of the first True, number of Trues)."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]), int(hits.size)
+
+
+def _is_missing_scalar(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return bool(pd.isna(value)) if np.isscalar(value) else False
+
+
+def _natural_key(value: object) -> tuple:
+    """Sort numbers numerically before strings, strings alphabetically."""
+    if isinstance(value, (bool, np.bool_)):
+        return (0, float(value), "")
+    if isinstance(value, numbers.Real):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def _group_name(value: object) -> str:
+    """Display name of an attribute value; integral floats (a column with NaN) lose their '.0'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def normalise_attribute(series: pd.Series) -> pd.Categorical:
+    """Map an attribute column to string groups, missing values to ``UNK``, in natural order with UNK last."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    names = []
+    for value in uniques:
+        name = _group_name(value)
+        names.append(MISSING_GROUP if name.lower() in _MISSING_ATTRIBUTE_TOKENS else name)
+    names_arr = np.array(names + [MISSING_GROUP], dtype=object)
+    # NaN rows have code -1 and map to the appended UNK entry.
+    per_row = names_arr[np.where(codes < 0, len(names), codes)]
+    ordered_values = sorted(
+        {(_natural_key(v), n) for v, n in zip(uniques, names, strict=True) if n != MISSING_GROUP}
+    )
+    levels: list[str] = []
+    for _, name in ordered_values:
+        if name not in levels:
+            levels.append(name)
+    if (per_row == MISSING_GROUP).any():
+        levels.append(MISSING_GROUP)
+    return pd.Categorical(per_row, categories=levels)
+
+
+def _normalise_label_column(series: pd.Series) -> pd.Series:
+    """Strip strings and turn integral floats into ints so 1.0 and 1 are the same label."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(bool)
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        finite = values[~np.isnan(values)]
+        if finite.size == 0 or np.all(finite == np.round(finite)):
+            return pd.Series(values, index=series.index).astype("Int64")
+        return pd.Series(values, index=series.index)
+    return series.map(lambda v: v.strip() if isinstance(v, str) else v).replace("", np.nan)
+
+
+def _align_label_types(labels: pd.Series, predictions: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Make labels and predictions comparable when one was read as numbers and the other as text."""
+    label_numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    pred_numeric = pd.api.types.is_numeric_dtype(predictions) and not pd.api.types.is_bool_dtype(predictions)
+    if label_numeric == pred_numeric:
+        return labels, predictions
+    text, numeric_side = (predictions, "pred") if label_numeric else (labels, "label")
+    converted = pd.to_numeric(text, errors="coerce")
+    if converted.notna().sum() == text.notna().sum():
+        converted = _normalise_label_column(converted)
+        return (labels, converted) if numeric_side == "pred" else (converted, predictions)
+    as_text = lambda s: s.map(lambda v: v if _is_missing_scalar(v) else _group_name(v))  # noqa: E731
+    return as_text(labels), as_text(predictions)
+
+
+def _python_scalar(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def implicit_positive_label(values: Sequence[object]) -> object | None:
+    """Positive label implied by a value set within {0,1}, {"no","yes"} or {False,True}; else None."""
+    present = {_python_scalar(v) for v in values}
+    if not present:
+        return None
+    lowered = {v.lower() if isinstance(v, str) else v for v in present}
+    for negative, positive in _IMPLICIT_BINARY_PAIRS:
+        if isinstance(negative, str):
+            if all(isinstance(v, str) for v in present) and lowered <= {negative, positive}:
+                return next((v for v in present if v.lower() == positive), positive)
+        elif isinstance(negative, bool):
+            if all(isinstance(v, bool) for v in present):
+                return True
+        elif all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in present) and present <= {
+            0,
+            1,
+        }:
+            return 1
+    return None
+
+
+def _check_columns(frame: pd.DataFrame, source_name: str, required: dict[str, str]) -> None:
+    available = [str(c) for c in frame.columns]
+    for role, column in required.items():
+        if column not in frame.columns:
+            raise FairMedInputError(
+                f"the {role} column is missing; columns present: {', '.join(available) or '(none)'}",
+                source=source_name,
+                column=column,
+                hint="check the column names you passed; they are case-sensitive",
+            )
+
+
+def _check_no_missing(series: pd.Series, *, what: str, source_name: str, column: str) -> None:
+    missing = series.isna().to_numpy()
+    if missing.any():
+        position, count = _first_bad(missing)
+        raise FairMedInputError(
+            f"{what} is missing{_describe_more(count)}",
+            source=source_name,
+            column=column,
+            row=_data_row(position),
+            hint=f"every row needs a {what}; {_ROW_HINT}",
+        )
+
+
+def _check_in_set(
+    series: pd.Series, allowed: set, *, what: str, source_name: str, column: str, hint: str
+) -> None:
+    bad = ~series.isin(list(allowed)).to_numpy()
+    if bad.any():
+        position, count = _first_bad(bad)
+        shown = sorted(map(str, allowed))
+        raise FairMedInputError(
+            f"{what} {_python_scalar(series.iloc[position])!r} is not in the label set {{{', '.join(shown)}}}"
+            f"{_describe_more(count)}",
+            source=source_name,
+            column=column,
+            row=_data_row(position),
+            hint=f"{hint}; {_ROW_HINT}",
+        )
+
+
+def _check_score(series: pd.Series, *, source_name: str, column: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(series):
+        raise FairMedInputError(
+            "scores must be probabilities in [0, 1], not true/false values",
+            source=source_name,
+            column=column,
+        )
+    numeric = pd.to_numeric(series, errors="coerce")
+    not_number = (numeric.isna() & series.notna()).to_numpy()
+    if not_number.any():
+        position, count = _first_bad(not_number)
+        raise FairMedInputError(
+            f"score {_python_scalar(series.iloc[position])!r} is not a number{_describe_more(count)}",
+            source=source_name,
+            column=column,
+            row=_data_row(position),
+            hint=f"scores must be probabilities in [0, 1]; {_ROW_HINT}",
+        )
+    values = numeric.to_numpy(dtype=float, na_value=np.nan)
+    _check_no_missing(pd.Series(values), what="score", source_name=source_name, column=column)
+    outside = (values < 0.0) | (values > 1.0) | ~np.isfinite(values)
+    if outside.any():
+        position, count = _first_bad(outside)
+        raise FairMedInputError(
+            f"score {float(values[position])!r} is outside [0, 1]{_describe_more(count)}",
+            source=source_name,
+            column=column,
+            row=_data_row(position),
+            hint=f"pass probabilities (apply a sigmoid/softmax to logits first); {_ROW_HINT}",
+        )
+    return pd.Series(values, index=series.index, name=series.name)
+
+
+def validate_predictions(
+    frame: pd.DataFrame,
+    *,
+    source_name: str,
+    label_col: str,
+    pred_col: str,
+    sensitive: Sequence[str],
+    score_col: str | None = None,
+    source_col: str | None = None,
+    id_col: str | None = None,
+    label_values: Sequence | None = None,
+    extra_prediction_values: Sequence = (),
+) -> pd.DataFrame:
+    """Check a predictions table and return a normalised copy.
+
+    Returns a copy in which labels and predictions share one type (integral floats become ints, text is
+    stripped), scores are floats in [0, 1], and every attribute (and the source column) is a categorical of
+    strings in natural order where missing values (NaN, None, "", "UNK", "unknown") form the group
+    ``"UNK"``. Other columns are kept as they are.
+
+    Raises :class:`FairMedInputError` naming ``source_name``, the column and the row (header = row 1) for:
+    missing columns, zero rows, missing labels or predictions, labels or predictions outside
+    ``label_values``, a prediction never seen among the labels (when ``label_values`` is not given),
+    non-numeric, missing or out-of-range scores, missing or duplicate case ids, and reserved names.
+    ``extra_prediction_values`` are accepted as predictions even if no label has them (the audit passes the
+    positive label here).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise FairMedInputError(
+            f"expected a pandas DataFrame, got {type(frame).__name__}", source=source_name
+        )
+    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    if not sensitive:
+        raise FairMedInputError(
+            "no sensitive attribute given", source=source_name, hint="pass sensitive=['sex', ...]"
+        )
+    if len(set(sensitive)) != len(sensitive):
+        raise FairMedInputError(f"sensitive attributes repeat: {sensitive}", source=source_name)
+    required = {"label": label_col, "prediction": pred_col}
+    required.update({f"sensitive attribute #{i + 1}": c for i, c in enumerate(sensitive)})
+    if score_col is not None:
+        required["score"] = score_col
+    if source_col is not None:
+        required["source"] = source_col
+    if id_col is not None:
+        required["case id"] = id_col
+    _check_columns(frame, source_name, required)
+    roles = list(required.values())
+    for column in set(roles):
+        if roles.count(column) > 1:
+            raise FairMedInputError(
+                "the same column is used for two roles "
+                f"({', '.join(r for r, c in required.items() if c == column)})",
+                source=source_name,
+                column=column,
+            )
+    for column in sensitive:
+        if column in _RESERVED_ATTRIBUTES:
+            raise FairMedInputError(
+                f"an attribute may not be called {column!r}: the audit uses that name for its own rows",
+                source=source_name,
+                column=column,
+                hint="rename the column",
+            )
+    if len(frame) == 0:
+        raise FairMedInputError(
+            "the table has no data rows", source=source_name, hint="it must hold at least one case"
+        )
+
+    out = frame.copy()
+    labels = _normalise_label_column(out[label_col])
+    predictions = _normalise_label_column(out[pred_col])
+    _check_no_missing(labels, what="true label", source_name=source_name, column=label_col)
+    _check_no_missing(predictions, what="prediction", source_name=source_name, column=pred_col)
+    labels, predictions = _align_label_types(labels, predictions)
+
+    if label_values is not None:
+        declared = _normalise_label_column(pd.Series(list(label_values)))
+        if pd.api.types.is_numeric_dtype(labels) != pd.api.types.is_numeric_dtype(declared):
+            declared = declared.map(_group_name)
+        allowed = set(declared.dropna().tolist())
+        hint = "add the value to label_values or fix the row"
+        _check_in_set(labels, allowed, what="label", source_name=source_name, column=label_col, hint=hint)
+        _check_in_set(
+            predictions,
+            allowed,
+            what="prediction",
+            source_name=source_name,
+            column=pred_col,
+            hint=hint,
+        )
+    else:
+        seen = set(pd.unique(labels).tolist())
+        implicit = implicit_positive_label(seen | set(pd.unique(predictions).tolist()))
+        allowed = set(seen) | set(extra_prediction_values)
+        # A {0,1}/{no,yes}/{False,True} table declares its label set implicitly: a model that predicts
+        # "yes" on a table whose labels are all "no" is fine.
+        bad = (
+            np.zeros(len(predictions), dtype=bool)
+            if implicit is not None
+            else ~predictions.isin(list(allowed)).to_numpy()
+        )
+        if bad.any():
+            position, count = _first_bad(bad)
+            raise FairMedInputError(
+                f"prediction {_python_scalar(predictions.iloc[position])!r} never appears among the true labels"
+                f"{_describe_more(count)}",
+                source=source_name,
+                column=pred_col,
+                row=_data_row(position),
+                hint=f"declare the full label set with label_values=[...] if this is intended; {_ROW_HINT}",
+            )
+    out[label_col] = labels
+    out[pred_col] = predictions
+
+    if score_col is not None:
+        out[score_col] = _check_score(out[score_col], source_name=source_name, column=score_col)
+    for column in sensitive:
+        out[column] = normalise_attribute(out[column])
+    if source_col is not None:
+        sources = normalise_attribute(out[source_col])
+        clash = _RESERVED_SOURCES.intersection(sources.categories)
+        if clash:
+            position, _ = _first_bad(np.isin(np.asarray(sources, dtype=object), list(clash)))
+            raise FairMedInputError(
+                f"source name {sorted(clash)[0]!r} is reserved for the pooled audit",
+                source=source_name,
+                column=source_col,
+                row=_data_row(position),
+                hint="rename that source",
+            )
+        out[source_col] = sources
+    if id_col is not None:
+        ids = out[id_col]
+        _check_no_missing(ids, what="case id", source_name=source_name, column=id_col)
+        duplicated = ids.duplicated().to_numpy()
+        if duplicated.any():
+            position, count = _first_bad(duplicated)
+            raise FairMedInputError(
+                f"case id {_python_scalar(ids.iloc[position])!r} appears more than once{_describe_more(count)}",
+                source=source_name,
+                column=id_col,
+                row=_data_row(position),
+                hint=f"each case must appear once per predictions table; {_ROW_HINT}",
+            )
+    return out
+
+
+def _sniff_format(path: Path, head: bytes) -> str:
+    """'parquet' or 'csv' from the magic bytes and suffix; junk is an error here, before pandas sees it."""
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    for signature, description in _KNOWN_BINARY_SIGNATURES:
+        if head.startswith(signature):
+            raise FairMedInputError(
+                f"this is {description}, not a CSV or Parquet predictions table",
+                source=str(path),
+                hint="export the predictions as CSV (UTF-8) or Parquet",
+            )
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        raise FairMedInputError(
+            "the file has a Parquet suffix but no Parquet header (magic bytes 'PAR1')",
+            source=str(path),
+            hint="the file is damaged or mislabelled; re-export it",
+        )
+    if b"\x00" in head:
+        raise FairMedInputError(
+            "the file holds binary data (NUL bytes), not CSV text",
+            source=str(path),
+            hint="export the predictions as CSV (UTF-8) or Parquet",
+        )
+    return "csv"
+
+
+def _text_encoding(path: Path, head: bytes) -> str:
+    """'utf-8' when the head decodes as UTF-8, else 'latin-1' for legacy exports; junk is an error."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(head, final=False)  # a multibyte character cut at the end is not an error
+        return "utf-8-sig"
+    except UnicodeDecodeError:
+        pass
+    text = head.decode("latin-1")
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\r\n") + sum(
+        1 for ch in text if 0x7F <= ord(ch) < 0xA0
+    )
+    if control > max(1, len(text) // 100):
+        raise FairMedInputError(
+            "the file is not text (not valid UTF-8 and full of control bytes)",
+            source=str(path),
+            hint="export the predictions as CSV (UTF-8) or Parquet",
+        )
+    return "latin-1"
+
+
+def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    kind = _sniff_format(path, head)
+    if kind == "parquet":
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for damaged files
+            raise FairMedInputError(
+                f"could not read the Parquet file: {exc}",
+                source=str(path),
+                hint="the file may be truncated or damaged; re-export it",
+            ) from exc
+    encoding = _text_encoding(path, head)
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        header = pd.read_csv(path, nrows=0, sep=separator, encoding=encoding)
+        # Attribute and id columns are read as text so that codes like "01" keep their spelling.
+        dtypes = {c: str for c in text_columns if c in header.columns}
+        return pd.read_csv(path, sep=separator, encoding=encoding, dtype=dtypes, low_memory=False)
+    except pd.errors.EmptyDataError as exc:
+        raise FairMedInputError(
+            "the file has no header line", source=str(path), hint="the first line must name the columns"
+        ) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise FairMedInputError(
+            f"could not parse the CSV: {str(exc).strip().splitlines()[-1]}",
+            source=str(path),
+            hint="check quoting and that every line has as many fields as the header",
+        ) from exc
+
+
+def load_predictions(
+    path: str | Path,
+    *,
+    label_col: str,
+    pred_col: str,
+    sensitive: Sequence[str],
+    score_col: str | None = None,
+    source_col: str | None = None,
+    id_col: str | None = None,
+    label_values: Sequence | None = None,
+    max_bytes: int = 50 * 2**20,
+) -> pd.DataFrame:
+    """Read a CSV or Parquet predictions table and validate it (see :func:`validate_predictions`).
+
+    The format comes from the Parquet magic bytes, else the suffix (``.parquet``/``.pq``; ``.tsv`` is read
+    tab-separated; anything else as CSV). A file larger than ``max_bytes`` is refused before it is read.
+    Images, archives and other binary files are refused with a message that says what they look like.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FairMedInputError("file not found", source=str(path))
+    if not path.is_file():
+        raise FairMedInputError("not a regular file", source=str(path))
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FairMedInputError(
+            f"the file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit",
+            source=str(path),
+            hint="split the table or raise max_bytes",
+        )
+    if size == 0:
+        raise FairMedInputError("the file is empty", source=str(path))
+    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    text_columns = [*sensitive, *(c for c in (source_col, id_col) if c is not None)]
+    frame = _read_table(path, text_columns=text_columns)
+    return validate_predictions(
+        frame,
+        source_name=str(path),
+        label_col=label_col,
+        pred_col=pred_col,
+        sensitive=sensitive,
+        score_col=score_col,
+        source_col=source_col,
+        id_col=id_col,
+        label_values=label_values,
+    )
