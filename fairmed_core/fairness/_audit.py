@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
 
@@ -39,7 +40,7 @@ from fairmed_core.fairness._gaps import (
     to_estimate,
 )
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
-from fairmed_core.fairness._predictions import validate_predictions
+from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
     SUMMARY_STATISTICS,
@@ -210,10 +211,13 @@ def _score_reasons(
     return np.where(np.isnan(estimates), reasons, "")
 
 
-def _reference_for(block: Block, unit_n: np.ndarray, requested: Mapping[str, str]) -> str | None:
+def _reference_for(
+    block: Block, units: np.ndarray, unit_n: np.ndarray, requested: Mapping[str, str]
+) -> str | None:
+    """The requested reference group if it is among ``block.groups``, else the largest of them."""
     if block.attribute in requested:
-        return requested[block.attribute]
-    sizes = unit_n[block.units]
+        return requested[block.attribute] if requested[block.attribute] in block.groups else None
+    sizes = unit_n[units]
     if sizes.sum() == 0:
         return None
     return block.groups[int(np.argmax(sizes))]  # the largest group, the usual default reference
@@ -261,6 +265,7 @@ def audit(
     correction: str = "holm",
     min_group_size: int = 30,
     seed: int = 0,
+    unknown_in_gaps: bool = False,
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
@@ -279,7 +284,9 @@ def audit(
     it. Missing attribute values form the group "UNK". Undefined values are NaN with a reason, never 0.
     ``reference_groups`` maps an attribute to its reference group (default: the largest group of each
     source). Groups with fewer than ``min_group_size`` cases, or fewer than 5 positives or negatives, are
-    flagged.
+    flagged. The "UNK" group (and intersections with an unknown part) is reported with its metrics but left
+    out of gaps and summaries unless ``unknown_in_gaps=True``: missing demographics are not a demographic
+    group, and a gap to them says nothing about the groups a reviewer asked about.
 
     Intervals: percentile intervals at ``confidence`` from ``n_boot`` stratified bootstrap resamples (strata
     = source x every sensitive attribute), drawn as multinomial resamples of confusion counts, so the cost
@@ -403,16 +410,19 @@ def audit(
         if block.attribute == OVERALL_ATTRIBUTE:
             continue
         overall_unit = layout.block(block.scope, OVERALL_ATTRIBUTE).units.start
-        reference = _reference_for(block, unit_n, requested_references)
+        kept = [i for i, g in enumerate(block.groups) if unknown_in_gaps or not _is_unknown_group(g)]
+        units = block.units.start + np.asarray(kept, dtype=int)
+        compared = dataclasses.replace(block, groups=tuple(block.groups[i] for i in kept))
+        reference = _reference_for(compared, units, unit_n, requested_references)
         if reference is not None:
             references.append((block.scope, block.attribute, reference))
-        sizes = unit_n[block.units]
+        sizes = unit_n[units]
         for metric in reported:
             column = metric_column[metric]
             if draws is None:
                 boot = overall_boot = None
             else:
-                boot = draws[:, block.units, column]
+                boot = draws[:, units, column]
                 if metric in _SCORE_METRICS:
                     overall_boot = pooled_score_draws[index][:, _SCORE_METRICS.index(metric)]
                 else:
@@ -423,10 +433,10 @@ def audit(
                         source=block.scope,
                         attribute=block.attribute,
                         metric=metric,
-                        groups=block.groups,
+                        groups=compared.groups,
                         n=sizes,
-                        estimate=estimates[block.units, column],
-                        reasons=tuple(str(r) for r in reasons[block.units, column]),
+                        estimate=estimates[units, column],
+                        reasons=tuple(str(r) for r in reasons[units, column]),
                         boot=boot,
                         overall_estimate=float(estimates[overall_unit, column]),
                         overall_boot=overall_boot,
@@ -437,7 +447,8 @@ def audit(
                 )
             )
         summary, statistics = _attribute_summary(
-            block, estimates, draws, overall_unit, sizes, confidence=confidence, metric_column=metric_column
+            compared, units, estimates, draws, overall_unit, sizes, confidence=confidence,
+            metric_column=metric_column,
         )
         summaries.append(summary)
         is_single = not table.attributes[block.attribute_index].is_intersection
@@ -475,8 +486,14 @@ def audit(
     return AuditResult(settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries))
 
 
+def _is_unknown_group(group: str) -> bool:
+    """True for the missing-demographics group and for intersections with an unknown part ("F,UNK")."""
+    return MISSING_GROUP in str(group).split(",")
+
+
 def _attribute_summary(
     block: Block,
+    units: np.ndarray,
     estimates: np.ndarray,
     draws: np.ndarray | None,
     overall_unit: int,
@@ -485,7 +502,7 @@ def _attribute_summary(
     confidence: float,
     metric_column: Mapping[str, int],
 ) -> tuple[FairnessSummary, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
-    """The FairGRPO summary of one (source, attribute) and its (point, draws) per statistic."""
+    """The FairGRPO summary of one (source, attribute) over the groups ``block.groups`` at ``units``."""
 
     def inputs(values: np.ndarray, overall: np.ndarray) -> SummaryInputs:
         return SummaryInputs(
@@ -497,14 +514,14 @@ def _attribute_summary(
             overall_accuracy=overall[..., metric_column["accuracy"]],
         )
 
-    group_values = estimates[block.units]  # (n_groups, metrics)
+    group_values = estimates[units]  # (n_groups, metrics)
     defined = {
         m: (sizes > 0) & ~np.isnan(group_values[:, metric_column[m]]) for m in ("recall", "fpr", "fdr", "f1")
     }
     point = summary_statistics(inputs(group_values[None], estimates[overall_unit][None]), defined)
     boot = None
     if draws is not None:
-        boot = summary_statistics(inputs(draws[:, block.units], draws[:, overall_unit]), defined)
+        boot = summary_statistics(inputs(draws[:, units], draws[:, overall_unit]), defined)
     statistics = {
         name: (point[name][0], None if boot is None else boot[name])
         for name in (*SUMMARY_STATISTICS, "worst_group_f1")
