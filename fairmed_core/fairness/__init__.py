@@ -12,7 +12,12 @@ undefined value (a zero denominator) is NaN with a reason where scikit-learn and
 
 from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
-from fairmed_core.fairness._predictions import MISSING_GROUP, load_predictions, validate_predictions
+from fairmed_core.fairness._predictions import (
+    MISSING_GROUP,
+    load_predictions,
+    read_predictions_table,
+    validate_predictions,
+)
 from fairmed_core.fairness._results import (
     METRICS,
     AuditResult,
@@ -38,5 +43,6 @@ __all__ = [
     "benjamini_hochberg",
     "holm",
     "load_predictions",
+    "read_predictions_table",
     "validate_predictions",
 ]

@@ -479,6 +479,30 @@ def load_predictions(
     tab-separated; anything else as CSV). A file larger than ``max_bytes`` is refused before it is read.
     Images, archives and other binary files are refused with a message that says what they look like.
     """
+    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    text_columns = [*sensitive, *(c for c in (source_col, id_col) if c is not None)]
+    frame = read_predictions_table(path, max_bytes=max_bytes, text_columns=text_columns)
+    return validate_predictions(
+        frame,
+        source_name=str(path),
+        label_col=label_col,
+        pred_col=pred_col,
+        sensitive=sensitive,
+        score_col=score_col,
+        source_col=source_col,
+        id_col=id_col,
+        label_values=label_values,
+    )
+
+
+def read_predictions_table(
+    path: str | Path, *, max_bytes: int = 50 * 2**20, text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a CSV or Parquet table as it is, with the size and junk checks but no column validation.
+
+    For a column mapper that must show the columns before the user names the label and prediction;
+    pass the result through :func:`validate_predictions` before auditing.
+    """
     path = Path(path)
     if not path.exists():
         raise FairMedInputError("file not found", source=str(path))
@@ -493,17 +517,4 @@ def load_predictions(
         )
     if size == 0:
         raise FairMedInputError("the file is empty", source=str(path))
-    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
-    text_columns = [*sensitive, *(c for c in (source_col, id_col) if c is not None)]
-    frame = _read_table(path, text_columns=text_columns)
-    return validate_predictions(
-        frame,
-        source_name=str(path),
-        label_col=label_col,
-        pred_col=pred_col,
-        sensitive=sensitive,
-        score_col=score_col,
-        source_col=source_col,
-        id_col=id_col,
-        label_values=label_values,
-    )
+    return _read_table(path, text_columns=text_columns)

@@ -1,1 +1,15 @@
-"""fairmed_core.viz"""
+"""Plotly figure builders; no Streamlit calls, so pages and reports share the same figures."""
+
+from fairmed_core.viz.audit_figures import METRIC_LABELS, group_sizes_figure, metric_bars_figure, ratio_band_figure
+from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
+from fairmed_core.viz.palette import OKABE_ITO
+
+__all__ = [
+    "METRIC_LABELS",
+    "OKABE_ITO",
+    "group_counts_figure",
+    "group_sizes_figure",
+    "metric_bars_figure",
+    "prevalence_figure",
+    "ratio_band_figure",
+]

@@ -1,0 +1,97 @@
+"""What the pages share: the sidebar (workspace and dataset), cached loaders, and error display.
+
+Loaders are cached per process (``st.cache_data``) and keyed by file path and modification time, so an edited
+file is re-read and an unchanged one is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fairmed_core.data import Dataset, data_card, ensure_default_dataset, read_manifest
+from fairmed_core.data.card import DataCard
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS, Workspace
+
+DEFAULT_DATASET_LABEL = "synth-default (embedded benchmark)"
+
+
+@st.cache_resource(show_spinner="Writing the embedded synthetic benchmark (first start only)...")
+def _default_manifest(workspace_root: str) -> str:
+    # cache_resource: one generation per process even when several browser sessions start at once.
+    return str(ensure_default_dataset(Workspace(Path(workspace_root)).datasets))
+
+
+@st.cache_data(show_spinner="Reading the dataset...", max_entries=4)
+def _dataset(manifest: str, mtime: float) -> Dataset:
+    return read_manifest(manifest)
+
+
+@st.cache_data(show_spinner="Building the data card...", max_entries=4)
+def _card(manifest: str, mtime: float) -> DataCard:
+    return data_card(_dataset(manifest, mtime))
+
+
+@st.cache_data(max_entries=2)
+def _reference_predictions(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def workspace() -> Workspace:
+    """The workspace chosen in the sidebar (``$FAIRMED_WORKSPACE`` or ``./workspace`` by default)."""
+    root = st.session_state.get("workspace_root") or str(Workspace.from_env().root)
+    return Workspace(Path(root))
+
+
+def current_manifest() -> Path:
+    """Manifest of the dataset chosen in the sidebar; the embedded benchmark is written on first use."""
+    ws = workspace()
+    default = Path(_default_manifest(str(ws.root)))
+    choice = st.session_state.get("dataset_choice", DEFAULT_DATASET_LABEL)
+    if choice == DEFAULT_DATASET_LABEL:
+        return default
+    return Path(choice)
+
+
+def current_dataset() -> Dataset:
+    manifest = current_manifest()
+    return _dataset(str(manifest), manifest.stat().st_mtime)
+
+
+def current_card() -> DataCard:
+    manifest = current_manifest()
+    return _card(str(manifest), manifest.stat().st_mtime)
+
+
+def reference_predictions() -> pd.DataFrame:
+    """The shipped predictions of the reference classifier on the embedded benchmark's test split."""
+    return _reference_predictions(str(REFERENCE_PREDICTIONS), REFERENCE_PREDICTIONS.stat().st_mtime)
+
+
+def show_input_error(error: Exception) -> None:
+    """An error box the user can act on; the rest of the page keeps working."""
+    if isinstance(error, FairMedInputError):
+        st.error(f"**Cannot use this input.** {error}", icon=":material/error:")
+    else:
+        st.error(f"**Unexpected error** ({type(error).__name__}): {error}", icon=":material/error:")
+
+
+def sidebar() -> None:
+    """The shared sidebar: workspace folder and dataset."""
+    with st.sidebar:
+        st.markdown("### FairMed")
+        st.caption("Fairness review workbench for clinical AI")
+        st.text_input(
+            "Workspace folder", value=str(Workspace.from_env().root), key="workspace_root",
+            help="Datasets and saved audits live here. Set FAIRMED_WORKSPACE to change the default.",
+        )
+        ws = workspace()
+        others = [str(p) for p in ws.dataset_manifests() if p.parent.name != "synth-default"]
+        st.selectbox(
+            "Dataset", [DEFAULT_DATASET_LABEL, *others], key="dataset_choice",
+            help="Datasets in the workspace's datasets/ folder (one folder with a manifest.jsonl each). "
+            "Write another benchmark with `fairmed synth --out WORKSPACE/datasets/NAME`.",
+        )

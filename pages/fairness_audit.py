@@ -1,0 +1,248 @@
+"""Fairness audit page: per-group metrics with intervals, gaps with corrected p-values, small-group warnings.
+
+Predictions come from the shipped reference model on the embedded benchmark, or from a file the user
+uploads (CSV or Parquet) with a column mapper. The audit itself is ``fairmed_core.fairness.audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness import METRICS, audit, read_predictions_table, validate_predictions
+from fairmed_core.viz import METRIC_LABELS, group_sizes_figure, metric_bars_figure, ratio_band_figure
+from pages._common import reference_predictions, show_input_error
+
+MAX_UPLOAD_BYTES = 50 * 2**20
+SHIPPED = "Reference model on the embedded benchmark (shipped)"
+UPLOAD = "Upload a predictions file"
+NONE = "(none)"
+DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr")
+
+
+@st.cache_data(show_spinner="Auditing (bootstrap intervals)...", max_entries=8)
+def _run_audit(frame: pd.DataFrame, settings_json: str) -> dict:
+    settings = json.loads(settings_json)
+    result = audit(frame, **settings)
+    return {
+        "groups": result.groups_frame(),
+        "gaps": result.gaps_frame(),
+        "summary": result.summary_frame(),
+        "json": json.dumps(result.to_json_dict(), indent=2),
+        "references": result.settings.reference_groups,
+    }
+
+
+@st.cache_data(show_spinner="Reading the uploaded file...", max_entries=4)
+def _read_upload(name: str, data: bytes) -> pd.DataFrame:
+    suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in {".csv", ".tsv", ".parquet", ".pq"} else ".csv"
+    with tempfile.TemporaryDirectory() as folder:
+        # Keep the user's file name in messages, but never use it as a path: it is only a label.
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return read_predictions_table(path, max_bytes=MAX_UPLOAD_BYTES)
+        except FairMedInputError as error:
+            raise FairMedInputError(error.message, source=name, column=error.column, row=error.row,
+                                    hint=error.hint) from None
+
+
+def _guess(columns: list[str], *patterns: str) -> int:
+    for pattern in patterns:
+        for index, column in enumerate(columns):
+            if re.fullmatch(pattern, column, flags=re.IGNORECASE):
+                return index
+    return 0
+
+
+def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
+    """The predictions table, its column mapping and a display name; None when there is nothing to audit."""
+    kind = st.radio("Predictions to audit", [SHIPPED, UPLOAD], horizontal=True, key="audit_source_kind")
+    if kind == SHIPPED:
+        frame = reference_predictions()
+        mapping = dict(label_col="y_true", pred_col="y_pred", score_col="score", source_col="source")
+        sensitive = [c for c in ("sex", "age_group", "skin_tone") if c in frame.columns]
+        st.caption(
+            "Logistic regression on 16x16 downsampled pixels, one per source, trained on the benchmark's train "
+            f"split; {len(frame):,} test cases. Later FairMedGemma runs replace it."
+        )
+        return frame, {**mapping, "attributes": sensitive}, "reference_predictions.csv"
+
+    upload = st.file_uploader(
+        "Predictions file (CSV or Parquet, at most 50 MB)", type=["csv", "tsv", "parquet", "pq"],
+        key="audit_upload",
+        help="One row per case: the true label, the predicted label, optionally a score P(positive), "
+        "a data source and one column per sensitive attribute.",
+    )
+    if upload is None:
+        st.info("Upload a predictions file to audit it, or switch to the shipped reference predictions.")
+        return None
+    if upload.size > MAX_UPLOAD_BYTES:
+        st.error(f"file {upload.name}: {upload.size / 2**20:.1f} MB is over the 50 MB limit.")
+        return None
+    frame = _read_upload(upload.name, upload.getvalue())
+    columns = [str(c) for c in frame.columns]
+    st.markdown("**Column mapper**: which column holds what")
+    c1, c2, c3, c4 = st.columns(4)
+    label_col = c1.selectbox("True label", columns, index=_guess(columns, r"y_?true", r"label", r"truth", r"target"),
+                             key="map_label")
+    pred_col = c2.selectbox("Predicted label", columns,
+                            index=_guess(columns, r"y_?pred", r"pred(iction)?", r"answer"), key="map_pred")
+    score_col = c3.selectbox("Score P(positive) (optional)", [NONE, *columns],
+                             index=_guess([NONE, *columns], r"score", r"prob.*", r"p_?yes"), key="map_score")
+    source_col = c4.selectbox("Data source (optional)", [NONE, *columns],
+                              index=_guess([NONE, *columns], r"source", r"dataset", r"site"), key="map_source")
+    used = {label_col, pred_col, score_col, source_col}
+    default_attributes = [c for c in columns if c not in used and re.fullmatch(
+        r"sex|gender|age(_group)?|race|ethnicity|skin(_tone)?|fitzpatrick", c, flags=re.IGNORECASE)]
+    attributes = st.multiselect("Sensitive attribute columns", [c for c in columns if c not in used],
+                                default=default_attributes, key="map_attributes")
+    if not attributes:
+        st.warning("Choose at least one sensitive attribute column.")
+        return None
+    mapping = dict(label_col=label_col, pred_col=pred_col,
+                   score_col=None if score_col == NONE else score_col,
+                   source_col=None if source_col == NONE else source_col)
+    frame = validate_predictions(frame, source_name=upload.name, sensitive=attributes, **mapping)
+    return frame, {**mapping, "attributes": attributes}, upload.name
+
+
+st.title("Fairness audit")
+st.markdown(
+    "Per-group performance with 95% bootstrap intervals, the gaps between groups with multiple-comparison "
+    "corrected p-values, and warnings where a group is too small to support a claim. "
+    "A gap is a **disparity** to investigate and, where it is real, to **mitigate**; an interval that "
+    "crosses zero means the data cannot tell the groups apart."
+)
+
+try:
+    chosen = _choose_predictions()
+except Exception as error:  # noqa: BLE001 - bad input must never take the page down
+    show_input_error(error)
+    chosen = None
+if chosen is None:
+    st.stop()
+frame, mapping, file_name = chosen
+
+with st.expander("Audit settings", expanded=True):
+    s1, s2, s3 = st.columns(3)
+    attributes = s1.multiselect("Attributes", mapping["attributes"], default=mapping["attributes"],
+                                key="audit_attributes")
+    intersect = s1.checkbox("Intersectional groups (e.g. F,A3)", value=False, key="audit_intersect",
+                            disabled=len(attributes) < 2)
+    available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
+    metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
+                             format_func=lambda m: METRIC_LABELS[m], key="audit_metrics")
+    n_boot = s2.select_slider("Bootstrap resamples", [200, 500, 1000, 2000], value=1000, key="audit_n_boot")
+    correction = s3.selectbox("Multiple-comparison correction", ["holm", "bh", "none"],
+                              format_func={"holm": "Holm (family-wise)", "bh": "Benjamini-Hochberg (FDR)",
+                                           "none": "none"}.get, key="audit_correction")
+    min_group_size = s3.number_input("Smallest group that supports a claim", 5, 1000, 30, key="audit_min_group")
+    band = s3.slider("Acceptable ratio band (to reference)", 0.5, 2.0, (0.8, 1.25), step=0.05, key="audit_band")
+    unknown_in_gaps = s1.checkbox("Count unknown demographics (UNK) in gaps", value=False, key="audit_unknown")
+if not attributes or not metrics:
+    st.warning("Choose at least one attribute and one metric.")
+    st.stop()
+
+reference_groups = {}
+with st.expander("Reference groups (default: the largest group)"):
+    for attribute in attributes:
+        groups = sorted(frame[attribute].astype(str).unique())
+        choice = st.selectbox(f"Reference for {attribute}", ["(largest group)", *groups], key=f"ref_{attribute}")
+        if choice != "(largest group)":
+            reference_groups[attribute] = choice
+
+settings = dict(
+    label_col=mapping["label_col"], pred_col=mapping["pred_col"], sensitive=attributes, intersect=intersect,
+    score_col=mapping["score_col"], source_col=mapping["source_col"], metrics=metrics, n_boot=int(n_boot),
+    correction=correction, min_group_size=int(min_group_size), reference_groups=reference_groups or None,
+    unknown_in_gaps=unknown_in_gaps,
+)
+try:
+    result = _run_audit(frame, json.dumps(settings, sort_keys=True))
+except Exception as error:  # noqa: BLE001
+    show_input_error(error)
+    st.stop()
+groups, gaps, summary = result["groups"], result["gaps"], result["summary"]
+
+v1, v2 = st.columns(2)
+sources = list(dict.fromkeys(groups["source"]))
+source = v1.selectbox("Source", sources, index=sources.index("ALL") if "ALL" in sources else 0,
+                      key="audit_view_source", help="ALL pools every source.")
+view_attributes = [a for a in dict.fromkeys(groups["attribute"]) if a != "overall"]
+attribute = v2.selectbox("Attribute to inspect", view_attributes, key="audit_view_attribute")
+
+block = groups[(groups["source"] == source) & (groups["attribute"] == attribute)]
+st.subheader(f"Group sizes: {attribute}")
+sizes = block.drop_duplicates("group")[["group", "n", "n_positive", "prevalence", "small_group_reason"]]
+small = sizes[sizes["small_group_reason"] != ""]
+if not small.empty:
+    st.warning(
+        "Too small to support a claim: "
+        + "; ".join(f"**{g}** ({reason})" for g, reason in zip(small["group"], small["small_group_reason"]))
+        + ". Their estimates are shown hatched; read their intervals, not their bars."
+    )
+left, right = st.columns([1, 2])
+left.dataframe(sizes.rename(columns={"small_group_reason": "warning"}), hide_index=True, width="stretch",
+               column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
+right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",
+                   key="sizes_chart")
+
+st.subheader(f"Metrics per group: {attribute}")
+st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
+                width="stretch", key="metrics_chart")
+undefined = block[block["undefined_reason"] != ""]
+if not undefined.empty:
+    st.info("Undefined (shown as n/a): " + "; ".join(
+        f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
+
+st.subheader("Disparity band")
+st.plotly_chart(ratio_band_figure(gaps, source=source, attribute=attribute, metrics=metrics, band=band),
+                width="stretch", key="band_chart")
+
+st.subheader("Gaps between groups")
+kinds = st.multiselect("Comparisons", ["max-min", "vs-reference", "pairwise", "vs-overall"],
+                       default=["max-min", "vs-reference"], key="audit_gap_kinds")
+shown = gaps[(gaps["source"] == source) & (gaps["attribute"] == attribute) & gaps["comparison"].isin(kinds)]
+shown = shown.assign(
+    metric=shown["metric"].map(METRIC_LABELS),
+    outside_band=(shown["ratio"] < band[0]) | (shown["ratio"] > band[1]),
+)
+st.dataframe(
+    shown[["comparison", "metric", "group_a", "group_b", "difference", "ci_low", "ci_high", "ratio",
+           "outside_band", "p_value_raw", "p_value", "significant", "note"]],
+    hide_index=True, width="stretch",
+    column_config={c: st.column_config.NumberColumn(format="%.3f")
+                   for c in ("difference", "ci_low", "ci_high", "ratio")}
+    | {"p_value": st.column_config.NumberColumn("p (corrected)", format="%.4f"),
+       "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f")},
+)
+st.caption(
+    f"Difference = group_a minus group_b with its {int(100 * 0.95)}% bootstrap interval. Pairwise p-values: Wald "
+    f"test on the bootstrap standard error, corrected within each attribute and metric ({correction})."
+)
+
+st.subheader("FairGRPO summary (per source and attribute)")
+st.markdown(
+    "Predictive parity = FDR gap x 100; equal opportunity difference = TPR gap x 100; equalized odds "
+    "difference = the larger of the TPR and FPR gaps; sigma F1 = spread of F1 across groups; "
+    "F1_ES = F1 / (1 + sigma F1). Means over attributes, then over sources, as in the FairGRPO paper."
+)
+summary_columns = ["source", "attribute", "predictive_parity", "equal_opportunity_difference",
+                   "equalized_odds_difference", "sigma_f1", "f1", "f1_es", "accuracy", "worst_group"]
+st.dataframe(summary[summary_columns], hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in summary_columns[2:-1]})
+
+st.subheader("Export")
+stem = Path(file_name).stem
+d1, d2, d3 = st.columns(3)
+d1.download_button("Audit JSON", result["json"], file_name=f"{stem}_audit.json", mime="application/json")
+d2.download_button("Per-group metrics CSV", groups.to_csv(index=False), file_name=f"{stem}_groups.csv",
+                   mime="text/csv")
+d3.download_button("Gaps CSV", gaps.to_csv(index=False), file_name=f"{stem}_gaps.csv", mime="text/csv")
