@@ -1,0 +1,30 @@
+"""Shared test setup: offline hub settings, one thread, and a workspace holding the embedded benchmark."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def default_workspace(tmp_path_factory) -> Path:
+    """A workspace whose datasets/synth-default is the embedded benchmark, written once per test session."""
+    from fairmed_core.data import ensure_default_dataset
+
+    root = tmp_path_factory.mktemp("workspace")
+    ensure_default_dataset(root / "datasets")
+    return root
+
+
+@pytest.fixture(scope="session")
+def default_manifest(default_workspace) -> Path:
+    return default_workspace / "datasets" / "synth-default" / "manifest.jsonl"

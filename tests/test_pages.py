@@ -1,0 +1,91 @@
+"""Every dashboard page under Streamlit's AppTest: it renders, reacts to its controls, and shows bad input
+as an error box while the rest keeps working."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO_ROOT
+
+APP = str(REPO_ROOT / "app.py")
+
+
+@pytest.fixture()
+def app(default_workspace, monkeypatch):
+    monkeypatch.setenv("FAIRMED_WORKSPACE", str(default_workspace))
+    monkeypatch.chdir(REPO_ROOT)
+    return AppTest.from_file(APP, default_timeout=180)
+
+
+def _no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_overview_shows_the_data_card_group_sizes_first(app):
+    app.run()
+    _no_errors(app)
+    assert app.title[0].value == "Overview"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Cases"] == "6,000"
+    assert metrics["Sources"] == "3"
+    subheaders = [s.value for s in app.subheader]
+    assert subheaders.index("Group sizes") < subheaders.index("Sample images per group")
+    sizes = app.dataframe[0].value
+    assert list(sizes.columns) == ["synth_cxr", "synth_derm", "synth_mammo", "all sources"]
+    assert int(sizes["all sources"].sum()) == 6000
+    assert (sizes[["synth_cxr", "synth_derm", "synth_mammo"]].sum(axis=1) == sizes["all sources"]).all()
+
+
+def test_overview_switches_attribute_and_source(app):
+    app.run()
+    app.selectbox(key="overview_attribute").set_value("skin_tone").run()
+    app.selectbox(key="overview_source").set_value("synth_derm").run()
+    _no_errors(app)
+    markdown = " ".join(m.value for m in app.markdown)
+    assert "skin_tone = dark" in markdown and "skin_tone = light" in markdown
+    app.selectbox(key="overview_source").set_value("synth_cxr").run()
+    _no_errors(app)
+    assert any("does not record skin_tone" in i.value for i in app.info)
+
+
+def test_audit_page_audits_the_shipped_predictions(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    _no_errors(app)
+    assert app.title[0].value == "Fairness audit"
+    charts = app.get("plotly_chart")
+    assert len(charts) == 3
+    subheaders = [s.value for s in app.subheader]
+    assert subheaders.index("Group sizes: sex") < subheaders.index("Metrics per group: sex")
+    gap_table = app.dataframe[1].value
+    assert {"difference", "ci_low", "ci_high", "p_value"} <= set(gap_table.columns)
+    assert set(gap_table["comparison"]) == {"max-min", "vs-reference"}
+
+
+def test_audit_page_follows_attribute_source_and_intersection(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    app.selectbox(key="audit_view_source").set_value("synth_mammo").run()
+    app.selectbox(key="audit_view_attribute").set_value("sex").run()
+    _no_errors(app)
+    assert "Group sizes: sex" in [s.value for s in app.subheader]
+    # Mammography has very few men: the page must say the group is too small to support a claim.
+    assert any("Too small to support a claim" in w.value and "**M**" in w.value for w in app.warning)
+    app.checkbox(key="audit_intersect").check().run()
+    _no_errors(app)
+    options = app.selectbox(key="audit_view_attribute").options
+    assert any(" x " in option for option in options)
+
+
+def test_audit_page_asks_for_a_metric_instead_of_failing(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    app.multiselect(key="audit_metrics").set_value([]).run()
+    assert not app.exception
+    assert any("at least one attribute and one metric" in w.value for w in app.warning)
+
+
+def test_audit_page_upload_mode_waits_for_a_file(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    app.radio(key="audit_source_kind").set_value("Upload a predictions file").run()
+    _no_errors(app)
+    assert any("Upload a predictions file" in i.value for i in app.info)
