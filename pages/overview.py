@@ -35,7 +35,7 @@ attribute = st.selectbox("Attribute", dataset.attributes, key="overview_attribut
 split = st.radio("Split", ["all", "train", "val", "test"], horizontal=True, key="overview_split")
 rows = counts[(counts["attribute"] == attribute) & (counts["split"] == split)]
 sizes = rows.pivot_table(index="group", columns="source", values="n", aggfunc="sum", fill_value=0)
-sizes = sizes[[*dataset.sources, "ALL"]].rename(columns={"ALL": "all sources"})
+sizes = sizes[[*(s for s in dataset.sources if s in sizes.columns), "ALL"]].rename(columns={"ALL": "all sources"})
 st.dataframe(sizes, width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_counts_figure(counts, attribute=attribute, split=split), width="stretch")

@@ -1,0 +1,161 @@
+"""Real-browser tests: the dashboard served by Streamlit and driven in Debian chromium through Playwright.
+
+Screenshots land in tests/_artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (apt install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(default_workspace):
+    port = _free_port()
+    env = {**os.environ, "FAIRMED_WORKSPACE": str(default_workspace)}
+    log = (ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS) / "streamlit.log"
+    with log.open("wb") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"streamlit did not start; see {log}") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    # Tall viewport: Streamlit scrolls inside its own container, so a short one cuts screenshots off.
+    context = browser.new_context(viewport={"width": 1400, "height": 3200})
+    yield context.new_page()
+    context.close()
+
+
+def _wait_for_charts(page, count: int) -> None:
+    """Plotly draws after the page's text arrives; wait until ``count`` charts are drawn."""
+    page.wait_for_function(
+        f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {count}", timeout=60_000
+    )
+
+
+def _choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
+    page.goto(f"{server}/fairness_audit", timeout=60_000)
+    page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
+    _wait_for_charts(page, 3)
+    page.screenshot(path=str(ARTIFACTS / "audit_sex.png"), full_page=True)
+
+    _choose(page, "Attribute to inspect", "age_group")
+    page.get_by_text("Metrics per group: age_group", exact=True).wait_for(timeout=60_000)
+    # The metric chart redraws with the age groups in its legend (SVG text, so read textContent).
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.startsWith('A2'))",
+        timeout=60_000,
+    )
+    chart = page.locator(".js-plotly-plot").nth(1)
+    legend = chart.locator(".legendtext").all_text_contents()
+    assert any(text.startswith("A2") for text in legend), legend
+    assert not any(text.startswith("F ") for text in legend), legend
+    page.screenshot(path=str(ARTIFACTS / "audit_age_group.png"), full_page=True)
+
+
+def test_junk_upload_shows_an_error_and_the_page_keeps_working(server, page, tmp_path):
+    page.goto(f"{server}/fairness_audit", timeout=60_000)
+    page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("Upload a predictions file", exact=True).click()
+    junk = tmp_path / "predictions.csv"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2048))
+    page.locator("input[type=file]").set_input_files(str(junk))
+    error = page.get_by_text("Cannot use this input")
+    error.wait_for(timeout=60_000)
+    assert "predictions.csv" in page.locator("[data-testid=stAlert]").first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "audit_junk_upload.png"), full_page=True)
+
+    # The app keeps working: go back to the shipped predictions.
+    page.get_by_text("Reference model on the embedded benchmark (shipped)", exact=True).click()
+    page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=60_000)
+
+
+def test_valid_upload_is_mapped_and_audited(server, page, tmp_path):
+    import pandas as pd
+
+    from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS
+
+    frame = pd.read_csv(REFERENCE_PREDICTIONS).rename(
+        columns={"y_true": "label", "y_pred": "prediction", "sex": "gender"})
+    path = tmp_path / "my_model.csv"
+    frame[["case_id", "label", "prediction", "gender", "age_group"]].to_csv(path, index=False)
+    page.goto(f"{server}/fairness_audit", timeout=60_000)
+    page.get_by_text("Upload a predictions file", exact=True).click()
+    page.locator("input[type=file]").set_input_files(str(path))
+    page.get_by_text("Column mapper").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "audit_upload_mapper.png"), full_page=True)
+    page.get_by_text("Metrics per group: gender", exact=True).wait_for(timeout=120_000)
+    _wait_for_charts(page, 3)
+    page.screenshot(path=str(ARTIFACTS / "audit_upload.png"), full_page=True)
+
+
+def test_overview_shows_sample_images(server, page):
+    page.goto(server, timeout=60_000)
+    page.get_by_text("Sample images per group").wait_for(timeout=120_000)
+    page.locator("[data-testid=stImage] img").first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid=stImage] img").count() >= 4
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
