@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from fairmed_core.data import Dataset, data_card, ensure_default_dataset, read_manifest
 from fairmed_core.data.card import DataCard
@@ -17,6 +18,13 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS, Workspace
 
 DEFAULT_DATASET_LABEL = "synth-default (embedded benchmark)"
+
+if PagesManager.uses_pages_directory:
+    # Streamlit bug: when the very first request after the server starts is a page URL (/fairness_audit),
+    # it runs that file in the legacy pages/ mode and never runs app.py, so the st.navigation menu and the
+    # sidebar never appear. Every page imports this module: switch the flag off and rerun through app.py.
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 @st.cache_resource(show_spinner="Writing the embedded synthetic benchmark (first start only)...")

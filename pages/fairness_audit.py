@@ -188,7 +188,7 @@ if not small.empty:
         + "; ".join(f"**{g}** ({reason})" for g, reason in zip(small["group"], small["small_group_reason"]))
         + ". Their estimates are shown hatched; read their intervals, not their bars."
     )
-left, right = st.columns([1, 2])
+left, right = st.columns([2, 3])
 left.dataframe(sizes.rename(columns={"small_group_reason": "warning"}), hide_index=True, width="stretch",
                column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
 right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",

@@ -101,6 +101,9 @@ def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
     page.goto(f"{server}/fairness_audit", timeout=60_000)
     page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
     _wait_for_charts(page, 3)
+    # A deep link as the server's first request still gets app.py's navigation and sidebar.
+    sidebar = page.locator("[data-testid=stSidebar]").inner_text()
+    assert "FairMed" in sidebar and "Overview" in sidebar, sidebar
     page.screenshot(path=str(ARTIFACTS / "audit_sex.png"), full_page=True)
 
     _choose(page, "Attribute to inspect", "age_group")
