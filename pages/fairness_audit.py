@@ -133,7 +133,7 @@ frame, mapping, file_name = chosen
 with st.expander("Audit settings", expanded=True):
     s1, s2, s3 = st.columns(3)
     attributes = s1.multiselect("Attributes", mapping["attributes"], default=mapping["attributes"],
-                                key="audit_attributes")
+                                key=f"audit_attributes_{file_name}")  # per file: a new file resets it
     intersect = s1.checkbox("Intersectional groups (e.g. F,A3)", value=False, key="audit_intersect",
                             disabled=len(attributes) < 2)
     available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
