@@ -1,0 +1,59 @@
+"""Figures show exactly the audit's numbers: bar heights are estimates, whiskers reach the interval ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairmed_core.fairness import audit
+from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS
+from fairmed_core.viz import OKABE_ITO, group_sizes_figure, metric_bars_figure, ratio_band_figure
+
+
+@pytest.fixture(scope="module")
+def result():
+    frame = pd.read_csv(REFERENCE_PREDICTIONS)
+    return audit(frame, label_col="y_true", pred_col="y_pred", sensitive=["sex", "age_group"],
+                 score_col="score", source_col="source", n_boot=200, seed=1)
+
+
+def test_metric_bars_are_the_estimates_and_whiskers_the_intervals(result):
+    groups = result.groups_frame()
+    metrics = ["accuracy", "recall", "fdr"]
+    figure = metric_bars_figure(groups, source="synth_cxr", attribute="age_group", metrics=metrics)
+    block = groups[(groups["source"] == "synth_cxr") & (groups["attribute"] == "age_group")]
+    assert [trace.name.split(" ")[0] for trace in figure.data] == list(dict.fromkeys(block["group"]))
+    for trace in figure.data:
+        rows = block[block["group"] == trace.name.split(" ")[0]].set_index("metric").loc[metrics]
+        np.testing.assert_allclose(trace.y, rows["estimate"])
+        np.testing.assert_allclose(np.asarray(trace.y) + np.asarray(trace.error_y.array), rows["ci_high"])
+        np.testing.assert_allclose(np.asarray(trace.y) - np.asarray(trace.error_y.arrayminus), rows["ci_low"])
+
+
+def test_small_groups_are_marked_in_sizes_and_metric_bars(result):
+    groups = result.groups_frame()
+    sizes = group_sizes_figure(groups, source="synth_mammo", attribute="sex")
+    assert "M (too small)" in list(sizes.data[0].x)
+    bars = metric_bars_figure(groups, source="synth_mammo", attribute="sex", metrics=["recall"])
+    male = next(t for t in bars.data if t.name.startswith("M "))
+    assert "too small" in male.name and male.marker.pattern.shape == "/"
+
+
+def test_ratio_band_marks_points_outside_the_band(result):
+    gaps = result.gaps_frame()
+    figure = ratio_band_figure(gaps, source="ALL", attribute="age_group", metrics=["recall", "fpr"],
+                               band=(0.9, 1.1))
+    rows = gaps[(gaps["source"] == "ALL") & (gaps["attribute"] == "age_group")
+                & (gaps["comparison"] == "vs-reference") & gaps["metric"].isin(["recall", "fpr"])]
+    for trace in figure.data:
+        ratios = rows[rows["group_a"] == trace.name]["ratio"].to_numpy()
+        np.testing.assert_allclose(trace.y, ratios)
+        outside = (ratios < 0.9) | (ratios > 1.1)
+        assert [s == "diamond" for s in trace.marker.symbol] == list(outside)
+
+
+def test_figures_use_the_colour_blind_safe_palette(result):
+    figure = metric_bars_figure(result.groups_frame(), source="ALL", attribute="sex", metrics=["f1"])
+    colours = [t.marker.color for t in figure.data if not t.name.startswith("UNK")]
+    assert colours and all(c in OKABE_ITO for c in colours)
