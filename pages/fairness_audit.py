@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRICS, audit, read_predictions_table, validate_predictions
+from fairmed_core.fairness import METRICS, AuditResult, audit, read_predictions_table, validate_predictions
 from fairmed_core.viz import METRIC_LABELS, group_sizes_figure, metric_bars_figure, ratio_band_figure
-from pages._common import reference_predictions, show_input_error
+from fairmed_core.runs.audit_store import save_audit
+from pages._common import reference_predictions, show_input_error, workspace
 
 MAX_UPLOAD_BYTES = 50 * 2**20
 SHIPPED = "Reference model on the embedded benchmark (shipped)"
@@ -27,16 +29,8 @@ DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr"
 
 
 @st.cache_data(show_spinner="Auditing (bootstrap intervals)...", max_entries=8)
-def _run_audit(frame: pd.DataFrame, settings_json: str) -> dict:
-    settings = json.loads(settings_json)
-    result = audit(frame, **settings)
-    return {
-        "groups": result.groups_frame(),
-        "gaps": result.gaps_frame(),
-        "summary": result.summary_frame(),
-        "json": json.dumps(result.to_json_dict(), indent=2),
-        "references": result.settings.reference_groups,
-    }
+def _run_audit(frame: pd.DataFrame, settings_json: str) -> AuditResult:
+    return audit(frame, **json.loads(settings_json))
 
 
 @st.cache_data(show_spinner="Reading the uploaded file...", max_entries=4)
@@ -169,7 +163,7 @@ try:
 except Exception as error:  # noqa: BLE001
     show_input_error(error)
     st.stop()
-groups, gaps, summary = result["groups"], result["gaps"], result["summary"]
+groups, gaps, summary = result.groups_frame(), result.gaps_frame(), result.summary_frame()
 
 v1, v2 = st.columns(2)
 sources = list(dict.fromkeys(groups["source"]))
@@ -224,7 +218,7 @@ st.dataframe(
        "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f")},
 )
 st.caption(
-    f"Difference = group_a minus group_b with its {int(100 * 0.95)}% bootstrap interval. Pairwise p-values: Wald "
+    f"Difference = group_a minus group_b with its 95% bootstrap interval. Pairwise p-values: Wald "
     f"test on the bootstrap standard error, corrected within each attribute and metric ({correction})."
 )
 
@@ -241,8 +235,17 @@ st.dataframe(summary[summary_columns], hide_index=True, width="stretch",
 
 st.subheader("Export")
 stem = Path(file_name).stem
-d1, d2, d3 = st.columns(3)
-d1.download_button("Audit JSON", result["json"], file_name=f"{stem}_audit.json", mime="application/json")
+d1, d2, d3, d4 = st.columns(4)
+d1.download_button("Audit JSON", json.dumps(result.to_json_dict(), indent=2), file_name=f"{stem}_audit.json",
+                   mime="application/json")
 d2.download_button("Per-group metrics CSV", groups.to_csv(index=False), file_name=f"{stem}_groups.csv",
                    mime="text/csv")
 d3.download_button("Gaps CSV", gaps.to_csv(index=False), file_name=f"{stem}_gaps.csv", mime="text/csv")
+
+audit_name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
+if d4.button("Save to workspace", help=f"Writes audit.json and CSV tables to audits/{stem}-<time>/"):
+    try:
+        saved = save_audit(result, workspace().audit_dir(audit_name), predictions=frame)
+        st.success(f"Saved to {saved.parent}")
+    except (OSError, FairMedInputError) as error:
+        show_input_error(error)

@@ -89,3 +89,17 @@ def test_audit_page_upload_mode_waits_for_a_file(app):
     app.radio(key="audit_source_kind").set_value("Upload a predictions file").run()
     _no_errors(app)
     assert any("Upload a predictions file" in i.value for i in app.info)
+
+
+def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
+    import json
+
+    app.switch_page("pages/fairness_audit.py").run()
+    save = next(b for b in app.button if b.label == "Save to workspace")
+    save.click().run()
+    _no_errors(app)
+    saved = sorted((default_workspace / "audits").glob("reference_predictions-*/audit.json"))
+    assert saved, "no audit written"
+    payload = json.loads(saved[-1].read_text())
+    assert {"groups", "gaps", "summary", "settings"} <= set(payload)
+    assert (saved[-1].parent / "groups.csv").is_file() and (saved[-1].parent / "predictions.csv").is_file()

@@ -9,18 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "fpr",
-    "fdr",
-    "selection_rate",
-    "auroc",
-    "ece",
-)
+from fairmed_core.fairness._metrics import CONFUSION_METRICS
+
+METRICS = (*CONFUSION_METRICS, "auroc", "ece")
 """Per-group metrics an audit can report (AUROC and ECE need a score column)."""
 
 SUMMARY_STATISTICS = (

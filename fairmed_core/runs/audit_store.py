@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,15 +9,7 @@ import pandas as pd
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
-__all__ = ["save_audit", "audit_csv_text"]
-
-
-def audit_csv_text(result: AuditResult) -> str:
-    """One CSV of every per-group estimate followed by nothing else: the table a reviewer opens in a spreadsheet.
-
-    Gaps and summaries have their own CSVs (``save_audit``); mixing shapes in one CSV breaks spreadsheets.
-    """
-    return result.groups_frame().to_csv(index=False)
+__all__ = ["save_audit"]
 
 
 def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.DataFrame | None = None) -> Path:
@@ -36,7 +27,3 @@ def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.Da
     atomic_write_json(directory / "audit.json", result.to_json_dict())
     return directory / "audit.json"
 
-
-def load_audit_json(path: str | Path) -> dict:
-    """Read a saved ``audit.json`` back as a plain dict."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
