@@ -17,7 +17,13 @@ import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import METRICS, AuditResult, audit, read_predictions_table, validate_predictions
-from fairmed_core.viz import METRIC_LABELS, group_sizes_figure, metric_bars_figure, ratio_band_figure
+from fairmed_core.viz import (
+    METRIC_LABELS,
+    group_sizes_figure,
+    intersection_heatmap_figure,
+    metric_bars_figure,
+    ratio_band_figure,
+)
 from fairmed_core.runs.audit_store import save_audit
 from pages._common import reference_predictions, show_input_error, workspace
 
@@ -195,6 +201,14 @@ undefined = block[block["undefined_reason"] != ""]
 if not undefined.empty:
     st.info("Undefined (shown as n/a): " + "; ".join(
         f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
+
+if attribute.count(" x ") == 1:
+    st.subheader(f"Intersectional map: {attribute}")
+    heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
+    st.plotly_chart(
+        intersection_heatmap_figure(groups, source=source, attribute=attribute, metric=heat_metric),
+        width="stretch", key="heatmap_chart",
+    )
 
 st.subheader("Disparity band")
 st.plotly_chart(ratio_band_figure(gaps, source=source, attribute=attribute, metrics=metrics, band=band),

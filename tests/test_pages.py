@@ -103,3 +103,13 @@ def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
     payload = json.loads(saved[-1].read_text())
     assert {"groups", "gaps", "summary", "settings"} <= set(payload)
     assert (saved[-1].parent / "groups.csv").is_file() and (saved[-1].parent / "predictions.csv").is_file()
+
+
+def test_audit_page_maps_a_two_attribute_intersection(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    app.multiselect(key="audit_attributes_reference_predictions.csv").set_value(["sex", "age_group"]).run()
+    app.checkbox(key="audit_intersect").check().run()
+    app.selectbox(key="audit_view_attribute").set_value("sex x age_group").run()
+    _no_errors(app)
+    assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]
+    assert len(app.get("plotly_chart")) == 4

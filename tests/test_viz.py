@@ -57,3 +57,22 @@ def test_figures_use_the_colour_blind_safe_palette(result):
     figure = metric_bars_figure(result.groups_frame(), source="ALL", attribute="sex", metrics=["f1"])
     colours = [t.marker.color for t in figure.data if not t.name.startswith("UNK")]
     assert colours and all(c in OKABE_ITO for c in colours)
+
+
+def test_intersection_heatmap_cells_are_the_intersection_estimates():
+    from fairmed_core.viz import intersection_heatmap_figure
+
+    frame = pd.read_csv(REFERENCE_PREDICTIONS)
+    result = audit(frame, label_col="y_true", pred_col="y_pred", sensitive=["sex", "age_group"],
+                   intersect=True, n_boot=0)
+    groups = result.groups_frame()
+    figure = intersection_heatmap_figure(groups, source="ALL", attribute="sex x age_group", metric="recall")
+    heat = figure.data[0]
+    cells = groups[(groups["attribute"] == "sex x age_group") & (groups["metric"] == "recall")]
+    for row_index, sex in enumerate(heat.y):
+        for column_index, age in enumerate(heat.x):
+            expected = cells[cells["group"] == f"{sex},{age}"]["estimate"].iloc[0]
+            np.testing.assert_allclose(heat.z[row_index][column_index], expected)
+    assert any("†" in text for row in heat.text for text in row)  # e.g. M,A1 is too small
+    with pytest.raises(ValueError, match="two attributes"):
+        intersection_heatmap_figure(groups, source="ALL", attribute="sex", metric="recall")

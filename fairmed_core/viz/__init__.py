@@ -1,6 +1,12 @@
 """Plotly figure builders; no Streamlit calls, so pages and reports share the same figures."""
 
-from fairmed_core.viz.audit_figures import METRIC_LABELS, group_sizes_figure, metric_bars_figure, ratio_band_figure
+from fairmed_core.viz.audit_figures import (
+    METRIC_LABELS,
+    group_sizes_figure,
+    intersection_heatmap_figure,
+    metric_bars_figure,
+    ratio_band_figure,
+)
 from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
 from fairmed_core.viz.palette import OKABE_ITO
 
@@ -9,6 +15,7 @@ __all__ = [
     "OKABE_ITO",
     "group_counts_figure",
     "group_sizes_figure",
+    "intersection_heatmap_figure",
     "metric_bars_figure",
     "prevalence_figure",
     "ratio_band_figure",

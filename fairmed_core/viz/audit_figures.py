@@ -14,7 +14,13 @@ import plotly.graph_objects as go
 
 from fairmed_core.viz.palette import BAND_FILL, NEUTRAL_GREY, colour_for
 
-__all__ = ["group_sizes_figure", "metric_bars_figure", "ratio_band_figure", "METRIC_LABELS"]
+__all__ = [
+    "METRIC_LABELS",
+    "group_sizes_figure",
+    "intersection_heatmap_figure",
+    "metric_bars_figure",
+    "ratio_band_figure",
+]
 
 METRIC_LABELS = {
     "accuracy": "Accuracy",
@@ -143,5 +149,45 @@ def ratio_band_figure(
     figure.update_layout(
         title=f"Ratio to reference group {reference}: band {low:g} to {high:g} (diamonds fall outside)",
         yaxis_title=f"metric / metric of {reference}", **_LAYOUT,
+    )
+    return figure
+
+
+def intersection_heatmap_figure(
+    groups: pd.DataFrame, *, source: str, attribute: str, metric: str, min_group_size: int = 30
+) -> go.Figure:
+    """A metric over the cells of a two-attribute intersection (e.g. sex x age_group), with n in each cell.
+
+    Cells too small to support a claim are labelled with a dagger so a bright colour is not over-read.
+    """
+    parts = attribute.split(" x ")
+    if len(parts) != 2:
+        raise ValueError(f"a heatmap needs an intersection of two attributes, got {attribute!r}")
+    block = _block(groups, source, attribute)
+    block = block[block["metric"] == metric]
+    split = block["group"].astype(str).str.split(",", n=1, expand=True)
+    cells = block.assign(row=split[0], column=split[1])
+    values = cells.pivot(index="row", columns="column", values="estimate")
+    sizes = cells.pivot(index="row", columns="column", values="n").reindex_like(values)
+    small = cells.pivot(index="row", columns="column", values="small_group").reindex_like(values)
+    text = [
+        [
+            ("n/a" if not np.isfinite(v) else f"{v:.2f}") + f"<br>n={int(n)}" + (" †" if s else "")
+            for v, n, s in zip(value_row, size_row, small_row)
+        ]
+        for value_row, size_row, small_row in zip(
+            values.to_numpy(dtype=float), sizes.fillna(0).to_numpy(), small.fillna(True).to_numpy()
+        )
+    ]
+    figure = go.Figure(
+        go.Heatmap(
+            z=values.to_numpy(dtype=float), x=list(values.columns), y=list(values.index), text=text,
+            texttemplate="%{text}", colorscale="Cividis", zmin=0, zmax=1,
+            colorbar=dict(title=METRIC_LABELS.get(metric, metric)),
+        )
+    )
+    figure.update_layout(
+        title=f"{METRIC_LABELS.get(metric, metric)} by {parts[0]} and {parts[1]} ({source}); † = too small",
+        xaxis_title=parts[1], yaxis_title=parts[0], **_LAYOUT,
     )
     return figure
