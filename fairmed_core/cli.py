@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FairMedInputError as error:
         print(f"fairmed {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
         print(f"fairmed {args.command}: error: {error.strerror}: {error.filename}", file=sys.stderr)
         return EXIT_USER_ERROR
 
