@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,23 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
     """(0-based position of the first True, number of Trues)."""
     hits = np.flatnonzero(mask)
     return int(hits[0]), int(hits.size)
+
+
+def _reject_rows(
+    mask: np.ndarray, describe: Callable[[int], str], *, source_name: str, column: str, hint: str
+) -> None:
+    """Raise for the first row flagged in ``mask``: ``describe(position)`` says what is wrong with it, the
+    message adds how many more rows are like it, and the hint adds the row-numbering convention."""
+    if not mask.any():
+        return
+    position, count = _first_bad(mask)
+    raise FairMedInputError(
+        f"{describe(position)}{_describe_more(count)}",
+        source=source_name,
+        column=column,
+        row=_data_row(position),
+        hint=f"{hint}; {_ROW_HINT}",
+    )
 
 
 def _is_missing_scalar(value: object) -> bool:
@@ -172,33 +189,21 @@ def _check_columns(frame: pd.DataFrame, source_name: str, required: dict[str, st
 
 
 def _check_no_missing(series: pd.Series, *, what: str, source_name: str, column: str) -> None:
-    missing = series.isna().to_numpy()
-    if missing.any():
-        position, count = _first_bad(missing)
-        raise FairMedInputError(
-            f"{what} is missing{_describe_more(count)}",
-            source=source_name,
-            column=column,
-            row=_data_row(position),
-            hint=f"every row needs a {what}; {_ROW_HINT}",
-        )
+    _reject_rows(
+        series.isna().to_numpy(), lambda _: f"{what} is missing",
+        source_name=source_name, column=column, hint=f"every row needs a {what}",
+    )
 
 
 def _check_in_set(
     series: pd.Series, allowed: set, *, what: str, source_name: str, column: str, hint: str
 ) -> None:
-    bad = ~series.isin(list(allowed)).to_numpy()
-    if bad.any():
-        position, count = _first_bad(bad)
-        shown = sorted(map(str, allowed))
-        raise FairMedInputError(
-            f"{what} {_python_scalar(series.iloc[position])!r} is not in the label set {{{', '.join(shown)}}}"
-            f"{_describe_more(count)}",
-            source=source_name,
-            column=column,
-            row=_data_row(position),
-            hint=f"{hint}; {_ROW_HINT}",
-        )
+    shown = ", ".join(sorted(map(str, allowed)))
+    _reject_rows(
+        ~series.isin(list(allowed)).to_numpy(),
+        lambda at: f"{what} {_python_scalar(series.iloc[at])!r} is not in the label set {{{shown}}}",
+        source_name=source_name, column=column, hint=hint,
+    )
 
 
 def _check_score(series: pd.Series, *, source_name: str, column: str) -> pd.Series:
@@ -209,28 +214,19 @@ def _check_score(series: pd.Series, *, source_name: str, column: str) -> pd.Seri
             column=column,
         )
     numeric = pd.to_numeric(series, errors="coerce")
-    not_number = (numeric.isna() & series.notna()).to_numpy()
-    if not_number.any():
-        position, count = _first_bad(not_number)
-        raise FairMedInputError(
-            f"score {_python_scalar(series.iloc[position])!r} is not a number{_describe_more(count)}",
-            source=source_name,
-            column=column,
-            row=_data_row(position),
-            hint=f"scores must be probabilities in [0, 1]; {_ROW_HINT}",
-        )
+    _reject_rows(
+        (numeric.isna() & series.notna()).to_numpy(),
+        lambda at: f"score {_python_scalar(series.iloc[at])!r} is not a number",
+        source_name=source_name, column=column, hint="scores must be probabilities in [0, 1]",
+    )
     values = numeric.to_numpy(dtype=float, na_value=np.nan)
     _check_no_missing(pd.Series(values), what="score", source_name=source_name, column=column)
-    outside = (values < 0.0) | (values > 1.0) | ~np.isfinite(values)
-    if outside.any():
-        position, count = _first_bad(outside)
-        raise FairMedInputError(
-            f"score {float(values[position])!r} is outside [0, 1]{_describe_more(count)}",
-            source=source_name,
-            column=column,
-            row=_data_row(position),
-            hint=f"pass probabilities (apply a sigmoid/softmax to logits first); {_ROW_HINT}",
-        )
+    _reject_rows(
+        (values < 0.0) | (values > 1.0) | ~np.isfinite(values),
+        lambda at: f"score {float(values[at])!r} is outside [0, 1]",
+        source_name=source_name, column=column,
+        hint="pass probabilities (apply a sigmoid/softmax to logits first)",
+    )
     return pd.Series(values, index=series.index, name=series.name)
 
 
@@ -336,16 +332,12 @@ def validate_predictions(
             if implicit is not None
             else ~predictions.isin(list(allowed)).to_numpy()
         )
-        if bad.any():
-            position, count = _first_bad(bad)
-            raise FairMedInputError(
-                f"prediction {_python_scalar(predictions.iloc[position])!r} never appears among the true labels"
-                f"{_describe_more(count)}",
-                source=source_name,
-                column=pred_col,
-                row=_data_row(position),
-                hint=f"declare the full label set with label_values=[...] if this is intended; {_ROW_HINT}",
-            )
+        _reject_rows(
+            bad,
+            lambda at: f"prediction {_python_scalar(predictions.iloc[at])!r} never appears among the true labels",
+            source_name=source_name, column=pred_col,
+            hint="declare the full label set with label_values=[...] if this is intended",
+        )
     out[label_col] = labels
     out[pred_col] = predictions
 
@@ -369,16 +361,11 @@ def validate_predictions(
     if id_col is not None:
         ids = out[id_col]
         _check_no_missing(ids, what="case id", source_name=source_name, column=id_col)
-        duplicated = ids.duplicated().to_numpy()
-        if duplicated.any():
-            position, count = _first_bad(duplicated)
-            raise FairMedInputError(
-                f"case id {_python_scalar(ids.iloc[position])!r} appears more than once{_describe_more(count)}",
-                source=source_name,
-                column=id_col,
-                row=_data_row(position),
-                hint=f"each case must appear once per predictions table; {_ROW_HINT}",
-            )
+        _reject_rows(
+            ids.duplicated().to_numpy(),
+            lambda at: f"case id {_python_scalar(ids.iloc[at])!r} appears more than once",
+            source_name=source_name, column=id_col, hint="each case must appear once per predictions table",
+        )
     return out
 
 
