@@ -122,6 +122,123 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generation_options(args: argparse.Namespace):
+    from fairmed_core.models.generation import GenerationOptions
+
+    return GenerationOptions(do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+
+
+def _progress_bar(description: str):
+    """A tqdm bar on stderr driven by ``progress(done, total)`` callbacks; returns (callback, bar)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=description, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+def _evaluate_into(loaded, dataset, out: Path, *, split, options, limit, n_boot: int):
+    from fairmed_core.runs.evaluation_job import run_evaluation
+
+    progress, bar = _progress_bar(f"{loaded.name} on {dataset.name} [{split or 'all'}]")
+    try:
+        return run_evaluation(loaded, dataset, out, split=split, options=options, limit=limit, n_boot=n_boot,
+                              progress=progress)
+    finally:
+        bar.close()
+
+
+def _print_run(run) -> None:
+    info = run.info
+    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
+          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
+    print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from fairmed_core.data import read_manifest
+    from fairmed_core.models.loading import load_model
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    dataset = read_manifest(args.data)
+    loaded = load_model(args.model, adapter=args.adapter, device=args.device)
+    split = None if args.split == "all" else args.split
+    run = _evaluate_into(loaded, dataset, out, split=split, options=_generation_options(args), limit=args.limit,
+                         n_boot=args.n_boot)
+    _print_run(run)
+    return 0
+
+
+def _cmd_train_sft(args: argparse.Namespace) -> int:
+    import torch
+
+    from fairmed_core.data import read_manifest
+    from fairmed_core.models.generation import GenerationOptions
+    from fairmed_core.models.loading import load_model
+    from fairmed_core.models.model_card import write_model_card
+    from fairmed_core.training.sft import SFTConfig, train_sft
+
+    torch.set_num_threads(args.threads)
+    values = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise FairMedInputError(f"not valid JSON: {error}", source=args.config) from error
+        if not isinstance(values, dict):
+            raise FairMedInputError("the SFT config must be a JSON object", source=args.config)
+    for name in ("epochs", "seed"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    config = SFTConfig.from_dict(values)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FairMedInputError(f"output folder {str(out)!r} is not empty",
+                                hint="choose an empty folder or pass --overwrite")
+    last = {}
+
+    def log(record: dict) -> None:
+        last.update(record)
+        if record["step"] % 50 == 0:
+            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}", file=sys.stderr)
+
+    result = train_sft(args.data, out, config, log=log)
+    print(f"trained {result.steps} steps on {result.train_cases} cases in {result.train_time_s:.0f} s "
+          f"(loss {result.first_loss:.3f} -> {result.final_loss:.3f}); saved to {out}")
+    if args.eval_split == "none":
+        return 0
+    dataset = read_manifest(args.data)
+    loaded = load_model(out, device="cpu")
+    # The evaluation lives inside the model folder, so the card's numbers sit beside the card.
+    run = _evaluate_into(loaded, dataset, out / "evaluation", split=args.eval_split,
+                         options=GenerationOptions(batch_size=32), limit=None, n_boot=1000)
+    training = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
+    card = write_model_card(out, name=out.name, training=training, evaluation=run.info, result=run.audit,
+                            parameter_count=loaded.parameter_count, architecture=config.model.to_dict())
+    _print_run(run)
+    print(f"wrote the model card {card}")
+    return 0
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="cases per forward pass (default 16)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length limit (default 64)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -184,6 +301,34 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", help="write the audit as JSON here")
     audit.add_argument("--out-dir", help="also save JSON and CSV tables into this folder")
     audit.set_defaults(run=_cmd_audit)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="run a Gemma 3 image-text model over a dataset split, store predictions and audit")
+    evaluate.add_argument("--model", required=True, help="model folder (config.json, processor, safetensors)")
+    evaluate.add_argument("--adapter", help="LoRA adapter folder (peft, safetensors) applied to the model")
+    evaluate.add_argument("--data", required=True, help="manifest.jsonl of a dataset")
+    evaluate.add_argument("--split", default="test", help="split to answer, or 'all' (default test)")
+    evaluate.add_argument("--limit", type=_positive_int, help="answer only the first N cases of the split")
+    evaluate.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, run.json)")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda:N")
+    evaluate.add_argument("--n-boot", type=_non_negative_int, default=1000, help="audit bootstrap resamples")
+    evaluate.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    _add_generation_flags(evaluate)
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start)")
+    methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    sft = methods.add_parser("sft", help="supervised warm start of the tiny FairMedGemma on a benchmark manifest")
+    sft.add_argument("--data", required=True, help="manifest.jsonl written by `fairmed synth`")
+    sft.add_argument("--out", required=True, help="model folder to write (save_pretrained + model card)")
+    sft.add_argument("--config", help="JSON file of SFTConfig fields (model sizes under \"model\")")
+    sft.add_argument("--epochs", type=_positive_int, help="override the config's epochs")
+    sft.add_argument("--seed", type=int, help="override the config's seed")
+    sft.add_argument("--eval-split", default="test",
+                     help="split to evaluate for the model card and predictions file, or 'none' (default test)")
+    sft.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    sft.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    sft.set_defaults(run=_cmd_train_sft)
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)

@@ -28,3 +28,17 @@ def default_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def default_manifest(default_workspace) -> Path:
     return default_workspace / "datasets" / "synth-default" / "manifest.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(default_manifest, tmp_path_factory) -> Path:
+    """A tiny FairMedGemma trained for a few steps on the benchmark (fast; answers in the right format, not
+    well). Tests that need the shipped, fully trained model use ``assets/models/tiny-fairmedgemma``."""
+    import torch
+
+    from fairmed_core.training.sft import SFTConfig, train_sft
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny-model")
+    train_sft(default_manifest, out, SFTConfig(epochs=2, max_cases=192, batch_size=16, learning_rate=3e-3))
+    return out

@@ -21,11 +21,14 @@ from typing import Any
 
 from fairmed_core.errors import FairMedInputError
 
-__all__ = ["Workspace", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS"]
+__all__ = ["Workspace", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS",
+           "TINY_MODEL", "TINY_MODEL_PREDICTIONS"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
 REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
+TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
+TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -59,6 +62,15 @@ def atomic_write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
+def _checked_name(name: str, kind: str) -> str:
+    if not _SAFE_NAME.match(name):
+        raise FairMedInputError(
+            f"{kind} name {name!r} is not allowed",
+            hint="use letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A workspace folder and the well-known places inside it."""
@@ -78,14 +90,29 @@ class Workspace:
     def audits(self) -> Path:
         return self.root / "audits"
 
+    @property
+    def runs(self) -> Path:
+        """Evaluation and training runs, one folder each."""
+        return self.root / "runs"
+
+    @property
+    def models(self) -> Path:
+        """Model folders (checkpoints) the user placed or trained in this workspace."""
+        return self.root / "models"
+
     def audit_dir(self, name: str) -> Path:
         """The folder of a saved audit; the name must be a plain file name (no path tricks)."""
-        if not _SAFE_NAME.match(name):
-            raise FairMedInputError(
-                f"audit name {name!r} is not allowed",
-                hint="use letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        return self.audits / name
+        return self.audits / _checked_name(name, "audit")
+
+    def run_dir(self, name: str) -> Path:
+        """The folder of a run; the name must be a plain file name (no path tricks)."""
+        return self.runs / _checked_name(name, "run")
+
+    def model_dirs(self) -> list[Path]:
+        """Folders under ``models/`` that hold a ``config.json``, sorted by name."""
+        if not self.models.is_dir():
+            return []
+        return sorted(p.parent for p in self.models.glob("*/config.json") if p.is_file())
 
     def dataset_manifests(self) -> list[Path]:
         """Manifests of the datasets in this workspace (``datasets/*/manifest.jsonl``), sorted by name."""

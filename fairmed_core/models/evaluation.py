@@ -1,0 +1,87 @@
+"""Batch evaluation: run a loaded model over a dataset split and return the predictions table the audit reads.
+
+A format failure (no parseable answer, or an answer outside the dataset's labels) is scored as a wrong
+answer, as the FairGRPO accuracy reward scores it: ``y_pred`` is then the label that is not ``y_true`` (for
+binary data), so a failure on a positive case is a false negative and on a negative case a false positive.
+The raw parsed answer, ``format_ok`` and the failure reason are kept beside it so failures can be counted per
+group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from fairmed_core.data import Dataset
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.generation import GenerationOptions, generate_answers
+from fairmed_core.models.loading import LoadedModel
+
+__all__ = ["PREDICTION_COLUMNS", "evaluate_dataset", "format_failure_rates"]
+
+PREDICTION_COLUMNS = ("case_id", "source", "split", "y_true", "y_pred", "answer", "format_ok", "failure",
+                      "reasoning", "completion", "new_tokens", "generation_time_s", "model")
+
+
+def _wrong_label(truth: str, labels: tuple[str, ...]) -> str:
+    others = [label for label in labels if label != truth]
+    return others[0] if len(others) == 1 else "(format failure)"
+
+
+def evaluate_dataset(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    *,
+    split: str | None = "test",
+    options: GenerationOptions | None = None,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Answer every case of ``split`` (None: all cases; ``limit``: the first N) and tabulate the answers.
+
+    Columns: ``case_id, source, split``, the dataset's attribute columns, ``y_true, y_pred, answer, format_ok,
+    failure, reasoning, completion, new_tokens, generation_time_s, model``."""
+    cases = dataset.cases if split is None else dataset.cases[dataset.cases["split"] == split]
+    if cases.empty:
+        present = ", ".join(sorted(dataset.cases["split"].astype(str).unique()))
+        raise FairMedInputError(f"dataset {dataset.name!r} has no {split!r} cases", column="split",
+                                hint=f"splits present: {present}")
+    if limit is not None:
+        cases = cases.head(limit)
+    images = [[dataset.load_image(case_id)] for case_id in cases["case_id"]]
+    # Cases with several images give the model all of them, in order.
+    if "image_paths" in cases.columns:
+        from fairmed_core.data.schema import open_image
+
+        images = [[open_image(path) for path in paths] if isinstance(paths, (list, tuple)) and len(paths) > 1
+                  else single for paths, single in zip(cases["image_paths"], images)]
+    generations = generate_answers(loaded, list(cases["problem"].astype(str)), images, options,
+                                   choices=list(dataset.label_values), progress=progress)
+    frame = cases[["case_id", "dataset", "split", *dataset.attributes]].rename(columns={"dataset": "source"})
+    frame = frame.reset_index(drop=True)
+    truth = cases["answer"].astype(str).tolist()
+    frame["y_true"] = truth
+    frame["y_pred"] = [g.answer if g.format_ok else _wrong_label(t, dataset.label_values)
+                       for g, t in zip(generations, truth)]
+    frame["answer"] = [g.answer or "" for g in generations]
+    frame["format_ok"] = [g.format_ok for g in generations]
+    frame["failure"] = [g.failure for g in generations]
+    frame["reasoning"] = [g.reasoning for g in generations]
+    frame["completion"] = [g.completion for g in generations]
+    frame["new_tokens"] = [g.new_tokens for g in generations]
+    frame["generation_time_s"] = [round(g.generation_time_s, 5) for g in generations]
+    frame["model"] = loaded.name
+    return frame
+
+
+def format_failure_rates(predictions: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
+    """Share of format failures per source and group of each attribute (columns attribute, group, n, failures,
+    failure_rate)."""
+    rows = []
+    for attribute in attributes:
+        for (source, group), part in predictions.groupby(["source", attribute], dropna=False):
+            failures = int((~part["format_ok"].astype(bool)).sum())
+            rows.append({"source": source, "attribute": attribute, "group": group, "n": len(part),
+                         "failures": failures, "failure_rate": failures / len(part)})
+    return pd.DataFrame(rows, columns=["source", "attribute", "group", "n", "failures", "failure_rate"])

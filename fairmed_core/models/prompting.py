@@ -1,0 +1,97 @@
+"""Turn cases into Gemma 3 chat inputs: the FairGRPO prompt, images in order, one processor call per batch.
+
+A question in the data contract marks its images with ``<image>``; each marker becomes an image item of the
+user turn, in order, and images without a marker go first (where the authors' prompts put them). Images are
+normalised to 8-bit RGB first (16-bit, RGBA, palette and greyscale inputs all occur in medical data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.answers import build_prompt
+
+__all__ = ["IMAGE_PLACEHOLDER", "chat_messages", "encode_prompts", "prompt_texts", "to_model_image"]
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def to_model_image(image: Image.Image) -> Image.Image:
+    """8-bit RGB for the processor: 16-bit and float images are min-max windowed, transparency is composited
+    on black (the background of every modality we read), palette and greyscale are expanded."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(np.min(pixels)), float(np.max(pixels))
+        scaled = np.zeros_like(pixels) if high <= low else (pixels - low) / (high - low)
+        image = Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def chat_messages(question: str, n_images: int, *, format_instruction: bool = True) -> list[dict]:
+    """One user turn: the question's text with an image item at each ``<image>`` marker (unmarked images first).
+
+    With ``format_instruction`` the FairGRPO instruction (think tags, boxed answer) follows the question."""
+    parts = question.split(IMAGE_PLACEHOLDER)
+    n_markers = len(parts) - 1
+    if n_markers > n_images:
+        raise FairMedInputError(
+            f"the question marks {n_markers} images with {IMAGE_PLACEHOLDER!r} but the case has {n_images}",
+            column="problem",
+        )
+    content: list[dict] = [{"type": "image"} for _ in range(n_images - n_markers)]
+    for index, part in enumerate(parts):
+        text = part.strip()
+        if index == len(parts) - 1 and format_instruction:
+            text = build_prompt(text)
+        if text:
+            content.append({"type": "text", "text": text})
+        if index < n_markers:
+            content.append({"type": "image"})
+    return [{"role": "user", "content": content}]
+
+
+def prompt_texts(processor, questions: Sequence[str], image_counts: Sequence[int], *,
+                 format_instruction: bool = True) -> list[str]:
+    """The chat-templated prompt of each question, ending with the model turn's opening."""
+    conversations = [chat_messages(q, n, format_instruction=format_instruction)
+                     for q, n in zip(questions, image_counts)]
+    return processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(processor, questions: Sequence[str], images: Sequence[Sequence[Image.Image]], *,
+                   max_prompt_tokens: int | None = None, format_instruction: bool = True):
+    """Tokenise a batch (left-padded) with its images; refuse prompts longer than ``max_prompt_tokens``.
+
+    Returns the processor's ``BatchFeature`` (``input_ids``, ``attention_mask``, ``token_type_ids``,
+    ``pixel_values``)."""
+    if len(questions) != len(images):
+        raise ValueError(f"{len(questions)} questions but {len(images)} image lists")
+    texts = prompt_texts(processor, questions, [len(group) for group in images],
+                         format_instruction=format_instruction)
+    model_images = [[to_model_image(image) for image in group] for group in images]
+    has_images = any(model_images)
+    if has_images and not all(model_images):
+        raise FairMedInputError("a batch must be all image cases or all text-only cases", column="images")
+    processor.tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
+    batch = processor(text=texts, images=model_images if has_images else None, return_tensors="pt",
+                      padding=True)
+    if max_prompt_tokens is not None:
+        lengths = batch["attention_mask"].sum(dim=1)
+        longest = int(lengths.max())
+        if longest > max_prompt_tokens:
+            row = int(lengths.argmax())
+            raise FairMedInputError(
+                f"the prompt is {longest} tokens (question and image tokens) but the model takes at most "
+                f"{max_prompt_tokens} before its answer",
+                column="problem", row=row,
+                hint="shorten the question or lower max new tokens",
+            )
+    return batch

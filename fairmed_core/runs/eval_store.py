@@ -1,0 +1,96 @@
+"""Evaluation runs on disk: one folder per run with its settings, predictions table and audit.
+
+``run.json`` is written last, so its presence marks a complete run: a run interrupted half-way is never
+listed, and an existing run folder is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness import AuditResult
+from fairmed_core.runs.audit_store import save_audit
+from fairmed_core.runs.workspace import Workspace, atomic_write_json, atomic_write_text
+
+__all__ = ["EvaluationRun", "list_evaluations", "new_run_name", "read_evaluation", "save_evaluation"]
+
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """A complete evaluation run: where it is and what ``run.json`` says about it."""
+
+    name: str
+    path: Path
+    info: dict
+    audit: AuditResult | None = None  # set when the run was just made; read runs keep it in audit/audit.json
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    def label(self) -> str:
+        """One line for a picker: model, data, split, size, accuracy."""
+        info = self.info
+        accuracy = info.get("accuracy")
+        acc = f", accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else ""
+        return (f"{self.name}: {info.get('model', '?')} on {info.get('dataset', '?')} "
+                f"[{info.get('split', 'all')}], {info.get('n_cases', '?')} cases{acc}")
+
+
+def new_run_name(model_name: str, split: str | None, *, now: float | None = None) -> str:
+    """``eval-<model>-<split>-<UTC timestamp>`` with unsafe characters replaced."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    raw = f"eval-{model_name}-{split or 'all'}-{stamp}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:100]
+
+
+def save_evaluation(directory: str | Path, predictions: pd.DataFrame, info: dict,
+                    audit: AuditResult | None = None) -> EvaluationRun:
+    """Write ``predictions.csv``, the audit (``audit/``) and ``run.json`` (last) into a new ``directory``."""
+    path = Path(directory)
+    if (path / RUN_FILE).exists():
+        raise FairMedInputError(f"run folder {str(path)!r} already holds a run", hint="choose another run name")
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    if audit is not None:
+        save_audit(audit, path / "audit")
+    atomic_write_json(path / RUN_FILE, info)
+    return EvaluationRun(name=path.name, path=path, info=info, audit=audit)
+
+
+def read_evaluation(directory: str | Path) -> EvaluationRun:
+    """The run in ``directory``; an error if it is incomplete or its ``run.json`` is unreadable."""
+    path = Path(directory)
+    run_file = path / RUN_FILE
+    if not run_file.is_file() or not (path / PREDICTIONS_FILE).is_file():
+        raise FairMedInputError("not a complete evaluation run (run.json or predictions.csv missing)",
+                                source=str(path))
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FairMedInputError(f"run.json is not valid JSON: {error}", source=str(run_file)) from error
+    return EvaluationRun(name=path.name, path=path, info=info if isinstance(info, dict) else {})
+
+
+def list_evaluations(workspace: Workspace) -> list[EvaluationRun]:
+    """Complete evaluation runs in the workspace, newest first; unreadable folders are skipped."""
+    if not workspace.runs.is_dir():
+        return []
+    runs = []
+    for folder in workspace.runs.iterdir():
+        if folder.is_dir() and (folder / RUN_FILE).is_file():
+            try:
+                runs.append(read_evaluation(folder))
+            except FairMedInputError:
+                continue
+    return sorted(runs, key=lambda run: (run.path / RUN_FILE).stat().st_mtime, reverse=True)

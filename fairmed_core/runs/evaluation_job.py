@@ -1,0 +1,66 @@
+"""The batch-evaluation job: load a model, answer a dataset split, audit the answers, store the run.
+
+The CLI (``fairmed evaluate``) and the Inference page both run this one function.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fairmed_core.data import Dataset
+from fairmed_core.fairness import audit
+from fairmed_core.models.evaluation import evaluate_dataset
+from fairmed_core.models.generation import GenerationOptions
+from fairmed_core.models.loading import LoadedModel
+from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
+
+__all__ = ["run_evaluation", "audit_predictions"]
+
+
+def audit_predictions(predictions, attributes, *, positive_label: str | None, n_boot: int = 1000, seed: int = 0):
+    """The default audit of a model's predictions: every attribute, per source, with bootstrap intervals."""
+    return audit(predictions, label_col="y_true", pred_col="y_pred", sensitive=list(attributes),
+                 source_col="source", positive_label=positive_label, n_boot=n_boot, seed=seed)
+
+
+def run_evaluation(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    split: str | None = "test",
+    options: GenerationOptions | None = None,
+    limit: int | None = None,
+    n_boot: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationRun:
+    """Evaluate ``loaded`` on ``dataset``'s ``split`` and save predictions, audit and ``run.json`` to ``out_dir``."""
+    options = options or GenerationOptions()
+    started = time.time()
+    predictions = evaluate_dataset(loaded, dataset, split=split, options=options, limit=limit, progress=progress)
+    elapsed = time.time() - started
+    attributes = [a for a in dataset.attributes if a in predictions.columns]
+    result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=n_boot)
+    info = {
+        "kind": "evaluation",
+        "model": loaded.name,
+        "model_dir": str(loaded.directory),
+        "adapter": None if loaded.adapter is None else str(loaded.adapter),
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "dataset": dataset.name,
+        "manifest_root": str(dataset.root),
+        "split": split,
+        "n_cases": len(predictions),
+        "attributes": attributes,
+        "positive_label": dataset.positive_label,
+        "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
+        "format_failure_rate": float((~predictions["format_ok"].astype(bool)).mean()),
+        "generation": options.to_dict(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_time_s": round(elapsed, 2),
+        "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
+    }
+    return save_evaluation(out_dir, predictions, info, result)

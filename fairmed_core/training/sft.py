@@ -1,0 +1,200 @@
+"""Supervised warm start of the tiny FairMedGemma on the benchmark's training split.
+
+The model sees the image and the FairGRPO prompt; the loss is on the completion only (reasoning grounded in
+the case's latent findings, the boxed manifest answer, the end-of-turn token). The benchmark is used as it is,
+imbalanced and with its label noise: the disparities the model learns are what the audit and FairGRPO are for.
+A plain PyTorch loop (AdamW, warmup then cosine decay, gradient clipping): on a CPU with a sub-million
+parameter model, the Trainer's machinery costs more than the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from fairmed_core.data import read_manifest
+from fairmed_core.data.synth import QUESTIONS, SynthCase, cases_from_dataset
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.answers import build_prompt
+from fairmed_core.models.prompting import chat_messages, to_model_image
+from fairmed_core.models.tiny import TinyModelConfig, build_processor, build_tiny_model, build_tokenizer
+from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
+
+__all__ = ["SFTConfig", "SFTResult", "encode_sft_examples", "train_sft", "tiny_corpus"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised warm start settings; ``model`` sizes the tiny model."""
+
+    epochs: int = field(default=12, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=32, metadata={"help": "cases per optimiser step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    split: str = field(default="train", metadata={"help": "manifest split to train on"})
+    max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
+    seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
+    model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FairMedInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SFTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FairMedInputError(f"unknown SFT settings {unknown}", hint=f"known: {sorted(known)}")
+        values = dict(data)
+        if "model" in values:
+            model_known = {f.name for f in fields(TinyModelConfig)}
+            bad = sorted(set(values["model"]) - model_known)
+            if bad:
+                raise FairMedInputError(f"unknown model settings {bad}", hint=f"known: {sorted(model_known)}")
+            try:
+                values["model"] = TinyModelConfig(**values["model"])
+            except ValueError as error:
+                raise FairMedInputError(f"model settings: {error}") from error
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """What a warm start produced."""
+
+    out_dir: Path
+    steps: int
+    train_cases: int
+    first_loss: float
+    final_loss: float
+    train_time_s: float
+
+
+def tiny_corpus() -> list[str]:
+    """Every text the tiny tokenizer must cover: chat framing, the benchmark's prompts, every target."""
+    framing = ["user\n", "model\n", "\n\n", "\n"]
+    prompts = [build_prompt(question.replace("<image>", "").strip()) for question in QUESTIONS.values()]
+    return framing + prompts + target_corpus()
+
+
+def encode_sft_examples(processor, cases: list[SynthCase], images) -> dict[str, torch.Tensor]:
+    """Prompt + target token ids (right-padded), labels masked to the completion, pixel values."""
+    tokenizer = processor.tokenizer
+    prompts = processor.apply_chat_template([chat_messages(case.problem, 1) for case in cases],
+                                            add_generation_prompt=True, tokenize=False)
+    completions = [f"{reasoning_target(case)}<end_of_turn>" for case in cases]
+    tokenizer.padding_side = "right"
+    full = processor(text=[p + c for p, c in zip(prompts, completions)],
+                     images=[[to_model_image(image)] for image in images], return_tensors="pt", padding=True)
+    prompt_only = processor(text=prompts, images=[[to_model_image(image)] for image in images],
+                            return_tensors="pt", padding=True)
+    tokenizer.padding_side = "left"
+    labels = full["input_ids"].clone()
+    prompt_lengths = prompt_only["attention_mask"].sum(dim=1)
+    for row, length in enumerate(prompt_lengths.tolist()):
+        labels[row, :length] = IGNORE_INDEX
+    labels[full["attention_mask"] == 0] = IGNORE_INDEX
+    unknown = int((full["input_ids"] == tokenizer.unk_token_id).sum())
+    if unknown:
+        raise ValueError(f"{unknown} training tokens are out of the tiny vocabulary; extend tiny_corpus()")
+    return {"input_ids": full["input_ids"], "attention_mask": full["attention_mask"],
+            "token_type_ids": full["token_type_ids"], "pixel_values": full["pixel_values"], "labels": labels}
+
+
+def _learning_rate(step: int, total: int, config: SFTConfig) -> float:
+    warmup = max(1, int(total * config.warmup_fraction))
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | None = None, *,
+              log: Callable[[dict], None] | None = None) -> SFTResult:
+    """Build the tiny model, train it on ``manifest``'s ``config.split`` cases, save it to ``out_dir``.
+
+    Writes ``save_pretrained`` model and processor files, ``training_config.json`` and ``training_log.jsonl``.
+    ``log`` receives each step's record (step, epoch, loss, learning rate)."""
+    config = config or SFTConfig()
+    dataset = read_manifest(manifest)
+    try:
+        all_cases = cases_from_dataset(dataset)
+    except FairMedInputError as error:
+        raise FairMedInputError(
+            f"the SFT warm start needs the benchmark's latent findings: {error.message}", source=str(manifest),
+            hint="train on a manifest written by `fairmed synth`") from error
+    cases = [case for case in all_cases if case.split == config.split]
+    if config.max_cases is not None:
+        cases = cases[: config.max_cases]
+    if not cases:
+        raise FairMedInputError(f"no {config.split!r} cases to train on", source=str(manifest), column="split")
+    torch.manual_seed(config.seed)
+    tokenizer = build_tokenizer(tiny_corpus())
+    processor = build_processor(tokenizer, config.model)
+    model = build_tiny_model(tokenizer, config.model, seed=config.seed)
+    images = [dataset.load_image(case.case_id) for case in cases]
+    examples = encode_sft_examples(processor, cases, images)
+    n = len(cases)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    started = time.perf_counter()
+    model.train()
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            rows = order[start:start + config.batch_size]
+            batch = {name: tensor[rows] for name, tensor in examples.items()}
+            # Trim the right padding this batch does not need.
+            width = int(batch["attention_mask"].sum(dim=1).max())
+            batch = {name: (tensor[:, :width] if tensor.dim() == 2 else tensor) for name, tensor in batch.items()}
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(step, total_steps, config)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            record = {"step": step, "epoch": epoch, "loss": float(loss.detach()),
+                      "learning_rate": optimizer.param_groups[0]["lr"],
+                      "elapsed_s": round(time.perf_counter() - started, 3)}
+            records.append(record)
+            if log is not None:
+                log(record)
+            step += 1
+    model.eval()
+    train_time_s = time.perf_counter() - started
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    atomic_write_json(out / "training_config.json", {
+        "method": "supervised warm start (fairmed_core.training.sft)",
+        "data": str(manifest), "split": config.split, "train_cases": n, "steps": total_steps,
+        "train_time_s": round(train_time_s, 1), "torch_threads": torch.get_num_threads(),
+        "config": config.to_dict(),
+    })
+    atomic_write_text(out / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return SFTResult(out_dir=out, steps=total_steps, train_cases=n, first_loss=records[0]["loss"],
+                     final_loss=records[-1]["loss"], train_time_s=train_time_s)
