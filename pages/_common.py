@@ -6,6 +6,7 @@ file is re-read and an unchanged one is not.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +16,10 @@ from streamlit.runtime.pages_manager import PagesManager
 from fairmed_core.data import Dataset, data_card, ensure_default_dataset, read_manifest
 from fairmed_core.data.card import DataCard
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS, Workspace
+from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS, TINY_MODEL, TINY_MODEL_PREDICTIONS, Workspace
 
 DEFAULT_DATASET_LABEL = "synth-default (embedded benchmark)"
+DEFAULT_MODEL_LABEL = "tiny-fairmedgemma (shipped, CPU)"
 
 if PagesManager.uses_pages_directory:
     # Streamlit bug: when the very first request after the server starts is a page URL (/fairness_audit),
@@ -43,9 +45,17 @@ def _card(manifest: str, mtime: float) -> DataCard:
     return data_card(_dataset(manifest, mtime))
 
 
-@st.cache_data(max_entries=2)
-def _reference_predictions(path: str, mtime: float) -> pd.DataFrame:
+@st.cache_data(max_entries=8)
+def _predictions_csv(path: str, mtime: float) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+@st.cache_resource(show_spinner="Loading the model (once per process)...", max_entries=2)
+def _loaded_model(directory: str, mtime: float):
+    # Imported here so pages that never run a model do not pay for importing transformers.
+    from fairmed_core.models.loading import load_model
+
+    return load_model(directory), threading.Lock()
 
 
 def workspace() -> Workspace:
@@ -76,7 +86,33 @@ def current_card() -> DataCard:
 
 def reference_predictions() -> pd.DataFrame:
     """The shipped predictions of the reference classifier on the embedded benchmark's test split."""
-    return _reference_predictions(str(REFERENCE_PREDICTIONS), REFERENCE_PREDICTIONS.stat().st_mtime)
+    return _predictions_csv(str(REFERENCE_PREDICTIONS), REFERENCE_PREDICTIONS.stat().st_mtime)
+
+
+def current_model_dir() -> Path:
+    """The model folder chosen in the sidebar (the shipped tiny FairMedGemma by default)."""
+    choice = st.session_state.get("model_choice", DEFAULT_MODEL_LABEL)
+    return TINY_MODEL if choice == DEFAULT_MODEL_LABEL else Path(choice)
+
+
+def current_model():
+    """``(LoadedModel, lock)`` for the sidebar's model, loaded once per process and shared by all sessions.
+
+    Generation must hold the lock: one model object serves every browser session, and concurrent
+    ``generate`` calls on it would interleave their threads' work for no gain on a CPU."""
+    directory = current_model_dir()
+    config = directory / "config.json"
+    return _loaded_model(str(directory), config.stat().st_mtime if config.exists() else 0.0)
+
+
+def tiny_model_predictions() -> pd.DataFrame:
+    """The shipped tiny FairMedGemma's predictions on the embedded benchmark's test split."""
+    return _predictions_csv(str(TINY_MODEL_PREDICTIONS), TINY_MODEL_PREDICTIONS.stat().st_mtime)
+
+
+def evaluation_predictions(path: Path) -> pd.DataFrame:
+    """A stored evaluation run's predictions table."""
+    return _predictions_csv(str(path), path.stat().st_mtime)
 
 
 def show_input_error(error: Exception) -> None:
@@ -102,4 +138,10 @@ def sidebar() -> None:
             "Dataset", [DEFAULT_DATASET_LABEL, *others], key="dataset_choice",
             help="Datasets in the workspace's datasets/ folder (one folder with a manifest.jsonl each). "
             "Write another benchmark with `fairmed synth --out WORKSPACE/datasets/NAME`.",
+        )
+        models = [str(p) for p in ws.model_dirs()]
+        st.selectbox(
+            "Model", [DEFAULT_MODEL_LABEL, *models], key="model_choice",
+            help="Gemma 3 image-text checkpoints (MedGemma-4B, FairMedGemma, your own) in the workspace's "
+            "models/ folder, one folder each with config.json, processor files and safetensors weights.",
         )

@@ -25,10 +25,19 @@ from fairmed_core.viz import (
     ratio_band_figure,
 )
 from fairmed_core.runs.audit_store import save_audit
-from pages._common import reference_predictions, show_input_error, workspace
+from fairmed_core.runs.eval_store import list_evaluations
+from pages._common import (
+    evaluation_predictions,
+    reference_predictions,
+    show_input_error,
+    tiny_model_predictions,
+    workspace,
+)
 
 MAX_UPLOAD_BYTES = 50 * 2**20
-SHIPPED = "Reference model on the embedded benchmark (shipped)"
+TINY = "Tiny FairMedGemma on the embedded benchmark (shipped)"
+SHIPPED = "Reference classifier on the embedded benchmark (shipped)"
+RUN = "A saved evaluation run"
 UPLOAD = "Upload a predictions file"
 NONE = "(none)"
 DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr")
@@ -53,6 +62,23 @@ def _read_upload(name: str, data: bytes) -> pd.DataFrame:
                                     hint=error.hint) from None
 
 
+def _model_run_mapping(frame: pd.DataFrame) -> dict:
+    attributes = [c for c in ("sex", "age_group", "skin_tone") if c in frame.columns]
+    return dict(label_col="y_true", pred_col="y_pred", score_col=None, source_col="source", attributes=attributes)
+
+
+def _format_failure_note(frame: pd.DataFrame) -> None:
+    if "format_ok" not in frame.columns:
+        return
+    failures = int((~frame["format_ok"].astype(bool)).sum())
+    if failures:
+        st.warning(f"{failures} of {len(frame):,} answers ({100 * failures / len(frame):.1f}%) could not be parsed "
+                   "(no boxed yes/no); they count as wrong answers. Per-group failure rates are in the "
+                   "predictions table (column format_ok).")
+    else:
+        st.caption(f"All {len(frame):,} answers parsed (reasoning in think tags, answer in a box).")
+
+
 def _guess(columns: list[str], *patterns: str) -> int:
     for pattern in patterns:
         for index, column in enumerate(columns):
@@ -63,14 +89,36 @@ def _guess(columns: list[str], *patterns: str) -> int:
 
 def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
     """The predictions table, its column mapping and a display name; None when there is nothing to audit."""
-    kind = st.radio("Predictions to audit", [SHIPPED, UPLOAD], horizontal=True, key="audit_source_kind")
+    kind = st.radio("Predictions to audit", [TINY, SHIPPED, RUN, UPLOAD], horizontal=True,
+                    key="audit_source_kind")
+    if kind == TINY:
+        frame = tiny_model_predictions()
+        st.caption(
+            "The shipped tiny FairMedGemma (a Gemma 3 image-text model at toy size, trained on the benchmark's "
+            f"train split as it is, imbalanced) answering {len(frame):,} test cases with greedy decoding; a "
+            "format failure counts as a wrong answer. See its model card in assets/models/tiny-fairmedgemma."
+        )
+        _format_failure_note(frame)
+        return frame, _model_run_mapping(frame), "tiny-fairmedgemma-test"
+    if kind == RUN:
+        runs = list_evaluations(workspace())
+        if not runs:
+            st.info("No evaluation runs in this workspace yet: evaluate a split on the Inference page or with "
+                    "`fairmed evaluate`.")
+            return None
+        labels = {run.label(): run for run in runs}
+        run = labels[st.selectbox("Run", list(labels), key="audit_run_choice")]
+        frame = evaluation_predictions(run.predictions_path)
+        st.caption(f"Model folder `{run.info.get('model_dir', '?')}`, decoding {run.info.get('generation', {})}.")
+        _format_failure_note(frame)
+        return frame, _model_run_mapping(frame), run.name
     if kind == SHIPPED:
         frame = reference_predictions()
         mapping = dict(label_col="y_true", pred_col="y_pred", score_col="score", source_col="source")
         sensitive = [c for c in ("sex", "age_group", "skin_tone") if c in frame.columns]
         st.caption(
             "Logistic regression on 16x16 downsampled pixels, one per source, trained on the benchmark's train "
-            f"split; {len(frame):,} test cases. Later FairMedGemma runs replace it."
+            f"split; {len(frame):,} test cases. A non-VLM baseline to compare the model runs against."
         )
         return frame, {**mapping, "attributes": sensitive}, "reference_predictions.csv"
 

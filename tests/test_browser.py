@@ -133,7 +133,7 @@ def test_junk_upload_shows_an_error_and_the_page_keeps_working(server, page, tmp
     page.screenshot(path=str(ARTIFACTS / "audit_junk_upload.png"), full_page=True)
 
     # The app keeps working: go back to the shipped predictions.
-    page.get_by_text("Reference model on the embedded benchmark (shipped)", exact=True).click()
+    page.get_by_text("Reference classifier on the embedded benchmark (shipped)", exact=True).click()
     page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=60_000)
 
 

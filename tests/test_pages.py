@@ -54,6 +54,9 @@ def test_audit_page_audits_the_shipped_predictions(app):
     app.switch_page("pages/fairness_audit.py").run()
     _no_errors(app)
     assert app.title[0].value == "Fairness audit"
+    # The default is the shipped tiny FairMedGemma's evaluation of the test split.
+    assert app.radio(key="audit_source_kind").value.startswith("Tiny FairMedGemma")
+    assert any("All 2,400 answers parsed" in c.value for c in app.caption)
     charts = app.get("plotly_chart")
     assert len(charts) == 3
     subheaders = [s.value for s in app.subheader]
@@ -98,7 +101,7 @@ def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
     save = next(b for b in app.button if b.label == "Save to workspace")
     save.click().run()
     _no_errors(app)
-    saved = sorted((default_workspace / "audits").glob("reference_predictions-*/audit.json"))
+    saved = sorted((default_workspace / "audits").glob("tiny-fairmedgemma-test-*/audit.json"))
     assert saved, "no audit written"
     payload = json.loads(saved[-1].read_text())
     assert {"groups", "gaps", "summary", "settings"} <= set(payload)
@@ -107,9 +110,34 @@ def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
 
 def test_audit_page_maps_a_two_attribute_intersection(app):
     app.switch_page("pages/fairness_audit.py").run()
-    app.multiselect(key="audit_attributes_reference_predictions.csv").set_value(["sex", "age_group"]).run()
+    app.multiselect(key="audit_attributes_tiny-fairmedgemma-test").set_value(["sex", "age_group"]).run()
     app.checkbox(key="audit_intersect").check().run()
     app.selectbox(key="audit_view_attribute").set_value("sex x age_group").run()
     _no_errors(app)
     assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]
     assert len(app.get("plotly_chart")) == 4
+
+
+def test_audit_page_audits_the_reference_classifier_and_saved_runs(app, default_workspace):
+    import shutil
+
+    from fairmed_core.runs.workspace import TINY_MODEL
+
+    app.switch_page("pages/fairness_audit.py").run()
+    app.radio(key="audit_source_kind").set_value("Reference classifier on the embedded benchmark (shipped)").run()
+    _no_errors(app)
+    assert len(app.get("plotly_chart")) == 3
+    app.radio(key="audit_source_kind").set_value("A saved evaluation run").run()
+    _no_errors(app)
+    runs = default_workspace / "runs"
+    if not any(runs.glob("*/run.json")):
+        assert any("No evaluation runs" in i.value for i in app.info)
+    # A run stored in the workspace (here: a copy of the shipped model's evaluation) is listed and audited.
+    shutil.copytree(TINY_MODEL / "evaluation", runs / "eval-copied-run")
+    app.run()
+    _no_errors(app)
+    assert any("eval-copied-run" in option for option in app.selectbox(key="audit_run_choice").options)
+    app.selectbox(key="audit_run_choice").set_value(
+        next(o for o in app.selectbox(key="audit_run_choice").options if "eval-copied-run" in o)).run()
+    _no_errors(app)
+    assert len(app.get("plotly_chart")) == 3
