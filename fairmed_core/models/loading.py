@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from fairmed_core.errors import FairMedInputError
 
@@ -81,7 +82,7 @@ def _safetensors_parameter_count(path: Path) -> int:
             header = json.loads(handle.read(header_size))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _fail(f"{path.name} has a corrupt safetensors header: {error}", path.parent) from error
-    total = 0
+    total, data_bytes = 0, 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -89,6 +90,13 @@ def _safetensors_parameter_count(path: Path) -> int:
         for size in entry.get("shape", []):
             count *= int(size)
         total += count
+        data_bytes = max(data_bytes, int(entry.get("data_offsets", [0, 0])[1]))
+    expected_size = 8 + header_size + data_bytes
+    actual_size = path.stat().st_size
+    if actual_size < expected_size:
+        # An interrupted download or copy: safetensors would fail deep inside from_pretrained.
+        raise _fail(f"{path.name} is truncated: its header describes {expected_size:,} bytes, the file holds "
+                    f"{actual_size:,}", path.parent, hint="copy or download the file again")
     return total
 
 
@@ -153,7 +161,8 @@ def check_model_directory(directory: str | Path) -> ModelDirectory:
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         missing.append(" or ".join(_TOKENIZER_FILES))
     if missing:
-        raise _fail(f"processor files missing: {'; '.join(missing)}", path,
+        found = sorted(p.name for p in path.iterdir())[:12]
+        raise _fail(f"processor files missing: {'; '.join(missing)}; found {found}", path,
                     hint="save the processor beside the model (processor.save_pretrained(folder))")
     weight_files = _weight_files(path)
     return ModelDirectory(path=path, config=config, weight_files=weight_files,
@@ -195,15 +204,23 @@ def _resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
+_ADAPTER_HINT = "a folder written by peft's save_pretrained: adapter_config.json and adapter_model.safetensors"
+
+
 def _check_adapter(adapter: Path) -> None:
+    if not adapter.exists():
+        raise _fail("adapter directory does not exist", adapter, hint=_ADAPTER_HINT)
     if not adapter.is_dir():
-        raise _fail("adapter directory does not exist", adapter)
+        raise _fail("expected a LoRA adapter directory, found a file", adapter, hint=_ADAPTER_HINT)
+    found = sorted(p.name for p in adapter.iterdir())[:12]
     if not (adapter / "adapter_config.json").is_file():
-        raise _fail("not a LoRA adapter: no adapter_config.json", adapter)
+        raise _fail(f"not a LoRA adapter: no adapter_config.json; found {found or 'an empty folder'}", adapter,
+                    hint=_ADAPTER_HINT)
     if not (adapter / "adapter_model.safetensors").is_file():
-        pickled = (adapter / "adapter_model.bin").is_file()
-        raise _fail("adapter weights are pickled (adapter_model.bin); FairMed loads safetensors only" if pickled
-                    else "no adapter_model.safetensors", adapter)
+        if (adapter / "adapter_model.bin").is_file():
+            raise _fail("adapter weights are pickled (adapter_model.bin); FairMed loads safetensors only", adapter,
+                        hint="re-save the adapter with save_pretrained(folder, safe_serialization=True)")
+        raise _fail(f"no adapter_model.safetensors; found {found}", adapter, hint=_ADAPTER_HINT)
 
 
 def load_model(directory: str | Path, *, adapter: str | Path | None = None, device: str | None = None,
@@ -233,14 +250,26 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForImageTextToText.from_pretrained(checked.path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise _fail(f"cannot load the model weights: {error}", checked.path) from error
     if target.type != "cuda":
         model = model.to(target)
     if adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=False)
+        try:
+            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as error:
+            # Typically an adapter trained on another base model: a size mismatch per adapted layer.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = next((line for line in lines if "mismatch" in line), lines[0] if lines else repr(error))
+            try:
+                made_for = json.loads((adapter_path / "adapter_config.json").read_text(encoding="utf-8")).get(
+                    "base_model_name_or_path")
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                made_for = None
+            raise _fail(f"the adapter does not fit the model in {checked.path}: {detail}", adapter_path,
+                        hint=f"it was made for {made_for}" if made_for else None) from error
     model.eval()
     first = next(model.parameters())
     return LoadedModel(model=model, processor=processor, directory=checked.path, device=first.device,

@@ -43,6 +43,7 @@ class SFTConfig:
     warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     split: str = field(default="train", metadata={"help": "manifest split to train on"})
+    sources: tuple[str, ...] | None = field(default=None, metadata={"help": "train on these data sources only"})
     max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
     seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
     model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes"})
@@ -64,6 +65,8 @@ class SFTConfig:
         if unknown:
             raise FairMedInputError(f"unknown SFT settings {unknown}", hint=f"known: {sorted(known)}")
         values = dict(data)
+        if values.get("sources") is not None:
+            values["sources"] = tuple(values["sources"])
         if "model" in values:
             model_known = {f.name for f in fields(TinyModelConfig)}
             bad = sorted(set(values["model"]) - model_known)
@@ -141,7 +144,8 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
         raise FairMedInputError(
             f"the SFT warm start needs the benchmark's latent findings: {error.message}", source=str(manifest),
             hint="train on a manifest written by `fairmed synth`") from error
-    cases = [case for case in all_cases if case.split == config.split]
+    cases = [case for case in all_cases
+             if case.split == config.split and (config.sources is None or case.source in config.sources)]
     if config.max_cases is not None:
         cases = cases[: config.max_cases]
     if not cases:
