@@ -14,6 +14,7 @@ st.set_page_config(page_title="FairMed", page_icon=":material/balance:", layout=
 navigation = st.navigation(
     [
         st.Page("pages/overview.py", title="Overview", icon=":material/dataset:", default=True),
+        st.Page("pages/inference.py", title="Inference", icon=":material/psychology:"),
         st.Page("pages/fairness_audit.py", title="Fairness audit", icon=":material/balance:"),
     ]
 )

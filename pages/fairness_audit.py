@@ -89,6 +89,10 @@ def _guess(columns: list[str], *patterns: str) -> int:
 
 def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
     """The predictions table, its column mapping and a display name; None when there is nothing to audit."""
+    # The Inference page's "Audit this run" button names the run it just saved; select it before the widgets exist.
+    preselect = st.session_state.pop("audit_preselect_run", None)
+    if preselect is not None:
+        st.session_state["audit_source_kind"] = RUN
     kind = st.radio("Predictions to audit", [TINY, SHIPPED, RUN, UPLOAD], horizontal=True,
                     key="audit_source_kind")
     if kind == TINY:
@@ -107,6 +111,9 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
                     "`fairmed evaluate`.")
             return None
         labels = {run.label(): run for run in runs}
+        chosen = [label for label, run in labels.items() if run.name == preselect]
+        if chosen:
+            st.session_state["audit_run_choice"] = chosen[0]
         run = labels[st.selectbox("Run", list(labels), key="audit_run_choice")]
         frame = evaluation_predictions(run.predictions_path)
         st.caption(f"Model folder `{run.info.get('model_dir', '?')}`, decoding {run.info.get('generation', {})}.")

@@ -1,0 +1,272 @@
+"""Inference page: run the chosen model on a benchmark case (beside its true counterfactual) or on an uploaded
+image, and batch-evaluate a split into a run the Fairness audit page reads.
+
+The model is loaded once per process and shared by every browser session (``pages._common.current_model``);
+generation holds its lock. Everything the page computes comes from ``fairmed_core``.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from fairmed_core.data.uploads import MAX_UPLOAD_BYTES, read_uploaded_image
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.case_review import CaseReview, counterfactual_choices, review_case
+from fairmed_core.models.generation import Generation, GenerationOptions, generate_answers
+from fairmed_core.runs.eval_store import new_run_name
+from fairmed_core.runs.evaluation_job import run_evaluation
+from pages._common import current_dataset, current_model, show_input_error, workspace
+
+ANY = "(any)"
+NO_COUNTERFACTUAL = "(none)"
+ATTRIBUTE_NAMES = {"sex": "Sex", "age_group": "Age group", "skin_tone": "Skin tone"}
+GROUP_NAMES = {"M": "male", "F": "female", "A1": "18-25", "A2": "26-50", "A3": "51-75", "A4": "76+",
+               "UNK": "unknown"}
+CASES_LISTED = 300  # the case picker lists at most this many matches (filters narrow it)
+
+
+def _group_name(group: object) -> str:
+    text = str(group)
+    return f"{text} ({GROUP_NAMES[text]})" if text in GROUP_NAMES else text
+
+
+def _decoding_options(prefix: str, *, batch: bool = False) -> GenerationOptions:
+    """Decoding settings in an expander; greedy by default, as an audit should be reproducible."""
+    with st.expander("Decoding", expanded=False):
+        c1, c2, c3 = st.columns(3)
+        sample = c1.toggle("Sample (instead of greedy)", value=False, key=f"{prefix}_sample")
+        temperature = c2.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key=f"{prefix}_temperature", disabled=not sample)
+        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{prefix}_seed", disabled=not sample)
+        max_new_tokens = c3.number_input("Max new tokens", 8, 1024, 96, key=f"{prefix}_max_new_tokens")
+        batch_size = c3.number_input("Batch size", 1, 256, 16, key=f"{prefix}_batch", disabled=not batch)
+    return GenerationOptions(do_sample=sample, temperature=float(temperature), seed=int(seed),
+                             max_new_tokens=int(max_new_tokens), batch_size=int(batch_size))
+
+
+def _answer_card(title: str, generation: Generation, truth: str | None) -> None:
+    """The parsed answer (right or wrong against ``truth``), then the reasoning and the raw completion."""
+    st.markdown(f"**{title}**")
+    if not generation.format_ok:
+        st.error(f"Format failure: {generation.failure}. Scored as a wrong answer.", icon=":material/help:")
+    elif truth is None:
+        st.info(f"Answer: **{generation.answer}**", icon=":material/chat:")
+    elif generation.answer == truth:
+        st.success(f"Answer: **{generation.answer}** (correct)", icon=":material/check_circle:")
+    else:
+        st.error(f"Answer: **{generation.answer}** (wrong; the ground truth is {truth})", icon=":material/cancel:")
+    st.markdown("Reasoning")
+    reasoning = generation.reasoning.strip() or "(no reasoning in think tags)"
+    st.markdown(f"<div class='fm-reasoning'>{html.escape(reasoning)}</div>", unsafe_allow_html=True)
+    with st.expander("Raw completion"):
+        st.code(generation.completion or "(empty)", language=None, wrap_lines=True)
+    st.caption(f"{generation.new_tokens} new tokens, {generation.generation_time_s:.2f} s")
+
+
+def _filtered_cases(dataset) -> pd.DataFrame:
+    """Filters (split, source, groups) and the matching cases."""
+    cases = dataset.cases
+    columns = st.columns(2 + len(dataset.attributes))
+    splits = sorted(cases["split"].astype(str).unique())
+    split = columns[0].selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
+                                 key="inference_split")
+    source = columns[1].selectbox("Source", [ANY, *dataset.sources], key="inference_source")
+    chosen = cases[cases["split"] == split]
+    if source != ANY:
+        chosen = chosen[chosen["dataset"] == source]
+    for column, attribute in zip(columns[2:], dataset.attributes):
+        groups = sorted(chosen[attribute].astype(str).unique())
+        group = column.selectbox(ATTRIBUTE_NAMES.get(attribute, attribute), [ANY, *groups],
+                                 format_func=lambda g: g if g == ANY else _group_name(g),
+                                 key=f"inference_group_{attribute}")
+        if group != ANY:
+            chosen = chosen[chosen[attribute].astype(str) == group]
+    return chosen
+
+
+def _case_label(row: pd.Series, attributes: tuple[str, ...]) -> str:
+    groups = ", ".join(str(row[a]) for a in attributes if str(row[a]) != "UNK") or "no demographics"
+    return f"{row['case_id']} ({groups}; truth: {row['answer']})"
+
+
+def _show_review(review: CaseReview, record: dict, attributes: tuple[str, ...]) -> None:
+    if review.change is not None:
+        if review.answer_changed:
+            st.warning(f"The answer **changed** when only {review.change.describe()} changed: the model is not "
+                       "counterfactually invariant on this case.", icon=":material/warning:")
+        else:
+            st.success(f"Same answer with {review.change.describe()}.", icon=":material/check_circle:")
+    left, right = st.columns(2)
+    with left:
+        st.image(review.image, caption=f"{review.case_id} as recorded", width=320)
+        _answer_card("Model on the case", review.answer, review.truth)
+    if review.counterfactual is not None and review.counterfactual_answer is not None:
+        with right:
+            change = review.change
+            st.image(review.counterfactual, width=320,
+                     caption=f"True counterfactual: {change.attribute} {_group_name(change.factual)} -> "
+                     f"{_group_name(change.counterfactual)} ({100 * review.changed_pixel_share:.0f}% of pixels "
+                     "may differ)")
+            _answer_card("Model on the counterfactual", review.counterfactual_answer, review.truth)
+    else:
+        with right:
+            st.markdown("**Case**")
+            facts = {"Question": review.question.replace("<image>", "").strip(), "Ground truth": review.truth,
+                     "Demographics (as recorded)": str(record.get("demo") or "(none recorded)")}
+            facts.update({ATTRIBUTE_NAMES.get(a, a): _group_name(record[a]) for a in attributes})
+            st.table(pd.DataFrame({"": list(facts.values())}, index=list(facts.keys())))
+
+
+def benchmark_case_tab(dataset) -> None:
+    chosen = _filtered_cases(dataset)
+    if chosen.empty:
+        st.info("No case matches these filters.")
+        return
+    shown = chosen.head(CASES_LISTED)
+    labels = {_case_label(row, dataset.attributes): row["case_id"] for _, row in shown.iterrows()}
+    st.caption(f"{len(chosen):,} cases match" + (f"; the first {CASES_LISTED} are listed." if len(chosen) >
+                                                  CASES_LISTED else "."))
+    label = st.selectbox("Case", list(labels), key="inference_case")
+    record = chosen[chosen["case_id"] == labels[label]].iloc[0].to_dict()
+
+    choices = counterfactual_choices(record)
+    change = None
+    if choices:
+        c1, c2 = st.columns(2)
+        attribute = c1.selectbox("Counterfactual: change", [*choices, NO_COUNTERFACTUAL],
+                                 format_func=lambda a: ATTRIBUTE_NAMES.get(a, a), key="inference_cf_attribute",
+                                 help="The benchmark redraws the same latent patient with one attribute changed "
+                                 "and nothing else: a true counterfactual.")
+        if attribute != NO_COUNTERFACTUAL:
+            group = c2.selectbox("to", choices[attribute], format_func=_group_name, key="inference_cf_group")
+            change = (attribute, group)
+    else:
+        st.caption("This dataset has no latent patients, so no true counterfactuals (the synthetic benchmark has).")
+    options = _decoding_options("inference_case")
+
+    key = ("case", record["case_id"], change, options)
+    if st.button("Run the model on this case", type="primary", key="inference_run_case"):
+        loaded, lock = current_model()
+        with st.spinner("Generating..."), lock:
+            review = review_case(loaded, record, dataset.load_image(record["case_id"]), change=change,
+                                 options=options, choices=dataset.label_values)
+        st.session_state["inference_case_result"] = (key, review)
+    stored = st.session_state.get("inference_case_result")
+    if stored is None or stored[0] != key:
+        st.caption("Choose a case and press the button: the model's reasoning and answer appear here.")
+        return
+    _show_review(stored[1], record, dataset.attributes)
+
+
+def upload_tab(dataset) -> None:
+    st.markdown(f"PNG, JPEG or DICOM, at most {MAX_UPLOAD_BYTES // 2**20} MB. 16-bit, transparent and "
+                "multi-frame images are converted (each conversion is listed); DICOM patient data is never read "
+                "out or shown.")
+    upload = st.file_uploader("Image", key="inference_upload",
+                              help="The format is read from the file's content, not its name.")
+    questions = {f"as in {source}": str(dataset.cases.loc[dataset.cases["dataset"] == source, "problem"].iloc[0])
+                 for source in dataset.sources}
+    template = st.selectbox("Question", [*questions, "write my own"], key="inference_upload_template")
+    default = questions.get(template, "<image> ")
+    question = st.text_area("Question text (<image> marks where the image goes)", value=default,
+                            key=f"inference_upload_question_{template}")
+    options = _decoding_options("inference_upload")
+    if upload is None:
+        st.info("Upload an image to ask the model about it.")
+        return
+    try:
+        uploaded = read_uploaded_image(upload.getvalue(), upload.name)
+    except FairMedInputError as error:
+        show_input_error(error)
+        return
+    left, right = st.columns(2)
+    with left:
+        st.image(uploaded.image, caption=f"{uploaded.filename} ({uploaded.file_format}, "
+                 f"{uploaded.original_size[0]}x{uploaded.original_size[1]}"
+                 f"{', modality ' + uploaded.modality if uploaded.modality else ''})", width=320)
+        for note in uploaded.notes:
+            st.caption(f"Converted: {note}")
+    key = ("upload", upload.file_id, question, options)
+    if right.button("Run the model on this image", type="primary", key="inference_run_upload"):
+        loaded, lock = current_model()
+        try:
+            with st.spinner("Generating..."), lock:
+                generation = generate_answers(loaded, [question], [[uploaded.image]], options)[0]
+        except FairMedInputError as error:
+            with right:
+                show_input_error(error)
+            return
+        st.session_state["inference_upload_result"] = (key, generation)
+    stored = st.session_state.get("inference_upload_result")
+    if stored is not None and stored[0] == key:
+        with right:
+            _answer_card("Model on the uploaded image", stored[1], None)
+            st.caption("No ground truth for an upload: read the reasoning, not a score.")
+
+
+def evaluate_tab(dataset) -> None:
+    st.markdown("Answer every case of a split, in batches, and save the predictions with their audit as a run "
+                "in the workspace. The **Fairness audit** page lists it under *A saved evaluation run*.")
+    splits = sorted(dataset.cases["split"].astype(str).unique())
+    c1, c2 = st.columns(2)
+    split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
+                         key="inference_eval_split")
+    available = int((dataset.cases["split"] == split).sum())
+    limit = c2.number_input(f"Cases (0 = all {available:,})", 0, available, 0, key="inference_eval_limit",
+                            help="The first N cases of the split; a quick look before the full run.")
+    options = _decoding_options("inference_eval", batch=True)
+    if st.button("Evaluate", type="primary", key="inference_run_eval"):
+        loaded, lock = current_model()
+        run_dir = workspace().run_dir(new_run_name(loaded.name, split))
+        bar = st.progress(0.0, text="Waiting for the model (another session may be using it)...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"{done:,} of {total:,} cases answered")
+
+        with lock:
+            run = run_evaluation(loaded, dataset, run_dir, split=split, options=options, limit=limit or None,
+                                 progress=progress)
+        bar.progress(1.0, text=f"Done: {run.info['n_cases']:,} cases in {run.info['wall_time_s']:.1f} s")
+        st.session_state["inference_eval_run"] = run
+    run = st.session_state.get("inference_eval_run")
+    if run is None:
+        return
+    info = run.info
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Cases", f"{info['n_cases']:,}")
+    m2.metric("Accuracy", f"{info['accuracy']:.3f}")
+    m3.metric("Format failures", f"{100 * info['format_failure_rate']:.1f}%")
+    m4.metric("Cases per second", f"{info['cases_per_s']}")
+    st.caption(f"Saved to `{run.path}`.")
+    if st.button("Audit this run", key="inference_audit_run", icon=":material/balance:"):
+        st.session_state["audit_preselect_run"] = run.name
+        st.switch_page("pages/fairness_audit.py")
+
+
+st.markdown("<style>.fm-reasoning{background:#f6f8fa;border-left:3px solid #8aa4c8;padding:0.5rem 0.75rem;"
+            "font-size:0.92rem;white-space:pre-wrap}</style>", unsafe_allow_html=True)
+st.title("Inference")
+st.markdown(
+    "Run the model on one case and read its reasoning and answer; compare it with the same patient drawn with "
+    "another sex, age group or skin tone (a **true counterfactual**: an invariant model answers the same). "
+    "Or ask about an image of your own, or evaluate a whole split for the audit."
+)
+
+try:
+    dataset = current_dataset()
+    loaded, _ = current_model()
+except Exception as error:  # noqa: BLE001 - a bad dataset or model folder is shown, never fatal
+    show_input_error(error)
+    st.stop()
+st.caption(f"Model **{loaded.name}**: {loaded.parameter_count / 1e6:.2f}M parameters, "
+           f"{str(loaded.dtype).replace('torch.', '')} on {loaded.device}. Dataset **{dataset.name}**. Change either in the sidebar.")
+
+case_tab, image_tab, split_tab = st.tabs(["Benchmark case", "Upload an image", "Evaluate a split"])
+for tab, body in ((case_tab, benchmark_case_tab), (image_tab, upload_tab), (split_tab, evaluate_tab)):
+    with tab:
+        try:
+            body(dataset)
+        except Exception as error:  # noqa: BLE001 - bad input must never take the page down
+            show_input_error(error)
