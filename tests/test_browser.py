@@ -162,3 +162,31 @@ def test_overview_shows_sample_images(server, page):
     page.locator("[data-testid=stImage] img").first.wait_for(timeout=60_000)
     assert page.locator("[data-testid=stImage] img").count() >= 4
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+
+def test_inference_runs_a_case_beside_its_counterfactual_and_an_upload(server, page, tmp_path, default_manifest):
+    from fairmed_core.data import read_manifest
+
+    page.goto(f"{server}/inference", timeout=60_000)
+    page.get_by_text("Run the model on this case").wait_for(timeout=120_000)
+    sidebar = page.locator("[data-testid=stSidebar]").inner_text()
+    assert "Model" in sidebar and "Inference" in sidebar, sidebar
+    _choose(page, "Source", "synth_derm")
+    _choose(page, "Counterfactual: change", "Skin tone")
+    page.get_by_text("Run the model on this case").click()
+    page.get_by_text("Model on the counterfactual").wait_for(timeout=120_000)
+    page.locator("[data-testid=stImage] img").nth(1).wait_for(timeout=60_000)
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "True counterfactual: skin_tone" in main and "Reasoning" in main, main
+    assert main.count("Answer:") + main.count("Format failure") == 2, main
+    page.screenshot(path=str(ARTIFACTS / "inference_counterfactual.png"), full_page=True)
+
+    dataset = read_manifest(default_manifest)
+    image = tmp_path / "chest.png"
+    dataset.load_image(dataset.cases["case_id"].iloc[0]).save(image)
+    page.get_by_role("tab", name="Upload an image").click()
+    page.locator("input[type=file]").set_input_files(str(image))
+    page.get_by_text("chest.png (PNG, 64x64)").wait_for(timeout=60_000)
+    page.get_by_text("Run the model on this image").click()
+    page.get_by_text("No ground truth for an upload").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "inference_upload.png"), full_page=True)
