@@ -1,0 +1,57 @@
+"""The CUDA paths: bf16 loading with ``device_map="auto"``, batched generation and a stored evaluation run on a GPU.
+
+Skipped without CUDA (CI has none); run them on a GPU machine with ``pytest -q tests/test_gpu_paths.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fairmed_core.data import read_manifest
+from fairmed_core.models.architectures import scaled_down_medgemma_config, write_random_checkpoint
+from fairmed_core.models.generation import GenerationOptions, generate_answers
+from fairmed_core.models.loading import load_model
+from fairmed_core.runs.evaluation_job import run_evaluation
+from fairmed_core.training.sft import tiny_corpus
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def cases(default_manifest):
+    dataset = read_manifest(default_manifest)
+    picked = dataset.cases[dataset.cases["split"] == "test"].groupby("dataset").head(16)
+    return dataset, list(picked["problem"]), [[dataset.load_image(c)] for c in picked["case_id"]]
+
+
+def test_the_tiny_model_loads_in_bf16_on_cuda_and_answers_like_fp32_on_cpu(tiny_model_dir, cases):
+    _, questions, images = cases
+    gpu = load_model(tiny_model_dir)  # auto: CUDA, bf16
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.bfloat16
+    assert all(p.device.type == "cuda" for p in gpu.model.parameters())
+    cpu = load_model(tiny_model_dir, device="cpu")
+    options = GenerationOptions(batch_size=16, max_new_tokens=48)
+    on_gpu = generate_answers(gpu, questions, images, options, choices=["yes", "no"])
+    on_cpu = generate_answers(cpu, questions, images, options, choices=["yes", "no"])
+    assert all(g.new_tokens > 0 for g in on_gpu)
+    # bf16 rounds logits differently: most answers agree, not necessarily all of them.
+    agree = sum(a.answer == b.answer for a, b in zip(on_gpu, on_cpu)) / len(on_cpu)
+    assert agree >= 0.85, agree
+
+
+def test_a_medgemma_layout_checkpoint_loads_with_device_map_auto(tmp_path, cases):
+    _, questions, images = cases
+    folder = write_random_checkpoint(tmp_path / "medgemma-like", scaled_down_medgemma_config(), tiny_corpus())
+    loaded = load_model(folder, device="cuda")
+    assert loaded.dtype == torch.bfloat16 and getattr(loaded.model, "hf_device_map", None)
+    generations = generate_answers(loaded, questions[:8], images[:8], GenerationOptions(max_new_tokens=6))
+    assert len(generations) == 8 and all(1 <= g.new_tokens <= 6 for g in generations)
+
+
+def test_an_evaluation_run_on_cuda_records_the_device(tiny_model_dir, cases, tmp_path):
+    dataset, _, _ = cases
+    loaded = load_model(tiny_model_dir)
+    run = run_evaluation(loaded, dataset, tmp_path / "run", split="test", limit=48, n_boot=100)
+    assert run.info["device"].startswith("cuda") and run.info["dtype"] == "bfloat16"
+    assert run.info["n_cases"] == 48 and run.predictions_path.is_file()
