@@ -178,3 +178,31 @@ class TestShippedTinyModel:
         assert len(merged) == len(ids)
         # Same weights, same greedy decoding; allow a rare argmax tie to break differently on another CPU.
         assert (merged["completion"] == merged["completion_shipped"]).mean() >= 0.95
+
+
+def test_model_card_labels_gap_units_and_names_a_source_the_model_cannot_see():
+    import numpy as np
+
+    from fairmed_core.models.model_card import model_card_markdown
+    from fairmed_core.runs.evaluation_job import audit_predictions
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for source in ("synth_cxr", "synth_derm"):
+        for i in range(400):
+            truth = "yes" if rng.random() < 0.4 else "no"
+            # cxr: always "no" (blind); derm: right 85% of the time
+            pred = "no" if source == "synth_cxr" else (truth if rng.random() < 0.85 else {"yes": "no", "no": "yes"}[truth])
+            rows.append({"case_id": f"{source}-{i}", "source": source, "sex": "MF"[i % 2],
+                         "skin_tone": ("light", "dark")[i % 2] if source == "synth_derm" else "UNK",
+                         "y_true": truth, "y_pred": pred})
+    result = audit_predictions(pd.DataFrame(rows), ["sex", "skin_tone"], positive_label="yes", n_boot=50)
+    card = model_card_markdown(name="m", training={"config": {}}, evaluation={"split": "test", "n_cases": 800,
+                               "accuracy": 0.7, "format_failure_rate": 0.0}, result=result, parameter_count=1,
+                               architecture={})
+    assert "| EOD (pp) | EqOdds (fraction) | PP (pp) |" in card
+    assert "In `synth_cxr` the model finds almost no positive cases (recall 0.000)" in card
+    assert "synth_derm` the model finds" not in card
+    # skin tone is not recorded for chest X-rays: no n/a summary row and no empty group rows for it.
+    assert "| synth_cxr | skin_tone |" not in card
+    assert "| synth_derm | skin_tone | 0.8" in card

@@ -34,7 +34,7 @@ def _with_interval(value: float, low: float, high: float) -> str:
 def _group_table(result: AuditResult) -> str:
     groups = result.groups_frame()
     groups = groups[(groups["source"] != "ALL") & (groups["group"] != "UNK") & (groups["attribute"] != "overall")
-                    & groups["metric"].isin(_GROUP_METRICS)]
+                    & groups["metric"].isin(_GROUP_METRICS) & (groups["n"] > 0)]  # n 0: not recorded there
     rows: dict[tuple, dict] = {}
     for g in groups.itertuples(index=False):
         key = (g.source, g.attribute, g.group)
@@ -45,15 +45,69 @@ def _group_table(result: AuditResult) -> str:
     return _table(pd.DataFrame(list(rows.values())))
 
 
+# FairGRPO reports two of its gaps in percentage points (x100) and fairlearn's equalized odds as a fraction:
+# the column names say which, so no reader compares 34.4 with 0.344.
+_SUMMARY_COLUMNS = {
+    "source": "source", "attribute": "attribute", "accuracy": "accuracy", "f1": "F1",
+    "equal_opportunity_difference": "EOD (pp)", "equalized_odds_difference": "EqOdds (fraction)",
+    "predictive_parity": "PP (pp)", "sigma_f1": "sigma F1", "worst_group": "worst group",
+}
+
+
 def _summary_table(result: AuditResult) -> str:
     summary = result.summary_frame()
-    columns = ["source", "attribute", "accuracy", "f1", "equal_opportunity_difference",
-               "equalized_odds_difference", "predictive_parity", "sigma_f1", "worst_group"]
-    frame = summary[[c for c in columns if c in summary.columns]].copy()
+    frame = summary[[c for c in _SUMMARY_COLUMNS if c in summary.columns]].copy()
+    gap_columns = [c for c in ("equal_opportunity_difference", "equalized_odds_difference", "predictive_parity")
+                   if c in frame.columns]
+    # An attribute a source does not record (skin tone in chest X-rays) has no gaps: drop its row, not show n/a.
+    frame = frame[~frame[gap_columns].isna().all(axis=1)]
     for column in frame.columns:
         if frame[column].dtype.kind == "f":
             frame[column] = frame[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
-    return _table(frame)
+    return _table(frame.rename(columns=_SUMMARY_COLUMNS))
+
+
+def _per_source(result: AuditResult) -> pd.DataFrame:
+    """Overall accuracy, recall and specificity per source (point estimates and intervals)."""
+    groups = result.groups_frame()
+    overall = groups[(groups["attribute"] == "overall") & groups["metric"].isin(("accuracy", "recall", "specificity"))]
+    return overall.pivot_table(index="source", columns="metric", values=["estimate", "ci_low", "ci_high"],
+                               aggfunc="first")
+
+
+def _source_table(result: AuditResult) -> str:
+    table = _per_source(result)
+    rows = []
+    for source in sorted(table.index, key=lambda name: (name == "ALL", name)):  # all sources together last
+        row = {"source": source}
+        for metric in ("accuracy", "recall", "specificity"):
+            if ("estimate", metric) in table.columns:
+                row[metric] = _with_interval(table.loc[source, ("estimate", metric)],
+                                             table.loc[source, ("ci_low", metric)],
+                                             table.loc[source, ("ci_high", metric)])
+        rows.append(row)
+    return _table(pd.DataFrame(rows))
+
+
+def _misses(result: AuditResult, floor: float = 0.3) -> str:
+    """Plain sentences for sources where the model finds (almost) no positives or calls (almost) everything
+    positive: a reviewer must know these before reading any gap."""
+    table = _per_source(result)
+    lines = []
+    for source in table.index:
+        if source == "ALL":
+            continue
+        recall = table.loc[source, ("estimate", "recall")] if ("estimate", "recall") in table.columns else None
+        specificity = (table.loc[source, ("estimate", "specificity")]
+                       if ("estimate", "specificity") in table.columns else None)
+        if recall is not None and pd.notna(recall) and recall < floor:
+            lines.append(f"- In `{source}` the model finds almost no positive cases (recall {recall:.3f}): it "
+                         "answers no nearly always there, so its gaps in that source measure a model that does not "
+                         "see the finding.")
+        if specificity is not None and pd.notna(specificity) and specificity < floor:
+            lines.append(f"- In `{source}` the model calls almost every case positive (specificity "
+                         f"{specificity:.3f}).")
+    return "\n".join(lines)
 
 
 def model_card_markdown(*, name: str, training: dict, evaluation: dict, result: AuditResult,
@@ -61,6 +115,7 @@ def model_card_markdown(*, name: str, training: dict, evaluation: dict, result: 
     """The card's markdown text."""
     config = training.get("config", {})
     sizes = ", ".join(f"{k} {v}" for k, v in architecture.items())
+    misses = _misses(result)
     return f"""# {name}
 
 A tiny FairMedGemma: `Gemma3ForConditionalGeneration` (the MedGemma-4B architecture: SigLIP vision tower,
@@ -92,13 +147,20 @@ Greedy decoding on the `{evaluation.get('split')}` split ({evaluation.get('n_cas
 answer). Intervals are 95% bootstrap intervals ({result.settings.n_boot} resamples). The predictions, the full
 audit and the run record are in `evaluation/` beside this card.
 
+### Per source (all groups together)
+{_source_table(result)}
+
 ### Fairness summary (FairGRPO metrics; per source, then the mean)
+EOD (equal opportunity difference) and PP (predictive parity) are ranges over groups in percentage points, as
+the FairGRPO paper reports them; EqOdds is fairlearn's equalized odds difference as a fraction.
+
 {_summary_table(result)}
 
 ### Per group
 {_group_table(result)}
 
 ## Limits
+{misses}
 - Trained and evaluated on synthetic images only; the numbers say nothing about real patients.
 - Ground truth here is the manifest answer, which includes the benchmark's deliberate label noise.
 """
