@@ -1,9 +1,15 @@
-"""The CUDA paths: bf16 loading with ``device_map="auto"``, batched generation and a stored evaluation run on a GPU.
+"""The CUDA paths: bf16 loading with ``device_map="auto"``, batched generation, a stored evaluation run and the
+MedGemma-4B throughput script on a GPU.
 
-Skipped without CUDA (CI has none); run them on a GPU machine with ``pytest -q tests/test_gpu_paths.py``.
+Skipped without CUDA (CI has none), except a CPU smoke run of the throughput script at test size; run them on a
+GPU machine with ``pytest -q tests/test_gpu_paths.py``.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +21,9 @@ from fairmed_core.models.loading import load_model
 from fairmed_core.runs.evaluation_job import run_evaluation
 from fairmed_core.training.sft import tiny_corpus
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +33,7 @@ def cases(default_manifest):
     return dataset, list(picked["problem"]), [[dataset.load_image(c)] for c in picked["case_id"]]
 
 
+@needs_cuda
 def test_the_tiny_model_loads_in_bf16_on_cuda_and_answers_like_fp32_on_cpu(tiny_model_dir, cases):
     _, questions, images = cases
     gpu = load_model(tiny_model_dir)  # auto: CUDA, bf16
@@ -40,6 +49,7 @@ def test_the_tiny_model_loads_in_bf16_on_cuda_and_answers_like_fp32_on_cpu(tiny_
     assert agree >= 0.85, agree
 
 
+@needs_cuda
 def test_a_medgemma_layout_checkpoint_loads_with_device_map_auto(tmp_path, cases):
     _, questions, images = cases
     folder = write_random_checkpoint(tmp_path / "medgemma-like", scaled_down_medgemma_config(), tiny_corpus())
@@ -49,9 +59,35 @@ def test_a_medgemma_layout_checkpoint_loads_with_device_map_auto(tmp_path, cases
     assert len(generations) == 8 and all(1 <= g.new_tokens <= 6 for g in generations)
 
 
+@needs_cuda
 def test_an_evaluation_run_on_cuda_records_the_device(tiny_model_dir, cases, tmp_path):
     dataset, _, _ = cases
     loaded = load_model(tiny_model_dir)
     run = run_evaluation(loaded, dataset, tmp_path / "run", split="test", limit=48, n_boot=100)
     assert run.info["device"].startswith("cuda") and run.info["dtype"] == "bfloat16"
     assert run.info["n_cases"] == 48 and run.predictions_path.is_file()
+
+
+def _throughput_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_medgemma_throughput.py"), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_throughput_script_runs_at_test_size_on_cpu():
+    result = _throughput_script("--scaled-down", "--device", "cpu", "--new-tokens", "2", "--batch-sizes", "1",
+                                "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert "| 1 |" in result.stdout and "new tokens per s" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_the_throughput_script_says_it_needs_a_gpu():
+    result = _throughput_script()
+    assert result.returncode == 2 and "no CUDA device" in result.stderr
+
+
+@needs_cuda
+def test_the_throughput_script_measures_medgemma_4b_in_bf16():
+    result = _throughput_script("--new-tokens", "8", "--batch-sizes", "1", "4", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert "4.30B parameters in bfloat16" in result.stdout
