@@ -421,7 +421,7 @@ def test_more_than_fifty_groups_is_refused(small):
     ("params", "sensitive_kind", "message"),
     [
         ({"method": "adversarial"}, "frame", "method must be one of"),
-        ({"model": "cnn"}, "frame", "model must be one of"),
+        ({"model": "transformer"}, "frame", "model must be one of"),
         ({"objectives": {"sex": "calibration"}}, "frame", "unknown fairness objective"),
         ({"objectives": {"race": "equalized_odds"}}, "frame", "does not have"),
         ({"validation_fraction": 1.0}, "frame", "validation_fraction"),
@@ -450,3 +450,43 @@ def test_bad_settings_and_misaligned_attributes_are_refused(small, params, sensi
 )
 def test_sklearn_conformance(estimator, check):
     check(estimator)
+
+
+# --- the small CNN and the ERM warm-up ------------------------------------------------------------------------
+
+
+def _blob_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flattened 1x16x16 images: a bright blob where the label is 1, noise everywhere; a group column."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.4
+    images = rng.normal(0.0, 0.3, size=(n, 1, 16, 16))
+    images[y, :, 5:10, 5:10] += 1.0
+    groups = np.where(rng.random(n) < 0.5, "F", "M")
+    return images.reshape(n, -1), y.astype(int), groups
+
+
+def test_the_cnn_learns_an_image_finding():
+    X, y, groups = _blob_images(400, 0)
+    X_test, y_test, _ = _blob_images(200, 1)
+    model = FairGradClassifier(model="cnn", image_shape=(1, 16, 16), hidden=4, epochs=15, lr=1e-2, batch_size=64,
+                               method="erm").fit(X, y, sensitive_features=groups)
+    assert (model.predict(X_test) == y_test).mean() > 0.9
+
+
+def test_the_cnn_needs_an_image_shape_that_fits_the_features():
+    X, y, groups = _blob_images(50, 0)
+    for shape in (None, (1, 8, 8), (3, 16, 16)):
+        with pytest.raises(FairMedInputError, match="image_shape"):
+            FairGradClassifier(model="cnn", image_shape=shape, epochs=1).fit(X, y, sensitive_features=groups)
+
+
+def test_warmup_epochs_train_the_task_alone():
+    X, y, groups = _blob_images(200, 0)
+    settings = dict(model="cnn", image_shape=(1, 16, 16), hidden=4, epochs=3, batch_size=64, random_state=3)
+    erm = FairGradClassifier(method="erm", **settings).fit(X, y, sensitive_features=groups)
+    warm = FairGradClassifier(method="fairgrad", warmup_epochs=3, **settings).fit(X, y, sensitive_features=groups)
+    np.testing.assert_array_equal(erm.decision_function(X), warm.decision_function(X))
+    fair = FairGradClassifier(method="fairgrad", warmup_epochs=2, **settings).fit(X, y, sensitive_features=groups)
+    assert not np.array_equal(erm.decision_function(X), fair.decision_function(X))
+    with pytest.raises(FairMedInputError, match="warmup_epochs"):
+        FairGradClassifier(warmup_epochs=-1).fit(X, y)
