@@ -239,6 +239,36 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
 
 
+def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from fairmed_core.data import read_manifest
+    from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    config = FairGradImageConfig(method=args.method, attributes=tuple(args.attribute or ("sex",)),
+                                 objective=args.objective, penalty_weight=args.penalty_weight, epochs=args.epochs,
+                                 warmup_epochs=args.warmup_epochs, learning_rate=args.lr, seed=args.seed,
+                                 split=args.split)
+    dataset = read_manifest(args.data)
+    bar = tqdm(total=len(dataset.sources), unit="source", desc=f"training {config.model_name}")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        run = run_fairgrad_images(dataset, out, config, n_boot=args.n_boot, progress=progress)
+    finally:
+        bar.close()
+    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
+          "(predictions.csv, audit/, run.json, training_history.csv)")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -316,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(evaluate)
     evaluate.set_defaults(run=_cmd_evaluate)
 
-    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start)")
+    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start; fairgrad: CNNs with FairGrad)")
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
     sft = methods.add_parser("sft", help="supervised warm start of the tiny FairMedGemma on a benchmark manifest")
     sft.add_argument("--data", required=True, help="manifest.jsonl written by `fairmed synth`")
@@ -329,6 +359,25 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
     sft.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     sft.set_defaults(run=_cmd_train_sft)
+    fairgrad = methods.add_parser(
+        "fairgrad", help="train one small CNN per source on the benchmark's images with ERM, penalty or FairGrad, "
+        "predict the test split and store it as an audited run")
+    fairgrad.add_argument("--data", required=True, help="manifest.jsonl of an image dataset")
+    fairgrad.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, run.json)")
+    fairgrad.add_argument("--method", choices=["erm", "penalty", "fairgrad"], default="fairgrad")
+    fairgrad.add_argument("--attribute", action="append",
+                          help="sensitive attribute with its own fairness objective (repeat; default sex)")
+    fairgrad.add_argument("--objective", choices=["equalized_odds", "equal_opportunity", "demographic_parity"],
+                          default="equalized_odds")
+    fairgrad.add_argument("--penalty-weight", type=float, default=1.0, help="fairness weight of --method penalty")
+    fairgrad.add_argument("--epochs", type=_positive_int, default=15)
+    fairgrad.add_argument("--warmup-epochs", type=int, default=8, help="ERM epochs before fairness starts")
+    fairgrad.add_argument("--lr", type=float, default=3e-3)
+    fairgrad.add_argument("--seed", type=int, default=0)
+    fairgrad.add_argument("--split", default="test", help="split to predict (default test)")
+    fairgrad.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
+    fairgrad.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    fairgrad.set_defaults(run=_cmd_train_fairgrad)
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)
