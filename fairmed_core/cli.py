@@ -244,6 +244,7 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fairmed_core.data import read_manifest
+    from fairmed_core.runs.jobs import report_progress
     from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
 
     torch.set_num_threads(args.threads)
@@ -259,6 +260,7 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
+        report_progress(done, total, "sources trained")
 
     try:
         run = run_fairgrad_images(dataset, out, config, n_boot=args.n_boot, progress=progress)

@@ -1,0 +1,163 @@
+"""Background jobs: a ``fairmed`` command run as its own process, so a training run outlives the browser session
+(or the dashboard) that started it.
+
+A job is a folder ``workspace/jobs/<name>/``::
+
+    job.json       the command, the pid, when it started (written before the process starts work)
+    log.txt        the command's stdout and stderr
+    progress.json  {"done": d, "total": t, "what": "..."}, written by the command as it goes (optional)
+    result.json    {"exit_code": n, "finished_utc": ...}, written by the job runner when the command ends
+
+Its status follows from those files and the pid: ``running`` (no result yet, process alive), ``finished`` (exit
+code 0), ``failed`` (another exit code), ``stopped`` (stopped by the user) or ``lost`` (the process died without
+a result: killed by the system, or the machine restarted). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.runs.workspace import Workspace, _checked_name, atomic_write_json
+
+__all__ = ["Job", "PROGRESS_ENV", "list_jobs", "read_job", "report_progress", "start_job", "stop_job"]
+
+PROGRESS_ENV = "FAIRMED_PROGRESS_FILE"  # the command reports progress to the file this variable names
+_STOPPED = "stopped.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One background job as its folder describes it now."""
+
+    name: str
+    path: Path
+    argv: tuple[str, ...]
+    pid: int
+    started_utc: str
+    status: str
+    exit_code: int | None
+    progress: dict | None
+    labels: dict
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log (tqdm's carriage-return updates collapse to their last state)."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+        return "\n".join([line for line in cleaned if line.strip()][-lines:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished children (no zombies)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (another dashboard process started it): fall through to the signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_job(path: str | Path) -> Job:
+    """The job in ``path``; an error if its ``job.json`` is missing or unreadable."""
+    path = Path(path)
+    info = _read_json(path / "job.json")
+    if info is None:
+        raise FairMedInputError("not a job folder (job.json missing or unreadable)", source=str(path))
+    result = _read_json(path / "result.json")
+    exit_code = None if result is None else result.get("exit_code")
+    pid = int(info.get("pid", -1))
+    if (path / _STOPPED).exists():
+        status = "stopped"
+    elif result is not None:
+        status = "finished" if exit_code == 0 else "failed"
+    elif pid > 0 and _alive(pid):
+        status = "running"
+    else:
+        status = "lost"
+    return Job(name=path.name, path=path, argv=tuple(info.get("argv", ())), pid=pid,
+               started_utc=str(info.get("started_utc", "")), status=status, exit_code=exit_code,
+               progress=_read_json(path / "progress.json"), labels=dict(info.get("labels", {})))
+
+
+def list_jobs(workspace: Workspace) -> list[Job]:
+    """Every job in the workspace, newest first; unreadable folders are skipped."""
+    folder = workspace.root / "jobs"
+    if not folder.is_dir():
+        return []
+    jobs = []
+    for path in folder.iterdir():
+        if (path / "job.json").is_file():
+            try:
+                jobs.append(read_job(path))
+            except FairMedInputError:
+                continue
+    return sorted(jobs, key=lambda job: job.started_utc, reverse=True)
+
+
+def start_job(workspace: Workspace, name: str, argv: Sequence[str], *, labels: dict | None = None) -> Job:
+    """Start ``fairmed <argv>`` in a new process session (it survives the dashboard's reruns and the browser
+    closing) and return the job; ``labels`` are free-form notes kept in ``job.json`` (method, run folder, ...)."""
+    path = workspace.root / "jobs" / _checked_name(name, "job")
+    if path.exists():
+        raise FairMedInputError(f"job {name!r} already exists", hint="choose another name")
+    path.mkdir(parents=True)
+    command = [sys.executable, "-m", "fairmed_core.runs.job_runner", str(path), *argv]
+    env = {**os.environ, PROGRESS_ENV: str(path / "progress.json"), "PYTHONUNBUFFERED": "1"}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic_write_json(path / "job.json", {"argv": list(argv), "pid": -1, "started_utc": started,
+                                          "labels": labels or {}})
+    with (path / "log.txt").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+    atomic_write_json(path / "job.json", {"argv": list(argv), "pid": process.pid, "started_utc": started,
+                                          "labels": labels or {}})
+    return read_job(path)
+
+
+def stop_job(job: Job) -> Job:
+    """Stop a running job (SIGTERM to its process group) and mark it stopped; a finished job is left as is."""
+    current = read_job(job.path)
+    if current.status != "running":
+        return current
+    atomic_write_json(job.path / _STOPPED, {"stopped_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    try:
+        os.killpg(current.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return read_job(job.path)
+
+
+def report_progress(done: int, total: int, what: str = "") -> None:
+    """Called by a command run as a job: write its progress where the job runner asked (no-op otherwise)."""
+    target = os.environ.get(PROGRESS_ENV)
+    if target:
+        atomic_write_json(target, {"done": int(done), "total": int(total), "what": what})
