@@ -8,15 +8,18 @@ from fairmed_core.viz.audit_figures import (
     ratio_band_figure,
 )
 from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
+from fairmed_core.viz.fairgrad_figures import conflict_figure, pareto_figure
 from fairmed_core.viz.palette import OKABE_ITO
 
 __all__ = [
     "METRIC_LABELS",
     "OKABE_ITO",
+    "conflict_figure",
     "group_counts_figure",
     "group_sizes_figure",
     "intersection_heatmap_figure",
     "metric_bars_figure",
+    "pareto_figure",
     "prevalence_figure",
     "ratio_band_figure",
 ]

@@ -1,0 +1,94 @@
+"""The FairGrad page under AppTest: the training form starts background jobs, finished runs are compared on a
+Pareto plot with their gradient conflicts, and a run opens on the audit page."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fairmed_core.data import read_manifest
+from fairmed_core.runs.jobs import list_jobs, read_job
+from fairmed_core.runs.workspace import Workspace
+from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
+from tests.conftest import REPO_ROOT
+
+APP = str(REPO_ROOT / "app.py")
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(default_workspace, tmp_path_factory):
+    """A workspace with two finished runs (ERM and FairGrad, 2 epochs each) beside the embedded benchmark."""
+    root = tmp_path_factory.mktemp("fairgrad-ws")
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    dataset = read_manifest(default_workspace / "datasets" / "synth-default" / "manifest.jsonl")
+    workspace = Workspace(root)
+    for method in ("erm", "fairgrad"):
+        config = FairGradImageConfig(method=method, attributes=("sex", "skin_tone"), epochs=2, warmup_epochs=1)
+        run_fairgrad_images(dataset, workspace.run_dir(f"fg-{method}"), config, n_boot=50)
+    return root
+
+
+def _page(root, monkeypatch) -> AppTest:
+    monkeypatch.setenv("FAIRMED_WORKSPACE", str(root))
+    monkeypatch.chdir(REPO_ROOT)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("pages/fairgrad.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_finished_runs_are_compared_on_a_pareto_plot(trained_workspace, monkeypatch):
+    at = _page(trained_workspace, monkeypatch)
+    assert at.title[0].value == "FairGrad"
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.multiselect(key="fairgrad_compare_runs").value) == 2
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the Pareto plot and the conflicts of the FairGrad run
+    at.selectbox(key="fairgrad_compare_attribute").set_value("skin_tone").run()
+    assert not at.exception and not at.error
+    summary = at.dataframe[-1].value
+    assert set(summary.index.get_level_values("source")) == {"synth_derm"}  # only dermoscopy records skin tone
+    assert set(summary.index.get_level_values("method")) == {"erm", "fairgrad"}
+    at.selectbox(key="fairgrad_audit_run").set_value("fg-fairgrad").run()
+    at.button(key="fairgrad_audit").click().run()
+    assert at.title[0].value == "Fairness audit"
+    assert at.selectbox(key="audit_run_choice").value.startswith("fg-fairgrad")
+
+
+def test_the_form_starts_a_background_job_per_method(default_workspace, tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    at = _page(root, monkeypatch)
+    assert any("No FairGrad jobs" in c.value for c in at.caption)
+    at.multiselect(key="fairgrad_methods").set_value(["erm"])
+    at.number_input(key="fairgrad_epochs").set_value(1)
+    at.number_input(key="fairgrad_warmup").set_value(0)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    assert any("Started 1 job" in s.value for s in at.success)
+    jobs = list_jobs(Workspace(root))
+    assert len(jobs) == 1 and jobs[0].labels["method"] == "erm"
+    deadline = time.monotonic() + 300
+    while read_job(jobs[0].path).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    job = read_job(jobs[0].path)
+    assert job.status == "finished", job.log_tail()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(label.startswith(jobs[0].name) for label in at.multiselect(key="fairgrad_compare_runs").value)
+
+
+def test_penalty_without_an_attribute_is_refused_before_starting(default_workspace, tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    at = _page(root, monkeypatch)
+    at.multiselect(key="fairgrad_methods").set_value(["penalty"])
+    at.multiselect(key="fairgrad_attributes").set_value([])
+    at.button[0].click().run()
+    assert any("need at least one sensitive attribute" in w.value for w in at.warning)
+    assert list_jobs(Workspace(root)) == []
