@@ -1,0 +1,792 @@
+"""FairGRPO training: a thin subclass of TRL's ``GRPOTrainer`` (trl 1.16.0) and the data it trains on.
+
+``FairGRPOTrainer`` runs one of five methods (``FairGRPOConfig.method``):
+
+- ``"grpo"``: TRL's GRPO, untouched: same sampling, same rewards, same advantages, same loss. The only
+  FairMed additions are the special tokens suppressed in sampling (DESIGN section 3; TRL suppresses only the
+  image token) and, where the data has a ``dataset`` column, per-group mean rewards in the logs
+  (``group_reward/<domain>/<group>``); neither changes an update.
+- ``"fairgrpo"``: FairGRPO (arXiv 2510.19893). After TRL scores the rollouts, the gathered ``(n_prompts, G)``
+  reward matrix, each prompt's domain (``dataset`` column) and demographic group go through
+  ``fairgrpo_weights.fairgrpo_advantages`` -- the formulas live there, not here -- and its advantages replace
+  TRL's for this process's slice. The hierarchical statistics (``self.fairgrpo_statistics``) persist across
+  steps and are saved with every checkpoint (``fairgrpo_statistics.json``) and restored on resume.
+- ``"fairgrpo_nd"``: FairGRPO without demographics: every prompt is clustered by its rollout rewards
+  (``FairGRPOWeighting(cluster_all=True)``).
+- ``"grpo_dro"``: GRPO with online Group DRO weights (Sagawa et al., ICLR 2020, exponentiated-gradient
+  ascent on the group weights). Groups are (domain, demographic group) pairs; with ``r_g`` the mean reward of
+  group g's rollouts in this batch, its loss is ``l_g = 1 - r_g`` (the error rate under the binary accuracy
+  reward) and, for every group present in the batch, ``log q_g <- log q_g + eta * l_g`` with
+  ``eta = dro_step_size``; ``q = softmax(log q)`` over all groups (absent groups take loss 0, as in the
+  authors' code; groups start uniform over the training set's groups). GRPO's advantages of a prompt of group g
+  are then multiplied by ``w_g = (q_g / sum_{h in batch} q_h) * P / P_g`` (P prompts in the batch, P_g of them
+  in g), so that the surrogate is ``sum_g q_g * mean_{i in g} surrogate_i`` -- the Group DRO objective -- and
+  the mean multiplier over prompts is 1. The log-weights are saved with checkpoints (``group_dro_weights.json``).
+- ``"grpo_resample"``: GRPO on group-balanced prompts: the train sampler draws prompts with replacement with
+  probability proportional to ``1 / n_(d,g)`` (the number of training prompts of the prompt's (domain, group)),
+  so every (domain, group) pair has the same expected share of the batches; advantages are GRPO's.
+
+Overridden TRL methods (TRL has no public advantage hook): ``_calculate_rewards`` (keeps the gathered reward
+matrix), ``_generate_and_score_completions`` (replaces ``output["advantages"]`` and logs the weights),
+``_get_train_sampler`` (the resampling baseline), ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
+(method state into and out of the checkpoint folder, the same pattern TRL uses for its entropy controller).
+Multi-process: TRL gathers the rewards of all processes before it normalises; the domain and group keys are
+gathered with accelerate's ``gather_object`` in the same (process-major) order, so every rank computes the same
+weights and keeps identical statistics.
+
+Logged per generation batch (averaged by TRL over the logging window): ``fairgrpo/weight/<domain>/<group>``
+(``1 / (T_d * T_g)``, or 1.0 where the fallback keeps the advantage unscaled),
+``fairgrpo/temperature/<domain>`` and ``fairgrpo/temperature/<domain>/<group>``, ``fairgrpo/batch_std``,
+``fairgrpo/fallback_prompts``, ``fairgrpo/clusters/<domain>``; ``grpo_dro/weight/<domain>/<group>`` (q_g) and
+``grpo_dro/multiplier/<domain>/<group>`` (w_g); ``group_reward/<domain>/<group>`` for every method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
+
+from fairmed_core.data.schema import UNKNOWN, Dataset, attribute_value, open_image, parse_demo
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.answers import normalise_answer
+from fairmed_core.models.generation import _suppressed_token_ids
+from fairmed_core.models.prompting import chat_messages, to_model_image
+from fairmed_core.runs.workspace import atomic_write_json
+from fairmed_core.training.fairgrpo_weights import (
+    FairGRPOStatistics,
+    FairGRPOStepInfo,
+    FairGRPOWeighting,
+    fairgrpo_advantages,
+)
+from fairmed_core.training.rewards import accuracy_reward, format_reward
+
+__all__ = [
+    "DRO_WEIGHTS_FILE",
+    "FairGRPOBatch",
+    "FairGRPOConfig",
+    "FairGRPOTrainer",
+    "GroupBalancedRepeatSampler",
+    "METHODS",
+    "STATISTICS_FILE",
+    "TrainingDataSummary",
+    "check_training_data",
+    "grpo_dataset",
+    "prompt_domain",
+    "prompt_group_key",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("grpo", "fairgrpo", "fairgrpo_nd", "grpo_dro", "grpo_resample")
+_FAIRGRPO_METHODS = ("fairgrpo", "fairgrpo_nd")
+_GROUP_METHODS = ("fairgrpo", "grpo_dro", "grpo_resample")  # need known demographics
+STATISTICS_FILE = "fairgrpo_statistics.json"
+DRO_WEIGHTS_FILE = "group_dro_weights.json"
+_DRO_FORMAT = "fairmed.group_dro_weights"
+# Columns grpo_dataset writes itself; attribute columns with these names are not copied.
+_RESERVED_COLUMNS = ("prompt", "images", "answer", "choices", "demo", "dataset", "case_id", "split")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _config_error(error: ValueError) -> FairMedInputError:
+    """TRL's batch-geometry ValueErrors as a FairMedInputError that says what to change."""
+    message = str(error)
+    return FairMedInputError(
+        message,
+        column="num_generations",
+        hint="each prompt's num_generations rollouts must fit whole in the generation batch "
+        "(per_device_train_batch_size x processes x steps_per_generation, or generation_batch_size): "
+        "make the generation batch a multiple of num_generations",
+    )
+
+
+@dataclass
+class FairGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus the fairness method and its settings. TRL's own defaults are kept (no KL, clip 0.2,
+    loss_type 'dapo' = token-mean over the accumulated batch, temperature 1.0: the FairGRPO authors' setup)."""
+
+    method: str = field(
+        default="fairgrpo",
+        metadata={"help": "'grpo', 'fairgrpo', 'fairgrpo_nd' (FairGRPO without demographics: every prompt is "
+                  "clustered), 'grpo_dro' (online Group DRO weights) or 'grpo_resample' (group-balanced sampling)"},
+    )
+    group_attributes: list[str] = field(
+        default_factory=lambda: ["sex", "age_group"],
+        metadata={"help": "attributes whose joined keys form a demographic group ('F,A3'); read from columns of "
+                  "that name where present, else from the `demo` string"},
+    )
+    format_reward_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of the format reward added to the accuracy reward (default rewards only)"},
+    )
+    label_values: list[str] | None = field(
+        default=None,
+        metadata={"help": "allowed answers; every training answer must be one of them. None: each row's "
+                  "`choices` column where present, else any non-empty answer"},
+    )
+    rescale: str = field(
+        default="batch",
+        metadata={"help": "FairGRPO batch rescale: 'batch' (authors' code), 'zero_mean' (paper's text), 'none'"},
+    )
+    statistics: str = field(
+        default="persistent",
+        metadata={"help": "FairGRPO statistics: 'persistent' (all steps so far, saved with checkpoints) or "
+                  "'batch_local'"},
+    )
+    cluster_unknown: bool = field(
+        default=True, metadata={"help": "FairGRPO: cluster prompts with unknown demographics by their rewards"}
+    )
+    sort_reward_vectors: bool = field(
+        default=False, metadata={"help": "FairGRPO: sort each prompt's rollout rewards before clustering"}
+    )
+    max_clusters: int = field(default=3, metadata={"help": "FairGRPO: largest k of the elbow rule"})
+    elbow_fraction: float = field(default=0.1, metadata={"help": "FairGRPO: elbow rule threshold"})
+    within_prompt_scale: bool = field(
+        default=True, metadata={"help": "FairGRPO: divide by the within-prompt std (False: only centre)"}
+    )
+    fairgrpo_eps: float = field(
+        default=1e-6, metadata={"help": "FairGRPO: eps of the within-prompt std, T_d floor and batch std"}
+    )
+    dro_step_size: float = field(
+        default=0.01, metadata={"help": "Group DRO: step size eta of the exponentiated-gradient weight update"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise FairMedInputError(f"unknown method {self.method!r}", column="method", hint=f"use one of {METHODS}")
+        if isinstance(self.group_attributes, str):
+            self.group_attributes = [self.group_attributes]
+        self.group_attributes = [str(a).strip() for a in self.group_attributes]
+        if not self.group_attributes or not all(self.group_attributes):
+            raise FairMedInputError("group_attributes must name at least one attribute", column="group_attributes",
+                                    hint="e.g. ['sex', 'age_group']")
+        if not (math.isfinite(self.format_reward_weight) and self.format_reward_weight >= 0.0):
+            raise FairMedInputError(
+                f"format_reward_weight must be a number >= 0, got {self.format_reward_weight!r}",
+                column="format_reward_weight", hint="FairGRPO's temperatures need non-negative rewards",
+            )
+        if not (math.isfinite(self.dro_step_size) and self.dro_step_size > 0.0):
+            raise FairMedInputError(f"dro_step_size must be positive, got {self.dro_step_size!r}",
+                                    column="dro_step_size")
+        if self.label_values is not None:
+            self.label_values = [str(v) for v in self.label_values]
+            if not self.label_values or not all(normalise_answer(v) for v in self.label_values):
+                raise FairMedInputError("label_values must be non-empty answers", column="label_values")
+        self.weighting()  # checks the FairGRPO options (FairMedInputError)
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            text = str(error)
+            if "num_generations" in text or "generations per prompt" in text or "global batch size" in text:
+                raise _config_error(error) from error
+            raise
+        if self.method in _FAIRGRPO_METHODS and self.multi_objective_aggregation != "sum_then_normalize":
+            raise FairMedInputError(
+                "FairGRPO weights the advantages of the summed reward",
+                column="multi_objective_aggregation", hint="use 'sum_then_normalize' (TRL's default)",
+            )
+
+    def weighting(self) -> FairGRPOWeighting:
+        """The ``FairGRPOWeighting`` these settings describe (``cluster_all`` for 'fairgrpo_nd')."""
+        return FairGRPOWeighting(
+            rescale=self.rescale,
+            statistics=self.statistics,
+            cluster_unknown=self.cluster_unknown,
+            cluster_all=self.method == "fairgrpo_nd",
+            sort_reward_vectors=self.sort_reward_vectors,
+            max_clusters=self.max_clusters,
+            elbow_fraction=self.elbow_fraction,
+            within_prompt_scale=self.within_prompt_scale,
+            eps=self.fairgrpo_eps,
+            seed=self.seed,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keys of a prompt
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def prompt_domain(row: Mapping[str, Any]) -> str | None:
+    """The prompt's data source (its ``dataset`` value, stripped); None when missing."""
+    value = row.get("dataset")
+    return None if _missing(value) else str(value).strip()
+
+
+def prompt_group_key(row: Mapping[str, Any], attributes: Sequence[str] = ("sex", "age_group")) -> str:
+    """The demographic group key of one prompt: each attribute from the column of that name where the row has a
+    known value there, else from its ``demo`` string; joined (``"F,A3"``), or ``"UNK"`` when no attribute is known (the
+    same rule as ``fairgrpo_weights.demographic_group_key``)."""
+    parsed: dict[str, str] | None = None
+    values = []
+    for attribute in attributes:
+        value = row.get(attribute)
+        key = UNKNOWN if _missing(value) else attribute_value(attribute, value)
+        if key != UNKNOWN:
+            values.append(key)
+            continue
+        if parsed is None:
+            demo = row.get("demo")
+            parsed = parse_demo(demo if isinstance(demo, str) else None)
+        values.append(parsed.get(attribute, UNKNOWN))
+    if all(value == UNKNOWN for value in values):
+        return UNKNOWN
+    return ",".join(values)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _case_images(case: Mapping[str, Any]) -> list:
+    paths = case.get("image_paths")
+    if isinstance(paths, str):
+        paths = [paths]
+    elif isinstance(paths, (list, tuple, np.ndarray)) and len(paths) > 0:
+        paths = list(paths)
+    else:  # no list of images: the single image_path, if any
+        paths = [] if _missing(case.get("image_path")) else [case.get("image_path")]
+    return [to_model_image(open_image(path)) for path in paths]
+
+
+def grpo_dataset(dataset: Dataset, split: str | None = "train", limit: int | None = None, *,
+                 label_values: Sequence[str] | None = None):
+    """The HF ``datasets.Dataset`` ``FairGRPOTrainer`` trains on, from a FairMed ``Dataset``.
+
+    One row per case of ``split`` (None: every case), the first ``limit`` of them: ``prompt`` (one user turn:
+    the case's images as image items, where its ``<image>`` markers put them, then the question with the
+    FairGRPO instruction), ``images`` (8-bit RGB PIL images, loaded now: DICOM and 16-bit files included),
+    ``answer``, ``choices`` (the label set, for the reward), ``demo``, ``dataset``, ``case_id``, ``split``, and
+    the dataset's attribute columns (``sex``, ``age_group``, ...; group keys). Answers must lie in
+    ``label_values`` (default: the dataset's label values).
+    """
+    import datasets  # TRL depends on it; imported here so the module loads fast
+
+    cases = dataset.cases
+    if split is not None:
+        present = sorted(str(s) for s in cases["split"].dropna().unique())
+        cases = cases[cases["split"] == split]
+        if cases.empty:
+            raise FairMedInputError(f"no {split!r} cases in dataset {dataset.name!r}", column="split",
+                                    hint=f"splits present: {present}")
+    if limit is not None:
+        if int(limit) != limit or limit < 1:
+            raise FairMedInputError(f"limit must be a whole number >= 1, got {limit!r}", column="limit")
+        cases = cases.head(int(limit))
+    labels = [str(v) for v in (label_values if label_values is not None else dataset.label_values)]
+    label_keys = {normalise_answer(v) for v in labels}
+    attributes = [a for a in dataset.attributes if a not in _RESERVED_COLUMNS]
+    rows: dict[str, list] = {name: [] for name in ("prompt", "images", "answer", "choices", "demo", "dataset",
+                                                   "case_id", "split", *attributes)}
+    for position, case in enumerate(cases.to_dict("records")):
+        answer = case.get("answer")
+        if _missing(answer) or normalise_answer(str(answer)) not in label_keys:
+            raise FairMedInputError(
+                f"case {case['case_id']!r} has answer {answer!r}, not one of the labels {labels}",
+                column="answer", row=position, hint="fix the answer, or pass the full label set as label_values",
+            )
+        images = _case_images(case)
+        try:
+            prompt = chat_messages(str(case["problem"]), len(images))
+        except FairMedInputError as error:
+            raise FairMedInputError(f"case {case['case_id']!r}: {error.message}", column=error.column,
+                                    row=position, hint=error.hint) from error
+        rows["prompt"].append(prompt)
+        rows["images"].append(images)
+        rows["answer"].append(str(answer))
+        rows["choices"].append(list(labels))
+        rows["demo"].append("" if _missing(case.get("demo")) else str(case["demo"]))
+        rows["dataset"].append("" if _missing(case.get("dataset")) else str(case["dataset"]))
+        rows["case_id"].append(str(case["case_id"]))
+        rows["split"].append("" if _missing(case.get("split")) else str(case["split"]))
+        for attribute in attributes:
+            value = case.get(attribute)
+            rows[attribute].append(UNKNOWN if _missing(value) else str(value))
+    counts = [len(images) for images in rows["images"]]
+    if counts and min(counts) == 0:
+        if max(counts) > 0:
+            raise FairMedInputError("a GRPO dataset must be all image cases or all text-only cases",
+                                    column="images", row=counts.index(0))
+        del rows["images"]
+    return datasets.Dataset.from_dict(rows)
+
+
+@dataclass(frozen=True)
+class TrainingDataSummary:
+    """What the pre-training check found: prompts, domains and group keys with their prompt counts."""
+
+    prompts: int
+    domains: dict[str, int]
+    groups: dict[tuple[str, str], int]
+
+
+def _column(dataset, name: str) -> list:
+    return list(dataset[name])
+
+
+def check_training_data(dataset, config: FairGRPOConfig, *, needs_answer: bool = True) -> TrainingDataSummary | None:
+    """Refuse, before training starts, data the method cannot train on (``FairMedInputError``).
+
+    Every method: a ``prompt`` column; with the accuracy reward, an ``answer`` per row within the label set
+    (``config.label_values``, else the row's ``choices``). Every method but 'grpo': a ``dataset`` value per row
+    (one domain is fine; it is logged); 'fairgrpo', 'grpo_dro' and 'grpo_resample': demographics on at least
+    one row (else 'fairgrpo_nd' is the method that needs none). Iterable datasets cannot be scanned: None.
+    """
+    import datasets
+
+    if not isinstance(dataset, datasets.Dataset):
+        return None
+    columns = set(dataset.column_names)
+    if "prompt" not in columns:
+        raise FairMedInputError("the training data has no 'prompt' column", column="prompt",
+                                hint="build it with grpo_dataset()")
+    n = len(dataset)
+    if n == 0:
+        raise FairMedInputError("the training data is empty", hint="check the split and limit")
+    if needs_answer:
+        if "answer" not in columns:
+            raise FairMedInputError("the accuracy reward needs an 'answer' column", column="answer")
+        answers = _column(dataset, "answer")
+        choices = _column(dataset, "choices") if "choices" in columns and config.label_values is None else None
+        fixed = None if config.label_values is None else {normalise_answer(v) for v in config.label_values}
+        for row, answer in enumerate(answers):
+            key = None if _missing(answer) else normalise_answer(str(answer))
+            if not key:
+                raise FairMedInputError(f"row {row} has no answer", column="answer", row=row,
+                                        hint="every training case needs its ground-truth answer")
+            allowed = fixed
+            if allowed is None and choices is not None and choices[row]:
+                allowed = {normalise_answer(str(c)) for c in choices[row]}
+            if allowed is not None and key not in allowed:
+                labels = config.label_values if config.label_values is not None else list(choices[row])
+                raise FairMedInputError(f"answer {answer!r} is not one of the labels {labels}", column="answer",
+                                        row=row, hint="fix the answer or widen the label set (label_values)")
+    if config.method == "grpo" and "dataset" not in columns:
+        return TrainingDataSummary(prompts=n, domains={}, groups={})
+    if "dataset" not in columns:
+        raise FairMedInputError(
+            f"method {config.method!r} needs each case's data source in a 'dataset' column; the data has none",
+            column="dataset", hint="add the source (modality or site) per case; one value for all cases is fine",
+        )
+    domain_values = _column(dataset, "dataset")
+    for row, value in enumerate(domain_values):
+        if _missing(value):
+            raise FairMedInputError(
+                f"row {row} has no 'dataset' value (its data source)", column="dataset", row=row,
+                hint="fill in the source of every case; one value for all cases is fine",
+            )
+    key_columns = [c for c in ("demo", *config.group_attributes) if c in columns]
+    values = {c: _column(dataset, c) for c in key_columns}
+    groups: Counter = Counter()
+    for row in range(n):
+        record = {c: values[c][row] for c in key_columns}
+        groups[(str(domain_values[row]).strip(), prompt_group_key(record, config.group_attributes))] += 1
+    domains = Counter(str(v).strip() for v in domain_values)
+    if len(domains) == 1:
+        logger.info("all %d training prompts come from one domain (%s): FairGRPO's domain temperature is then a "
+                    "common factor", n, next(iter(domains)))
+    if config.method in _GROUP_METHODS and all(group == UNKNOWN for _, group in groups):
+        hint = ("use method='fairgrpo_nd' (FairGRPO without demographics), which clusters every prompt by its "
+                "rollout rewards" if config.method == "fairgrpo" else
+                "this baseline balances known groups; use 'fairgrpo_nd' for data without demographics")
+        raise FairMedInputError(
+            f"no training case has demographics ({', '.join(config.group_attributes)}) in 'demo' or attribute "
+            f"columns: method {config.method!r} would see one unknown group"
+            + (" and cluster every prompt" if config.method == "fairgrpo" else ""),
+            column="demo", hint=hint,
+        )
+    return TrainingDataSummary(prompts=n, domains=dict(domains), groups=dict(groups))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resampling baseline
+# --------------------------------------------------------------------------------------------------------------
+
+
+class GroupBalancedRepeatSampler(RepeatSampler):
+    """TRL's ``RepeatSampler`` layout (each prompt ``mini_repeat_count`` times in a row, chunks of
+    ``batch_size`` prompts repeated ``repeat_count`` times), with the prompts drawn with replacement with
+    probability ``1 / count(key)``: every key (a (domain, group) pair) has the same expected share."""
+
+    def __init__(self, data_source, keys: Sequence[Any], mini_repeat_count: int, batch_size: int = 1,
+                 repeat_count: int = 1, seed: int | None = None):
+        super().__init__(data_source, mini_repeat_count, batch_size=batch_size, repeat_count=repeat_count,
+                         shuffle=True, seed=seed)
+        if len(keys) != self.num_samples:
+            raise ValueError(f"{len(keys)} keys for {self.num_samples} prompts")
+        counts = Counter(keys)
+        self.keys = list(keys)
+        self.weights = torch.tensor([1.0 / counts[key] for key in keys], dtype=torch.float64)
+
+    def __iter__(self):
+        indexes = torch.multinomial(self.weights, self.num_samples, replacement=True,
+                                    generator=self.generator).tolist()
+        chunks = [indexes[i:i + self.batch_size] for i in range(0, len(indexes), self.batch_size)]
+        for chunk in chunks:
+            if len(chunk) != self.batch_size:
+                continue
+            for _ in range(self.repeat_count):
+                for index in chunk:
+                    for _ in range(self.mini_repeat_count):
+                        yield index
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FairGRPOBatch:
+    """One generation batch as the method saw it: the gathered ``(n_prompts, G)`` rewards (weighted sum over
+    reward functions; unscorable rows as 0), each prompt's domain and group key, TRL's GRPO advantages and the
+    advantages used (this process's slice, one per completion), and FairGRPO's step info (FairGRPO methods)."""
+
+    rewards: torch.Tensor
+    domains: tuple[str, ...]
+    groups: tuple[str, ...]
+    grpo_advantages: torch.Tensor
+    advantages: torch.Tensor
+    info: FairGRPOStepInfo | None = None
+    dro_multipliers: dict[tuple[str, str], float] | None = None
+
+
+class FairGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with FairGRPO advantages and the fairness baselines (see the module docstring).
+
+    ``reward_funcs`` defaults to ``accuracy_reward`` (plus ``format_reward`` when
+    ``args.format_reward_weight > 0``). ``processing_class`` defaults to the model folder's processor; its
+    tokenizer is set to left padding (TRL left-pads prompts; the processor's ``token_type_ids`` must line up).
+    """
+
+    _tag_names = ["trl", "grpo", "fairmed", "fairgrpo"]
+
+    def __init__(self, model, reward_funcs=None, args: FairGRPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = FairGRPOConfig(output_dir=f"{Path(str(name)).name or 'model'}-FairGRPO")
+        if not isinstance(args, FairGRPOConfig):
+            raise TypeError(f"args must be a FairGRPOConfig, got {type(args).__name__} (use FairGRPOConfig("
+                            "method='grpo', ...) for plain GRPO)")
+        default_rewards = reward_funcs is None
+        if default_rewards:
+            reward_funcs = [accuracy_reward]
+            if args.format_reward_weight > 0:
+                reward_funcs.append(format_reward)
+            if args.reward_weights is not None and len(args.reward_weights) != len(reward_funcs):
+                raise FairMedInputError(
+                    f"{len(args.reward_weights)} reward_weights for the {len(reward_funcs)} default rewards",
+                    column="reward_weights", hint="leave reward_weights unset and use format_reward_weight",
+                )
+        elif args.format_reward_weight:
+            raise FairMedInputError(
+                "format_reward_weight applies to the default rewards only", column="format_reward_weight",
+                hint="pass format_reward in reward_funcs and its weight in reward_weights",
+            )
+        self._check_reference_model(model, args)
+        self.fairgrpo_summary = check_training_data(train_dataset, args, needs_answer=default_rewards)
+        if args.method == "grpo_resample" and self.fairgrpo_summary is None:
+            raise FairMedInputError("group resampling needs a map-style datasets.Dataset to count groups",
+                                    hint="build the data with grpo_dataset()")
+        if processing_class is not None and getattr(processing_class, "tokenizer", None) is not None:
+            processing_class.tokenizer.padding_side = "left"
+
+        # Method state: set before TRL's __init__, which already builds the train sampler's dataloader lazily.
+        self.fairgrpo_statistics = FairGRPOStatistics()
+        self.group_dro_log_weights: dict[tuple[str, str], float] = {}
+        if args.method == "grpo_dro" and self.fairgrpo_summary is not None:
+            self.group_dro_log_weights = {key: 0.0 for key in sorted(self.fairgrpo_summary.groups)}
+        self.fairgrpo_last_batch: FairGRPOBatch | None = None
+        self._last_rewards_per_func: torch.Tensor | None = None
+
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+
+        if default_rewards and args.reward_weights is None and len(self.reward_funcs) == 2:
+            self.reward_weights = torch.tensor([1.0, args.format_reward_weight], dtype=torch.float32)
+        self._weighting = args.weighting()
+        self._suppress_special_tokens()
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_reference_model(model, args: FairGRPOConfig) -> None:
+        if args.beta == 0.0 or isinstance(model, str):
+            return
+        try:
+            from peft import PeftModel
+
+            if isinstance(model, PeftModel):
+                return
+        except ImportError:  # pragma: no cover - peft is installed here
+            pass
+        source = getattr(model.config, "_name_or_path", "") or ""
+        if not Path(source).is_dir():
+            raise FairMedInputError(
+                f"with beta={args.beta} TRL rebuilds the reference model from the model's folder, but this model "
+                f"came from {source!r}, which is not a local folder",
+                column="beta", hint="save the model with save_pretrained(folder) and pass the folder, or use beta=0",
+            )
+
+    def _suppress_special_tokens(self) -> None:
+        """Sampling must not emit special tokens (an image token breaks the next forward; DESIGN section 3).
+        TRL suppresses only the image token; a user's ``generation_kwargs['suppress_tokens']`` wins."""
+        if self.use_vllm or "suppress_tokens" in (self.args.generation_kwargs or {}):
+            return
+        ids = sorted(set(_suppressed_token_ids(self._tokenizer)) | set(self.generation_kwargs.get("suppress_tokens")
+                                                                     or []))
+        self.generation_kwargs["suppress_tokens"] = ids
+        self.generation_config.suppress_tokens = ids
+
+    # -- sampler (resampling baseline) ----------------------------------------------------------------------
+
+    def _get_train_sampler(self, dataset=None):
+        if self.args.method != "grpo_resample":
+            return super()._get_train_sampler(dataset)
+        dataset = self.train_dataset if dataset is None else dataset
+        columns = set(dataset.column_names)
+        key_columns = [c for c in ("dataset", "demo", *self.args.group_attributes) if c in columns]
+        values = {c: _column(dataset, c) for c in key_columns}
+        keys = []
+        for row in range(len(dataset)):
+            record = {c: values[c][row] for c in key_columns}
+            keys.append((prompt_domain(record), prompt_group_key(record, self.args.group_attributes)))
+        return GroupBalancedRepeatSampler(
+            data_source=dataset,
+            keys=keys,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            seed=self.args.seed,
+        )
+
+    # -- rewards and advantages -----------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # gathered over processes: (all completions, funcs)
+        return rewards_per_func
+
+    def _prompt_keys(self, inputs) -> tuple[list[tuple[str, str]], int] | None:
+        """(domain, group) of every prompt of the gathered batch, in TRL's process-major order; None where the
+        data has no domains (plain GRPO on data without a ``dataset`` column)."""
+        if not inputs or "dataset" not in inputs[0]:
+            if self.args.method == "grpo":
+                return None
+            raise FairMedInputError("a training row has no 'dataset' column", column="dataset")
+        local = []
+        for row in inputs:
+            domain = prompt_domain(row)
+            if domain is None and self.args.method != "grpo":
+                raise FairMedInputError("a training row has no 'dataset' value (its data source)", column="dataset")
+            local.append((domain, prompt_group_key(row, self.args.group_attributes)))
+        every = [tuple(key) for key in gather_object(local)]  # every rank calls it: the same collectives
+        if any(domain is None for domain, _ in every):
+            return None  # plain GRPO on rows without a source: no per-group logs
+        generations = self.num_generations
+        if len(every) % generations:
+            raise RuntimeError(f"{len(every)} completions do not form prompts of {generations} rollouts")
+        prompt_keys = every[::generations]
+        for index, key in enumerate(every):
+            if key != prompt_keys[index // generations]:
+                raise RuntimeError("the rollouts of one prompt carry different domains or groups: the batch is not "
+                                   "grouped by prompt")
+        return prompt_keys, generations
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.model.training or self._last_rewards_per_func is None:
+            return output  # evaluation: GRPO's advantages, and the statistics stay as they were
+        keyed = self._prompt_keys(inputs)
+        if keyed is None:
+            return output
+        prompt_keys, generations = keyed
+        device = output["advantages"].device
+        rewards_per_func = self._last_rewards_per_func
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards = rewards.masked_fill(torch.isnan(rewards_per_func).all(dim=1), 0.0)  # unscorable: reward 0
+        matrix = rewards.view(-1, generations).detach().float()
+        domains = tuple(d for d, _ in prompt_keys)
+        groups = tuple(g for _, g in prompt_keys)
+        local_n = len(inputs)
+        process_slice = slice(self.accelerator.process_index * local_n,
+                              (self.accelerator.process_index + 1) * local_n)
+        grpo_advantages = output["advantages"].detach().clone()
+        self._log_group_rewards(matrix, domains, groups)
+
+        info, multipliers = None, None
+        method = self.args.method
+        if method in _FAIRGRPO_METHODS:
+            stats = self.fairgrpo_statistics if self._weighting.statistics == "persistent" else None
+            all_advantages, info = fairgrpo_advantages(matrix.cpu(), domains, groups, stats, self._weighting)
+            flat = all_advantages.reshape(-1)
+            output["advantages"] = flat[process_slice].to(device=device, dtype=grpo_advantages.dtype)
+            self._replace_logged_advantages(flat)
+            self._log_fairgrpo(info)
+        elif method == "grpo_dro":
+            multipliers, per_prompt = self._group_dro_multipliers(matrix.cpu(), domains, groups)
+            per_completion = per_prompt.repeat_interleave(generations)[process_slice]
+            output["advantages"] = grpo_advantages * per_completion.to(device=device, dtype=grpo_advantages.dtype)
+            if len(self._logs["advantages"]) >= per_prompt.numel() * generations:
+                self._scale_logged_advantages(per_prompt.repeat_interleave(generations))
+        self.fairgrpo_last_batch = FairGRPOBatch(
+            rewards=matrix.cpu(), domains=domains, groups=groups, grpo_advantages=grpo_advantages.cpu(),
+            advantages=output["advantages"].detach().cpu(), info=info, dro_multipliers=multipliers,
+        )
+        return output
+
+    def _group_dro_multipliers(self, matrix: torch.Tensor, domains, groups):
+        """Group DRO: update ``log q`` with this batch's group losses, return w_g per group and per prompt."""
+        keys = list(zip(domains, groups, strict=True))
+        prompt_means = matrix.double().mean(dim=1)
+        present = sorted(set(keys))
+        weights = self.group_dro_log_weights
+        if weights:
+            start = float(np.mean(list(weights.values())))
+        else:
+            start = 0.0
+        for key in present:
+            rows = [i for i, k in enumerate(keys) if k == key]
+            loss = 1.0 - float(prompt_means[rows].mean())
+            weights[key] = weights.get(key, start) + self.args.dro_step_size * loss
+        names = sorted(weights)
+        q = torch.softmax(torch.tensor([weights[k] for k in names], dtype=torch.float64), dim=0)
+        q_of = dict(zip(names, q.tolist(), strict=True))
+        in_batch = sum(q_of[k] for k in present)
+        counts = Counter(keys)
+        n_prompts = len(keys)
+        multipliers = {k: q_of[k] / in_batch * n_prompts / counts[k] for k in present}
+        metrics = self._metrics["train"]
+        for (domain, group), value in q_of.items():
+            metrics[f"grpo_dro/weight/{domain}/{group}"].append(value)
+        for (domain, group), value in multipliers.items():
+            metrics[f"grpo_dro/multiplier/{domain}/{group}"].append(value)
+        per_prompt = torch.tensor([multipliers[k] for k in keys], dtype=torch.float64)
+        return multipliers, per_prompt
+
+    # -- logging --------------------------------------------------------------------------------------------
+
+    def _log_group_rewards(self, matrix: torch.Tensor, domains, groups) -> None:
+        means = matrix.double().mean(dim=1).tolist()
+        totals: dict[tuple[str, str], list[float]] = {}
+        for domain, group, mean in zip(domains, groups, means, strict=True):
+            totals.setdefault((domain, group), []).append(mean)
+        for (domain, group), values in sorted(totals.items()):
+            self._metrics["train"][f"group_reward/{domain}/{group}"].append(float(np.mean(values)))
+
+    def _log_fairgrpo(self, info: FairGRPOStepInfo) -> None:
+        metrics = self._metrics["train"]
+        metrics["fairgrpo/batch_std"].append(info.batch_std)
+        metrics["fairgrpo/fallback_prompts"].append(float(info.fallback_prompts))
+        for record in info.domains:
+            if math.isfinite(record.temperature):
+                metrics[f"fairgrpo/temperature/{record.domain}"].append(record.temperature)
+        for record in info.groups:
+            metrics[f"fairgrpo/weight/{record.domain}/{record.group}"].append(record.weight)
+            if math.isfinite(record.temperature):
+                metrics[f"fairgrpo/temperature/{record.domain}/{record.group}"].append(record.temperature)
+        for clusters in info.clusters:
+            metrics[f"fairgrpo/clusters/{clusters.domain}"].append(float(clusters.n_clusters))
+
+    def _replace_logged_advantages(self, flat: torch.Tensor) -> None:
+        """TRL logged its GRPO advantages of this batch (completions table); log the ones used instead."""
+        logged = self._logs["advantages"]
+        values = flat.detach().cpu().tolist()
+        if len(logged) >= len(values):
+            offset = len(logged) - len(values)
+            for index, value in enumerate(values):
+                logged[offset + index] = value
+
+    def _scale_logged_advantages(self, factors: torch.Tensor) -> None:
+        logged = self._logs["advantages"]
+        values = factors.tolist()
+        offset = len(logged) - len(values)
+        for index, factor in enumerate(values):
+            logged[offset + index] = logged[offset + index] * factor
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def _method_state(self) -> dict[str, Any]:
+        """File name -> JSON payload of the method's state (empty for stateless methods)."""
+        if self.args.method in _FAIRGRPO_METHODS and self._weighting.statistics == "persistent":
+            return {STATISTICS_FILE: self.fairgrpo_statistics.to_dict()}
+        if self.args.method == "grpo_dro":
+            names = sorted(self.group_dro_log_weights)
+            return {DRO_WEIGHTS_FILE: {
+                "format": _DRO_FORMAT, "version": 1, "step_size": self.args.dro_step_size,
+                "domains": [d for d, _ in names], "groups": [g for _, g in names],
+                "log_weights": [float(self.group_dro_log_weights[k]) for k in names],
+            }}
+        return {}
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = self._method_state()
+        if not state or not self.args.should_save:
+            return
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        for name, payload in state.items():
+            atomic_write_json(os.path.join(folder, name), payload)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.load_method_state(checkpoint)
+
+    def load_method_state(self, checkpoint: str | os.PathLike) -> bool:
+        """Restore the method's state (FairGRPO statistics, Group DRO weights) from a checkpoint folder; False
+        (with a warning) where the folder has none for this method, which then starts from zero."""
+        folder = Path(checkpoint)
+        expected = self._method_state()
+        if not expected:
+            return False
+        name = next(iter(expected))
+        path = folder / name
+        if not path.is_file():
+            logger.warning("checkpoint %s has no %s: the %s state starts from zero", folder, name, self.args.method)
+            return False
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FairMedInputError(f"cannot read {name}: {error}", source=str(path)) from error
+        if name == STATISTICS_FILE:
+            self.fairgrpo_statistics = FairGRPOStatistics.from_dict(payload, source=str(path))
+        else:
+            try:
+                if payload.get("format") != _DRO_FORMAT:
+                    raise ValueError("missing format marker")
+                self.group_dro_log_weights = {
+                    (str(d), str(g)): float(w)
+                    for d, g, w in zip(payload["domains"], payload["groups"], payload["log_weights"], strict=True)
+                }
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
+                raise FairMedInputError(f"not Group DRO weights: {error}", source=str(path)) from error
+        return True
