@@ -271,6 +271,32 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_grpo(args: argparse.Namespace) -> int:
+    import torch
+
+    from fairmed_core.runs.jobs import report_progress
+    from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training
+
+    torch.set_num_threads(args.threads)
+    config = GRPOJobConfig(
+        method=args.method, steps=args.steps, prompts_per_step=args.prompts, num_generations=args.generations,
+        learning_rate=args.lr, beta=args.beta, max_completion_length=args.max_completion_length,
+        eval_every=args.eval_every, eval_limit=args.eval_limit or None, save_every=args.save_every,
+        train_limit=args.train_limit, seed=args.seed,
+        group_attributes=tuple(args.group_attribute or ("sex", "age_group")),
+        test_split=None if args.test_split == "none" else args.test_split)
+
+    def progress(done: int, total: int) -> None:
+        report_progress(done, total, "steps")
+
+    finished = run_grpo_training(args.model, args.data, args.out, config, resume=args.resume, progress=progress)
+    print(f"{finished['method']}: {finished['steps']} steps in {finished['train_time_s']} s "
+          f"({finished['seconds_per_step']} s/step)"
+          + (f", test accuracy {finished['test_accuracy']:.3f}" if "test_accuracy" in finished else "")
+          + f"; wrote {args.out}")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -380,6 +406,30 @@ def build_parser() -> argparse.ArgumentParser:
     fairgrad.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
     fairgrad.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
     fairgrad.set_defaults(run=_cmd_train_fairgrad)
+    for method, text in (("grpo", "plain GRPO (TRL)"), ("fairgrpo", "FairGRPO"),
+                         ("fairgrpo_nd", "FairGRPO without demographics (all prompts clustered)"),
+                         ("grpo_dro", "GRPO with online Group DRO weights"),
+                         ("grpo_resample", "GRPO with group-balanced resampling")):
+        grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {text}")
+        grpo.add_argument("--model", required=True, help="model folder to start from (e.g. the tiny SFT model)")
+        grpo.add_argument("--data", required=True, help="manifest.jsonl (trains on its train split)")
+        grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
+        grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+        grpo.add_argument("--steps", type=_positive_int, default=60)
+        grpo.add_argument("--prompts", type=_positive_int, default=8, help="prompts per step")
+        grpo.add_argument("--generations", type=_positive_int, default=4, help="rollouts per prompt (G)")
+        grpo.add_argument("--lr", type=float, default=2e-4)
+        grpo.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0, as the authors)")
+        grpo.add_argument("--max-completion-length", type=_positive_int, default=40)
+        grpo.add_argument("--eval-every", type=_positive_int, default=10, help="held-out evaluation interval")
+        grpo.add_argument("--eval-limit", type=int, default=300, help="held-out cases per evaluation (0: all)")
+        grpo.add_argument("--save-every", type=_positive_int, default=20, help="checkpoint interval")
+        grpo.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N cases")
+        grpo.add_argument("--group-attribute", action="append", help="demographic group attributes (repeat)")
+        grpo.add_argument("--test-split", default="test", help="split evaluated at the end, or 'none'")
+        grpo.add_argument("--seed", type=int, default=0)
+        grpo.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+        grpo.set_defaults(run=_cmd_train_grpo, method=method)
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)

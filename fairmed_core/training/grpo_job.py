@@ -1,0 +1,299 @@
+"""A FairGRPO (or baseline) training run: the run folder, held-out evaluation during training, resume.
+
+A run folder ``runs/<id>/`` holds::
+
+    config.json        the job settings and the full FairGRPOConfig (written before step 1)
+    metrics.jsonl      one JSON object per line: {"kind": "train", "step", ...TRL's logs and the FairGRPO
+                       weights} and {"kind": "eval", "step", "groups": [...], "summary": [...], "accuracy",
+                       "format_failure_rate"}: per source and group accuracy, F1, TPR, FDR, and the FairGRPO gaps
+                       (predictive parity, equal opportunity difference, sigma F1, F1_ES) on a held-out split
+    checkpoints/       TRL checkpoints (with the FairGRPO statistics), for --resume
+    model/             the trained model (save_pretrained + processor), when training ends
+    evaluation/        its evaluation on the test split (predictions, audit, run.json): the audit page lists it
+    training.json      written last: the run finished (steps, time)
+
+``metrics.jsonl`` is rewritten atomically after every record, so a killed run never leaves a broken line, and on
+resume the records after the checkpoint's step are dropped (they will be recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.evaluation import evaluate_dataset
+from fairmed_core.models.generation import GenerationOptions
+from fairmed_core.models.loading import LoadedModel, load_model
+from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
+from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+
+__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "read_metrics", "run_grpo_training"]
+
+METRICS_FILE = "metrics.jsonl"
+FINISHED_FILE = "training.json"
+_GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
+_SUMMARY_KEYS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es", "accuracy", "f1")
+
+
+@dataclass(frozen=True)
+class GRPOJobConfig:
+    """A training job's settings; CPU defaults finish in minutes on the shipped tiny model."""
+
+    method: str = field(default="fairgrpo", metadata={"help": "grpo, fairgrpo, fairgrpo_nd, grpo_dro, grpo_resample"})
+    steps: int = field(default=60, metadata={"help": "optimizer steps"})
+    prompts_per_step: int = field(default=8, metadata={"help": "prompts per step"})
+    num_generations: int = field(default=4, metadata={"help": "rollouts per prompt (G)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient (the authors use 0)"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    max_completion_length: int = field(default=40, metadata={"help": "rollout length limit in tokens"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate on the held-out split every N steps"})
+    eval_split: str = field(default="val", metadata={"help": "held-out split for the training curves"})
+    eval_limit: int | None = field(default=300, metadata={"help": "held-out cases per evaluation (None: all)"})
+    save_every: int = field(default=20, metadata={"help": "checkpoint every N steps"})
+    train_limit: int | None = field(default=None, metadata={"help": "train on the first N train cases only"})
+    group_attributes: tuple[str, ...] = field(default=("sex", "age_group"),
+                                              metadata={"help": "attributes forming a demographic group"})
+    test_split: str | None = field(default="test", metadata={"help": "split evaluated at the end (None: skip)"})
+    seed: int = field(default=0, metadata={"help": "sampling and shuffling seed"})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_every",
+                     "save_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FairMedInputError(f"{name} must be a positive whole number, got {value!r}", column=name)
+        if self.num_generations < 2:
+            raise FairMedInputError("num_generations must be at least 2: GRPO compares rollouts of one prompt",
+                                    column="num_generations")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GRPOJobConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FairMedInputError(f"unknown training settings {unknown}", hint=f"known: {sorted(known)}")
+        values = dict(data)
+        if "group_attributes" in values:
+            values["group_attributes"] = tuple(values["group_attributes"])
+        return cls(**values)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, torch.Tensor):
+        return _plain(value.item()) if value.numel() == 1 else None
+    return value
+
+
+class _MetricsLog:
+    """metrics.jsonl, rewritten atomically after each record."""
+
+    def __init__(self, path: Path, *, keep_until_step: int | None = None) -> None:
+        self.path = path
+        self.records = read_metrics(path) if path.exists() else []
+        if keep_until_step is not None:
+            self.records = [r for r in self.records if r.get("step", 0) <= keep_until_step]
+        self._flush()
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        self._flush()
+
+    def _flush(self) -> None:
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
+        atomic_write_text(self.path, text)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (a folder or the file); unreadable lines are skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    records = []
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit: int | None, step: int,
+                    max_new_tokens: int) -> dict:
+    """Greedy answers on the held-out cases, scored per source and group, as one metrics record."""
+    predictions = evaluate_dataset(loaded, dataset, split=split, limit=limit,
+                                   options=GenerationOptions(max_new_tokens=max_new_tokens, batch_size=32))
+    attributes = [a for a in dataset.attributes if a in predictions.columns]
+    result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=0)
+    groups = result.groups_frame()
+    groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != "UNK") & (groups["n"] > 0)]
+    failures = predictions.assign(failed=~predictions["format_ok"].astype(bool))
+    group_rows = [{"source": g.source, "attribute": g.attribute, "group": g.group, "metric": g.metric,
+                   "n": int(g.n), "value": _plain(g.estimate)} for g in groups.itertuples(index=False)]
+    for attribute in ["overall", *attributes]:
+        keys = ["source"] if attribute == "overall" else ["source", attribute]
+        for key, block in failures.groupby(keys):
+            key = key if isinstance(key, tuple) else (key,)
+            group_rows.append({"source": key[0], "attribute": attribute,
+                               "group": "ALL" if attribute == "overall" else key[1], "metric": "format_failure",
+                               "n": len(block), "value": float(block["failed"].mean())})
+    summary = result.summary_frame()
+    summary_rows = [{"source": row["source"], "attribute": row["attribute"],
+                     **{key: _plain(row[key]) for key in _SUMMARY_KEYS if key in row}}
+                    for _, row in summary.iterrows()]
+    return {"kind": "eval", "step": step, "split": split, "n_cases": len(predictions),
+            "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
+            "format_failure_rate": float(failures["failed"].mean()), "groups": group_rows, "summary": summary_rows}
+
+
+class TrainingDynamicsCallback(TrainerCallback):
+    """Logs TRL's records and a held-out evaluation every ``eval_every`` steps into metrics.jsonl."""
+
+    def __init__(self, log: _MetricsLog, loaded: LoadedModel, dataset: Dataset, config: GRPOJobConfig,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.log, self.loaded, self.dataset, self.config, self.progress = log, loaded, dataset, config, progress
+        self.trainer = None
+        self._evaluated: set[int] = {r["step"] for r in log.records if r.get("kind") == "eval"}
+
+    def _evaluate(self, step: int, model) -> None:
+        if step in self._evaluated:
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            record = held_out_record(self.loaded, self.dataset, split=self.config.eval_split,
+                                     limit=self.config.eval_limit, step=step,
+                                     max_new_tokens=self.config.max_completion_length)
+        finally:
+            model.train(was_training)
+        self.log.append(record)
+        self._evaluated.add(step)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._evaluate(state.global_step, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.progress is not None:
+            self.progress(state.global_step, state.max_steps)
+        if state.global_step % self.config.eval_every == 0 or state.global_step == state.max_steps:
+            self._evaluate(state.global_step, model)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        record = {"kind": "train", "step": state.global_step}
+        record.update({key: _plain(value) for key, value in logs.items() if isinstance(
+            _plain(value), (int, float, type(None)))})
+        self.log.append(record)
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                         if p.name.split("-")[-1].isdigit() else -1)
+    return checkpoints[-1] if checkpoints else None
+
+
+def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, config: GRPOJobConfig, *,
+                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train with ``config.method`` from ``model_dir`` on ``manifest``'s train split into ``out_dir``; returns
+    the ``training.json`` record. ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
+    from fairmed_core.training.fairgrpo_trainer import FairGRPOConfig, FairGRPOTrainer, grpo_dataset
+
+    out = Path(out_dir)
+    checkpoints = out / "checkpoints"
+    resume_from = None
+    if resume:
+        resume_from = _latest_checkpoint(checkpoints)
+        if resume_from is None:
+            raise FairMedInputError("nothing to resume: no checkpoint in the run folder", source=str(out),
+                                    hint="start the run without --resume")
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        config = GRPOJobConfig.from_dict(saved["job"])
+    elif out.exists() and any(out.iterdir()):
+        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
+    dataset = read_manifest(manifest)
+    if dataset.positive_label is None:
+        raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(manifest),
+                                column="answer")
+    loaded = load_model(model_dir, device="cpu" if not torch.cuda.is_available() else None)
+    on_cpu = loaded.device.type == "cpu"
+    batch = config.prompts_per_step * config.num_generations
+    trl_config = FairGRPOConfig(
+        output_dir=str(checkpoints), method=config.method, max_steps=config.steps,
+        per_device_train_batch_size=batch, num_generations=config.num_generations,
+        learning_rate=config.learning_rate, beta=config.beta, temperature=config.temperature,
+        max_completion_length=config.max_completion_length, logging_steps=1, save_steps=config.save_every,
+        save_strategy="steps", report_to="none", seed=config.seed, bf16=not on_cpu and torch.cuda.is_bf16_supported(),
+        use_cpu=on_cpu, group_attributes=list(config.group_attributes), label_values=list(dataset.label_values),
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    train_data = grpo_dataset(dataset, "train", limit=config.train_limit, label_values=dataset.label_values)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_json(out / "config.json", {
+            "kind": "grpo-training", "model_dir": str(Path(model_dir).resolve()), "manifest": str(Path(manifest)),
+            "dataset": dataset.name, "job": config.to_dict(),
+            "trl": {k: _plain(v) if not isinstance(v, (list, tuple, dict)) else v
+                    for k, v in trl_config.to_dict().items() if isinstance(v, (str, int, float, bool, list, dict,
+                                                                              type(None)))},
+        })
+    step_of_checkpoint = int(resume_from.name.split("-")[-1]) if resume_from is not None else None
+    log = _MetricsLog(out / METRICS_FILE, keep_until_step=step_of_checkpoint)
+    callback = TrainingDynamicsCallback(log, loaded, dataset, config, progress=progress)
+    torch.manual_seed(config.seed)
+    trainer = FairGRPOTrainer(model=loaded.model, args=trl_config, train_dataset=train_data,
+                              processing_class=loaded.processor, callbacks=[callback])
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    elapsed = time.time() - started
+    trainer.model.eval()
+    model_out = out / "model"
+    trainer.model.save_pretrained(model_out)
+    loaded.processor.save_pretrained(model_out)
+    finished = {"method": config.method, "steps": trainer.state.global_step, "train_time_s": round(elapsed, 1),
+                "seconds_per_step": round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
+                "resumed_from": None if resume_from is None else resume_from.name}
+    if config.test_split:
+        final = load_model(model_out, device=str(loaded.device))
+        run = run_evaluation(final, dataset, out / "evaluation", split=config.test_split,
+                             options=GenerationOptions(max_new_tokens=config.max_completion_length, batch_size=32),
+                             n_boot=1000)
+        finished["test_accuracy"] = run.info["accuracy"]
+    atomic_write_json(out / FINISHED_FILE, finished)
+    return finished
+
+
+def eval_frame(records: list[dict]) -> pd.DataFrame:
+    """The held-out evaluation records as one long table (step, source, attribute, group, metric, n, value)."""
+    rows = [{"step": r["step"], **g} for r in records if r.get("kind") == "eval" for g in r.get("groups", [])]
+    return pd.DataFrame(rows, columns=["step", "source", "attribute", "group", "metric", "n", "value"])
+
+
+def summary_frame(records: list[dict]) -> pd.DataFrame:
+    """The FairGRPO gap statistics of every held-out evaluation (step, source, attribute, PP, EOD, ...)."""
+    rows = [{"step": r["step"], **s} for r in records if r.get("kind") == "eval" for s in r.get("summary", [])]
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+"""A FairGRPO training run from the CLI: run folder, held-out curves in metrics.jsonl, resume, final evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from fairmed_core.cli import main
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.runs.eval_store import read_evaluation
+from fairmed_core.training.grpo_job import GRPOJobConfig, eval_frame, read_metrics, summary_frame
+
+SMALL = ["--steps", "2", "--prompts", "4", "--generations", "2", "--eval-every", "1", "--eval-limit", "24",
+         "--save-every", "1", "--max-completion-length", "32"]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, default_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grpo") / "run"
+    assert main(["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(out), *SMALL, "--test-split", "val"]) == 0
+    return out
+
+
+def test_a_run_writes_config_metrics_checkpoints_model_and_evaluation(run):
+    config = json.loads((run / "config.json").read_text())
+    assert config["job"]["method"] == "fairgrpo" and config["job"]["steps"] == 2
+    records = read_metrics(run)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 1, 2]
+    assert any(r["kind"] == "train" and "reward" in r for r in records)
+    assert any(key.startswith("fairgrpo/weight/") for r in records if r["kind"] == "train" for key in r)
+    curves = eval_frame(records)
+    assert {"accuracy", "f1", "recall", "fdr", "format_failure"} <= set(curves["metric"])
+    assert set(curves["step"]) == {0, 1, 2}
+    gaps = summary_frame(records)
+    assert {"predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es"} <= set(gaps.columns)
+    assert (run / "checkpoints" / "checkpoint-2" / "fairgrpo_statistics.json").is_file()
+    assert (run / "model" / "config.json").is_file() and (run / "model" / "tokenizer.json").is_file()
+    evaluation = read_evaluation(run / "evaluation")
+    assert evaluation.info["split"] == "val" and evaluation.info["n_cases"] > 0
+    finished = json.loads((run / "training.json").read_text())
+    assert finished["steps"] == 2 and finished["method"] == "fairgrpo"
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(run, tiny_model_dir, default_manifest, tmp_path):
+    # Simulate a run killed after step 1: its step-2 checkpoint, final model and later records are gone.
+    copy = shutil.copytree(run, tmp_path / "run")
+    shutil.rmtree(copy / "checkpoints" / "checkpoint-2")
+    for name in ("model", "evaluation"):
+        shutil.rmtree(copy / name)
+    (copy / "training.json").unlink()
+    assert main(["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(copy), "--resume"]) == 0
+    finished = json.loads((copy / "training.json").read_text())
+    assert finished["resumed_from"] == "checkpoint-1" and finished["steps"] == 2
+    steps = [r["step"] for r in read_metrics(copy) if r["kind"] == "eval"]
+    assert steps == [0, 1, 2]  # the records after the checkpoint were recomputed, not duplicated
+
+
+def test_resume_without_a_checkpoint_and_a_used_folder_are_refused(tiny_model_dir, default_manifest, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert main(["train", "grpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(out), *SMALL]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep"
+    assert main(["train", "grpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_job_settings_are_checked():
+    with pytest.raises(FairMedInputError, match="num_generations must be at least 2"):
+        GRPOJobConfig(num_generations=1)
+    with pytest.raises(FairMedInputError, match="unknown training settings"):
+        GRPOJobConfig.from_dict({"stepz": 3})
