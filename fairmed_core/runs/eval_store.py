@@ -83,14 +83,18 @@ def read_evaluation(directory: str | Path) -> EvaluationRun:
 
 
 def list_evaluations(workspace: Workspace) -> list[EvaluationRun]:
-    """Complete evaluation runs in the workspace, newest first; unreadable folders are skipped."""
+    """Complete evaluation runs in the workspace (``runs/<name>/`` and a training run's ``runs/<name>/evaluation/``),
+    newest first; unreadable folders are skipped."""
     if not workspace.runs.is_dir():
         return []
     runs = []
     for folder in workspace.runs.iterdir():
-        if folder.is_dir() and (folder / RUN_FILE).is_file():
-            try:
-                runs.append(read_evaluation(folder))
-            except FairMedInputError:
-                continue
+        # A training run keeps the evaluation of its final model in <run>/evaluation/.
+        for candidate, name in ((folder, folder.name), (folder / "evaluation", f"{folder.name}/evaluation")):
+            if candidate.is_dir() and (candidate / RUN_FILE).is_file():
+                try:
+                    run = read_evaluation(candidate)
+                except FairMedInputError:
+                    continue
+                runs.append(EvaluationRun(name=name, path=run.path, info=run.info))
     return sorted(runs, key=lambda run: (run.path / RUN_FILE).stat().st_mtime, reverse=True)

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import TrainerCallback
 
@@ -36,12 +35,12 @@ from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
+from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
-__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "read_metrics", "run_grpo_training"]
+__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
+           "summary_frame"]
 
-METRICS_FILE = "metrics.jsonl"
-FINISHED_FILE = "training.json"
 _GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
 _SUMMARY_KEYS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es", "accuracy", "f1")
 
@@ -122,24 +121,6 @@ class _MetricsLog:
     def _flush(self) -> None:
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         atomic_write_text(self.path, text)
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a folder or the file); unreadable lines are skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    records = []
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-    return records
 
 
 def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit: int | None, step: int,
@@ -285,15 +266,3 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         finished["test_accuracy"] = run.info["accuracy"]
     atomic_write_json(out / FINISHED_FILE, finished)
     return finished
-
-
-def eval_frame(records: list[dict]) -> pd.DataFrame:
-    """The held-out evaluation records as one long table (step, source, attribute, group, metric, n, value)."""
-    rows = [{"step": r["step"], **g} for r in records if r.get("kind") == "eval" for g in r.get("groups", [])]
-    return pd.DataFrame(rows, columns=["step", "source", "attribute", "group", "metric", "n", "value"])
-
-
-def summary_frame(records: list[dict]) -> pd.DataFrame:
-    """The FairGRPO gap statistics of every held-out evaluation (step, source, attribute, PP, EOD, ...)."""
-    rows = [{"step": r["step"], **s} for r in records if r.get("kind") == "eval" for s in r.get("summary", [])]
-    return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ from fairmed_core.viz.audit_figures import (
 from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
 from fairmed_core.viz.fairgrad_figures import conflict_figure, pareto_figure
 from fairmed_core.viz.palette import OKABE_ITO
+from fairmed_core.viz.training_figures import step_lines_figure
 
 __all__ = [
     "METRIC_LABELS",
@@ -22,4 +23,5 @@ __all__ = [
     "pareto_figure",
     "prevalence_figure",
     "ratio_band_figure",
+    "step_lines_figure",
 ]

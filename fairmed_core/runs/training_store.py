@@ -1,0 +1,94 @@
+"""Training runs on disk (``runs/<id>/`` with config.json and metrics.jsonl): listing them and reading their
+curves, without importing torch or TRL (the dashboard lists runs often)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fairmed_core.runs.workspace import Workspace
+
+__all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingRun", "eval_frame", "list_training_runs", "read_metrics",
+           "summary_frame", "train_frame"]
+
+METRICS_FILE = "metrics.jsonl"
+FINISHED_FILE = "training.json"
+CONFIG_FILE = "config.json"
+KIND = "grpo-training"
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run folder: its settings, and how it ended (None while it runs or after it was killed)."""
+
+    name: str
+    path: Path
+    config: dict
+    finished: dict | None
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("job", {}).get("method", "?"))
+
+    def records(self) -> list[dict]:
+        return read_metrics(self.path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (a folder or the file); unreadable lines are skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    records = []
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def list_training_runs(workspace: Workspace) -> list[TrainingRun]:
+    """GRPO-family training runs in the workspace, newest first."""
+    if not workspace.runs.is_dir():
+        return []
+    runs = []
+    for folder in workspace.runs.iterdir():
+        config = _read(folder / CONFIG_FILE) if folder.is_dir() else None
+        if config is None or config.get("kind") != KIND:
+            continue
+        runs.append(TrainingRun(name=folder.name, path=folder, config=config, finished=_read(folder / FINISHED_FILE)))
+    return sorted(runs, key=lambda run: (run.path / CONFIG_FILE).stat().st_mtime, reverse=True)
+
+
+def eval_frame(records: list[dict]) -> pd.DataFrame:
+    """The held-out evaluation records as one long table (step, source, attribute, group, metric, n, value)."""
+    rows = [{"step": r["step"], **g} for r in records if r.get("kind") == "eval" for g in r.get("groups", [])]
+    return pd.DataFrame(rows, columns=["step", "source", "attribute", "group", "metric", "n", "value"])
+
+
+def summary_frame(records: list[dict]) -> pd.DataFrame:
+    """The FairGRPO gap statistics of every held-out evaluation (step, source, attribute, PP, EOD, ...)."""
+    rows = [{"step": r["step"], **s} for r in records if r.get("kind") == "eval" for s in r.get("summary", [])]
+    return pd.DataFrame(rows)
+
+
+def train_frame(records: list[dict]) -> pd.DataFrame:
+    """TRL's per-step logs (reward, reward_std, kl, entropy, FairGRPO weights, ...), one row per step."""
+    rows = [r for r in records if r.get("kind") == "train" and "reward" in r]
+    return pd.DataFrame(rows).drop_duplicates("step", keep="last") if rows else pd.DataFrame(columns=["step"])

@@ -1,0 +1,228 @@
+"""Training page: start GRPO, FairGRPO and its baselines as background jobs from the sidebar's model, watch them,
+and compare their training dynamics: reward, per-group held-out accuracy, the fairness gaps per method over
+steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group.
+
+Each run is ``fairmed train <method>`` in its own process (``fairmed_core.runs.jobs``): it outlives the browser
+session, can be stopped, and a stopped or killed run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+
+import pandas as pd
+import streamlit as st
+
+from fairmed_core.runs.jobs import Job, list_jobs, start_job, stop_job
+from fairmed_core.runs.training_store import eval_frame, list_training_runs, summary_frame, train_frame
+from fairmed_core.viz import step_lines_figure
+from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
+
+METHODS = {"grpo": "GRPO (TRL)", "fairgrpo": "FairGRPO", "fairgrpo_nd": "FairGRPO without demographics",
+           "grpo_dro": "GRPO + Group DRO", "grpo_resample": "GRPO + group resampling"}
+GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportunity_difference":
+        "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups)",
+        "f1_es": "F1_ES (F1 / (1 + sigma F1))", "accuracy": "Accuracy", "f1": "F1"}
+# The form's fields and their flags: generated from GRPOJobConfig so a new setting appears here by itself.
+_FLAGS = {"steps": "--steps", "prompts_per_step": "--prompts", "num_generations": "--generations",
+          "learning_rate": "--lr", "beta": "--beta", "max_completion_length": "--max-completion-length",
+          "eval_every": "--eval-every", "eval_limit": "--eval-limit", "save_every": "--save-every", "seed": "--seed"}
+
+
+def _job_config_fields():
+    from fairmed_core.training.grpo_job import GRPOJobConfig  # torch-free at module level is not needed here
+
+    return [f for f in fields(GRPOJobConfig) if f.name in _FLAGS], GRPOJobConfig()
+
+
+def _start(methods: list[str], values: dict, label: str) -> list[Job]:
+    ws = workspace()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    jobs = []
+    for method in methods:
+        name = f"{method}-{label}-{stamp}" if label else f"{method}-{stamp}"
+        argv = ["train", method, "--model", str(current_model_dir()), "--data", str(current_manifest()),
+                "--out", str(ws.run_dir(name))]
+        for key, flag in _FLAGS.items():
+            argv += [flag, str(values[key])]
+        jobs.append(start_job(ws, name, argv, labels={"kind": "grpo", "method": method, "run": name}))
+    return jobs
+
+
+def train_form() -> None:
+    config_fields, defaults = _job_config_fields()
+    with st.form("training_form"):
+        methods = st.multiselect("Methods (one run each, same settings)", list(METHODS), default=["grpo", "fairgrpo"],
+                                 format_func=METHODS.get, key="training_methods")
+        columns = st.columns(3)
+        values = {}
+        for index, spec in enumerate(config_fields):
+            default = getattr(defaults, spec.name)
+            widget = columns[index % 3]
+            label = spec.name.replace("_", " ").capitalize()
+            help_text = spec.metadata.get("help")
+            if isinstance(default, float):
+                values[spec.name] = widget.number_input(label, value=float(default), format="%.6g", help=help_text,
+                                                        key=f"training_{spec.name}")
+            else:
+                values[spec.name] = widget.number_input(label, value=int(default or 0), step=1, help=help_text,
+                                                        key=f"training_{spec.name}")
+        label = st.text_input("Run label (optional)", key="training_label", max_chars=30,
+                              help="Letters, digits and '-' only; added to the run names.")
+        submitted = st.form_submit_button("Start training", type="primary")
+    if not submitted:
+        return
+    if not methods:
+        st.warning("Choose at least one method.")
+        return
+    label = "".join(ch for ch in label if ch.isalnum() or ch == "-")[:30]
+    jobs = _start(methods, values, label)
+    st.success(f"Started {len(jobs)} run(s): {', '.join(job.name for job in jobs)}. They keep running if you close "
+               "this page.", icon=":material/play_circle:")
+
+
+def jobs_panel() -> None:
+    jobs = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "grpo"]
+    running = any(job.status == "running" for job in jobs)
+
+    @st.fragment(run_every=3 if running else None)
+    def live() -> None:
+        current = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "grpo"][:12]
+        if not current:
+            st.caption("No training jobs in this workspace yet.")
+            return
+        rows = [{"job": job.name, "method": METHODS.get(job.labels.get("method"), "?"), "status": job.status,
+                 "steps": (f"{job.progress.get('done')} of {job.progress.get('total')}" if job.progress else ""),
+                 "started (UTC)": job.started_utc} for job in current]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        for job in current:
+            if job.status == "running":
+                if st.button(f"Stop {job.name}", key=f"training_stop_{job.name}", icon=":material/stop_circle:"):
+                    stop_job(job)
+                    st.rerun()
+            elif job.status in ("stopped", "lost", "failed"):
+                c1, c2 = st.columns([1, 3])
+                if job.status != "failed" and c1.button(f"Resume {job.name}", key=f"training_resume_{job.name}",
+                                                        icon=":material/play_arrow:"):
+                    run = workspace().run_dir(job.labels["run"])
+                    name = f"{job.name}-resume-{time.strftime('%H%M%S', time.gmtime())}"
+                    start_job(workspace(), name, ["train", job.labels["method"], "--model", job.argv[3],
+                                                  "--data", job.argv[5], "--out", str(run), "--resume"],
+                              labels=dict(job.labels))
+                    st.rerun()
+                with c2.expander(f"{job.name}: {job.status}, last lines of its log"):
+                    st.code(job.log_tail() or "(empty log)", language=None)
+        if running and not any(job.status == "running" for job in current):
+            st.rerun()  # a run just ended: refresh the curves below
+
+    live()
+
+
+def dynamics_panel(dataset) -> None:
+    runs = list_training_runs(workspace())
+    if not runs:
+        st.info("No training runs yet: start one above, or run `fairmed train fairgrpo --model ... --data ... "
+                "--out workspace/runs/NAME` in a shell.")
+        return
+    labels = {f"{run.name} ({METHODS.get(run.method, run.method)}"
+              f"{', finished' if run.finished else ''})": run for run in runs}
+    chosen = st.multiselect("Runs", list(labels), default=list(labels)[:4], key="training_runs")
+    selected = [labels[label] for label in chosen]
+    if not selected:
+        st.warning("Choose at least one run.")
+        return
+    table = []
+    gaps, trains, curves = [], [], []
+    for run in selected:
+        records = run.records()
+        summary = summary_frame(records).assign(run=run.name, method=run.method)
+        gaps.append(summary)
+        trains.append(train_frame(records).assign(run=run.name, method=run.method))
+        curves.append(eval_frame(records).assign(run=run.name, method=run.method))
+        last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
+        overall = last[(last["source"] == "mean over sources") & (last["attribute"] == "mean over attributes")]
+        table.append({"run": run.name, "method": METHODS.get(run.method, run.method),
+                      "steps": run.finished.get("steps") if run.finished else "running or stopped",
+                      "test accuracy": (run.finished or {}).get("test_accuracy"),
+                      **{GAPS[k]: overall[k].iloc[0] for k in ("predictive_parity", "equal_opportunity_difference",
+                                                               "sigma_f1") if not overall.empty and k in overall}})
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    gaps_all = pd.concat(gaps, ignore_index=True)
+    trains_all = pd.concat(trains, ignore_index=True)
+    curves_all = pd.concat(curves, ignore_index=True)
+
+    if "reward" in trains_all:
+        st.plotly_chart(step_lines_figure(trains_all.dropna(subset=["reward"]), value="reward", series="run",
+                                          title="Mean reward of the rollouts per step", y_title="Reward"),
+                        width="stretch")
+    if gaps_all.empty:
+        st.caption("No held-out evaluation yet.")
+        return
+    c1, c2, c3 = st.columns(3)
+    sources = [s for s in dict.fromkeys(gaps_all["source"])]
+    source = c1.selectbox("Source", sources, index=sources.index("mean over sources") if "mean over sources" in
+                          sources else 0, key="training_source")
+    attributes = [a for a in dict.fromkeys(gaps_all.loc[gaps_all["source"] == source, "attribute"])]
+    attribute = c2.selectbox("Attribute", attributes, key="training_attribute")
+    gap = c3.selectbox("Fairness statistic", [g for g in GAPS if g in gaps_all], format_func=GAPS.get,
+                       key="training_gap")
+    block = gaps_all[(gaps_all["source"] == source) & (gaps_all["attribute"] == attribute)].dropna(subset=[gap])
+    st.plotly_chart(step_lines_figure(block, value=gap, series="run", title=f"{GAPS[gap]} over training: {source}, "
+                                      f"{attribute} (held-out split)", y_title=GAPS[gap]), width="stretch")
+
+    st.markdown("**Per-group held-out metrics of one run**")
+    d1, d2, d3, d4 = st.columns(4)
+    run_name = d1.selectbox("Run", [run.name for run in selected], key="training_group_run")
+    group_sources = sorted(curves_all["source"].dropna().unique(), key=lambda s: (s == "ALL", s))
+    group_source = d2.selectbox("Source ", group_sources, key="training_group_source") if group_sources else None
+    in_source = curves_all[(curves_all["run"] == run_name) & (curves_all["source"] == group_source)]
+    group_attributes = [a for a in dict.fromkeys(in_source["attribute"]) if a != "overall"]
+    group_attribute = d3.selectbox("Attribute ", group_attributes, key="training_group_attribute") \
+        if group_attributes else None
+    metric = d4.selectbox("Metric", ["accuracy", "f1", "recall", "fdr", "format_failure"], key="training_metric")
+    per_group = in_source[(in_source["metric"] == metric)
+                          & in_source["attribute"].isin([group_attribute, "overall"])].dropna(subset=["value"])
+    if not per_group.empty:
+        labels = per_group["group"].where(per_group["attribute"] != "overall", "all groups")
+        st.plotly_chart(step_lines_figure(per_group.assign(series=labels), value="value", series="series",
+                                          title=f"{metric} per {group_attribute} group: {run_name}, {group_source}",
+                                          y_title=metric), width="stretch")
+    weights = trains_all[trains_all["run"] == run_name]
+    weight_columns = [c for c in weights.columns if str(c).startswith("fairgrpo/weight/")]
+    if weight_columns:
+        long = weights.melt(id_vars=["step"], value_vars=weight_columns, var_name="group", value_name="weight")
+        long = long.dropna(subset=["weight"]).assign(group=lambda f: f["group"].str.replace("fairgrpo/weight/", ""))
+        st.plotly_chart(step_lines_figure(long, value="weight", series="group",
+                                          title=f"FairGRPO weight 1/(T_d T_g) per domain/group: {run_name}",
+                                          y_title="Weight"), width="stretch")
+    finished = [run for run in selected if run.finished and (run.path / "evaluation" / "run.json").is_file()]
+    if finished:
+        target = st.selectbox("Audit a finished run's test evaluation", [run.name for run in finished],
+                              key="training_audit_run")
+        if st.button("Open it on the Fairness audit page", key="training_audit", icon=":material/balance:"):
+            st.session_state["audit_preselect_run"] = f"{target}/evaluation"
+            st.switch_page("pages/fairness_audit.py")
+
+
+st.title("Training")
+st.markdown(
+    "Train the sidebar's model with **FairGRPO** (GRPO whose advantages are reweighted by group "
+    "representation, difficulty and data source; groups without demographics are found by clustering) or a "
+    "baseline, and watch fairness over training: per-group accuracy on a held-out split and the gaps between "
+    "groups, step by step, across methods."
+)
+try:
+    dataset = current_dataset()
+except Exception as error:  # noqa: BLE001 - a bad dataset is shown, never fatal
+    show_input_error(error)
+    st.stop()
+st.caption(f"Model `{current_model_dir()}` on dataset **{dataset.name}** (its train split; held-out curves on "
+           "its val split; the final model is evaluated on its test split).")
+for title, panel in (("Start runs", train_form), ("Jobs", jobs_panel), ("Training dynamics",
+                                                                       lambda: dynamics_panel(dataset))):
+    st.subheader(title)
+    try:
+        panel()
+    except Exception as error:  # noqa: BLE001 - bad input must never take the page down
+        show_input_error(error)

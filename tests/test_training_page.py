@@ -1,0 +1,88 @@
+"""The Training page under AppTest: the form starts a background run per method, finished runs show their
+reward, gap and per-group curves and FairGRPO weights, and a run's test evaluation opens on the audit page."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fairmed_core.runs.jobs import list_jobs, read_job
+from fairmed_core.runs.workspace import TINY_MODEL, Workspace
+from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training
+from tests.conftest import REPO_ROOT
+
+APP = str(REPO_ROOT / "app.py")
+SMALL = dict(steps=2, prompts_per_step=4, num_generations=2, eval_every=1, eval_limit=24, save_every=2,
+             max_completion_length=32, test_split="val")
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(default_workspace, tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("training-ws")
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    manifest = default_workspace / "datasets" / "synth-default" / "manifest.jsonl"
+    for method in ("grpo", "fairgrpo"):
+        run_grpo_training(tiny_model_dir, manifest, Workspace(root).run_dir(f"{method}-small"),
+                          GRPOJobConfig(method=method, **SMALL))
+    return root
+
+
+def _chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+def _page(root, monkeypatch) -> AppTest:
+    monkeypatch.setenv("FAIRMED_WORKSPACE", str(root))
+    monkeypatch.chdir(REPO_ROOT)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("pages/training.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypatch):
+    at = _page(trained_workspace, monkeypatch)
+    assert at.title[0].value == "Training" and not at.error, [e.value for e in at.error]
+    assert len(at.multiselect(key="training_runs").value) == 2
+    table = at.dataframe[-1].value
+    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 2).all()
+    titles = _chart_titles(at)
+    assert any(t.startswith("Mean reward") for t in titles) and any("over training" in t for t in titles)
+    assert any(" per sex group" in t for t in titles)
+    at.selectbox(key="training_group_run").set_value("fairgrpo-small").run()
+    assert not at.exception and not at.error
+    assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))
+    at.selectbox(key="training_gap").set_value("equal_opportunity_difference").run()
+    assert not at.exception and not at.error
+    at.selectbox(key="training_audit_run").set_value("fairgrpo-small").run()
+    at.button(key="training_audit").click().run()
+    assert at.title[0].value == "Fairness audit"
+    assert at.selectbox(key="audit_run_choice").value.startswith("fairgrpo-small/evaluation")
+
+
+def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    at = _page(root, monkeypatch)  # the sidebar's default model: the shipped tiny FairMedGemma
+    assert any("No training jobs" in c.value for c in at.caption)
+    at.multiselect(key="training_methods").set_value(["fairgrpo"])
+    for key, value in (("steps", 1), ("prompts_per_step", 4), ("num_generations", 2), ("eval_every", 1),
+                       ("eval_limit", 12), ("max_completion_length", 24)):
+        at.number_input(key=f"training_{key}").set_value(value)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Started 1 run" in s.value for s in at.success)
+    job = list_jobs(Workspace(root))[0]
+    assert job.labels["method"] == "fairgrpo" and str(TINY_MODEL) in job.argv
+    deadline = time.monotonic() + 400
+    while read_job(job.path).status == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert read_job(job.path).status == "finished", read_job(job.path).log_tail()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(job.name in label for label in at.multiselect(key="training_runs").value)
