@@ -23,10 +23,12 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset, read_manifest  # noqa: E402
 from fairmed_core.training.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions  # noqa: E402
 from fairmed_core.training.fairgrad_report import score_predictions  # noqa: E402
@@ -56,17 +58,6 @@ def markdown(table: pd.DataFrame, *, seeds: int, config: FairGradImageConfig) ->
         lines.append(f"| {source} | {attribute} | {method} | {cell('auroc', row)} | {cell('accuracy', row)} | "
                      f"{cell('positive_rate', row)} | {cell('eq_odds_diff', row)} | {cell('eq_opp_diff', row)} |")
     return "\n".join(lines) + "\n"
-
-
-def replace_section(path: Path, text: str) -> None:
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# FairMed results\n\n"
-    if SECTION in existing:
-        start = existing.index(SECTION)
-        after = existing.find("\n## ", start + len(SECTION))
-        existing = existing[:start] + text + ("" if after < 0 else existing[after:])
-    else:
-        existing = existing.rstrip("\n") + "\n\n" + text
-    path.write_text(existing, encoding="utf-8")
 
 
 def main() -> int:
@@ -99,7 +90,7 @@ def main() -> int:
     text = markdown(table, seeds=seeds, config=config)
     print(text)
     if not args.quick:
-        replace_section(ROOT / "docs" / "RESULTS.md", text)
+        replace_section(ROOT / "docs" / "RESULTS.md", SECTION, text)
     return 0
 
 

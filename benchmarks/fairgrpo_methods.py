@@ -27,10 +27,12 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa: E402
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
@@ -83,17 +85,6 @@ def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: Path, text: str) -> None:
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Results\n\n"
-    if SECTION in existing:
-        start = existing.index(SECTION)
-        after = existing.find("\n## ", start + len(SECTION))
-        existing = existing[:start] + text + ("" if after < 0 else existing[after:])
-    else:
-        existing = existing.rstrip("\n") + "\n\n" + text
-    path.write_text(existing, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["grpo", "fairgrpo"])
@@ -129,7 +120,7 @@ def main() -> int:
     print(text)
     print(f"runs in {out}")
     if not args.quick:
-        replace_section(ROOT / "docs" / "RESULTS.md", text)
+        replace_section(ROOT / "docs" / "RESULTS.md", SECTION, text)
     return 0
 
 

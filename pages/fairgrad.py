@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 
-import pandas as pd
 import streamlit as st
 
 from fairmed_core.runs.eval_store import list_evaluations
-from fairmed_core.runs.jobs import Job, list_jobs, start_job, stop_job
+from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.training.fairgrad_report import compare_runs, training_history
 from fairmed_core.viz import conflict_figure, pareto_figure
 from fairmed_core.viz.fairgrad_figures import DISPARITY_LABELS
 from pages._common import current_dataset, current_manifest, show_input_error, workspace
+from pages._jobs import jobs_panel
 
 METHODS = {"erm": "ERM (no fairness objective)", "penalty": "Fixed-weight penalty", "fairgrad": "FairGrad"}
 OBJECTIVES = {"equalized_odds": "Equalized odds", "equal_opportunity": "Equal opportunity",
@@ -76,39 +76,8 @@ def train_form(dataset) -> None:
                "close this page.", icon=":material/play_circle:")
 
 
-def _job_rows(jobs: list[Job]) -> pd.DataFrame:
-    rows = []
-    for job in jobs:
-        progress = job.progress or {}
-        done = f"{progress.get('done', 0)} of {progress.get('total', '?')} sources" if progress else ""
-        rows.append({"job": job.name, "method": job.labels.get("method", ""), "status": job.status,
-                     "progress": done, "started (UTC)": job.started_utc})
-    return pd.DataFrame(rows)
-
-
-def jobs_panel() -> None:
-    jobs = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "fairgrad"]
-    running = [job for job in jobs if job.status == "running"]
-
-    @st.fragment(run_every=2 if running else None)
-    def live() -> None:
-        current = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "fairgrad"]
-        if not current:
-            st.caption("No FairGrad jobs in this workspace yet.")
-            return
-        st.dataframe(_job_rows(current[:12]), hide_index=True, width="stretch")
-        for job in current[:12]:
-            if job.status == "running":
-                if st.button(f"Stop {job.name}", key=f"fairgrad_stop_{job.name}", icon=":material/stop_circle:"):
-                    stop_job(job)
-                    st.rerun()
-            elif job.status in ("failed", "lost"):
-                with st.expander(f"{job.name}: {job.status}, last lines of its log"):
-                    st.code(job.log_tail() or "(empty log)", language=None)
-        if running and not any(job.status == "running" for job in current):
-            st.rerun()  # a job just finished: refresh the comparison below
-
-    live()
+def jobs() -> None:
+    jobs_panel("fairgrad", method_names=METHODS, unit="sources", empty="No FairGrad jobs in this workspace yet.")
 
 
 def comparison_panel(dataset) -> None:
@@ -171,7 +140,7 @@ except Exception as error:  # noqa: BLE001 - a bad dataset is shown, never fatal
     show_input_error(error)
     st.stop()
 
-for title, panel in (("Train", lambda: train_form(dataset)), ("Jobs", jobs_panel),
+for title, panel in (("Train", lambda: train_form(dataset)), ("Jobs", jobs),
                      ("Compare", lambda: comparison_panel(dataset))):
     st.subheader(title)
     try:

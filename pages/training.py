@@ -14,10 +14,11 @@ from dataclasses import fields
 import pandas as pd
 import streamlit as st
 
-from fairmed_core.runs.jobs import Job, list_jobs, start_job, stop_job
+from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.runs.training_store import eval_frame, list_training_runs, summary_frame, train_frame
 from fairmed_core.viz import step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
+from pages._jobs import jobs_panel
 
 METHODS = {"grpo": "GRPO (TRL)", "fairgrpo": "FairGRPO", "fairgrpo_nd": "FairGRPO without demographics",
            "grpo_dro": "GRPO + Group DRO", "grpo_resample": "GRPO + group resampling"}
@@ -82,41 +83,15 @@ def train_form() -> None:
                "this page.", icon=":material/play_circle:")
 
 
-def jobs_panel() -> None:
-    jobs = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "grpo"]
-    running = any(job.status == "running" for job in jobs)
+def _resume_argv(job: Job) -> list[str]:
+    """The stopped run's own command with --resume: same model, data and run folder."""
+    argv = list(job.argv)
+    return [*argv[: argv.index("--out") + 2], "--resume"]
 
-    @st.fragment(run_every=3 if running else None)
-    def live() -> None:
-        current = [job for job in list_jobs(workspace()) if job.labels.get("kind") == "grpo"][:12]
-        if not current:
-            st.caption("No training jobs in this workspace yet.")
-            return
-        rows = [{"job": job.name, "method": METHODS.get(job.labels.get("method"), "?"), "status": job.status,
-                 "steps": (f"{job.progress.get('done')} of {job.progress.get('total')}" if job.progress else ""),
-                 "started (UTC)": job.started_utc} for job in current]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        for job in current:
-            if job.status == "running":
-                if st.button(f"Stop {job.name}", key=f"training_stop_{job.name}", icon=":material/stop_circle:"):
-                    stop_job(job)
-                    st.rerun()
-            elif job.status in ("stopped", "lost", "failed"):
-                c1, c2 = st.columns([1, 3])
-                if job.status != "failed" and c1.button(f"Resume {job.name}", key=f"training_resume_{job.name}",
-                                                        icon=":material/play_arrow:"):
-                    run = workspace().run_dir(job.labels["run"])
-                    name = f"{job.name}-resume-{time.strftime('%H%M%S', time.gmtime())}"
-                    start_job(workspace(), name, ["train", job.labels["method"], "--model", job.argv[3],
-                                                  "--data", job.argv[5], "--out", str(run), "--resume"],
-                              labels=dict(job.labels))
-                    st.rerun()
-                with c2.expander(f"{job.name}: {job.status}, last lines of its log"):
-                    st.code(job.log_tail() or "(empty log)", language=None)
-        if running and not any(job.status == "running" for job in current):
-            st.rerun()  # a run just ended: refresh the curves below
 
-    live()
+def jobs() -> None:
+    jobs_panel("grpo", method_names=METHODS, unit="steps", empty="No training jobs in this workspace yet.",
+               resume_argv=_resume_argv)
 
 
 def dynamics_panel(dataset) -> None:
@@ -219,7 +194,7 @@ except Exception as error:  # noqa: BLE001 - a bad dataset is shown, never fatal
     st.stop()
 st.caption(f"Model `{current_model_dir()}` on dataset **{dataset.name}** (its train split; held-out curves on "
            "its val split; the final model is evaluated on its test split).")
-for title, panel in (("Start runs", train_form), ("Jobs", jobs_panel), ("Training dynamics",
+for title, panel in (("Start runs", train_form), ("Jobs", jobs), ("Training dynamics",
                                                                        lambda: dynamics_panel(dataset))):
     st.subheader(title)
     try:
