@@ -190,3 +190,28 @@ def test_inference_runs_a_case_beside_its_counterfactual_and_an_upload(server, p
     page.get_by_text("Run the model on this image").click()
     page.get_by_text("No ground truth for an upload").wait_for(timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "inference_upload.png"), full_page=True)
+
+
+def test_fairgrad_page_trains_in_the_background_and_draws_the_pareto_plot(server, page):
+    page.goto(f"{server}/fairgrad", timeout=60_000)
+    page.get_by_text("Train side by side").wait_for(timeout=120_000)
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Tab")
+    warmup = page.get_by_label("ERM warm-up epochs", exact=True)
+    warmup.fill("0")
+    warmup.press("Tab")
+    page.get_by_text("Train side by side").click()
+    page.get_by_text("Started 3 job(s)").wait_for(timeout=60_000)
+    # The jobs table refreshes itself; when the three jobs end the comparison appears.
+    page.get_by_text("Accuracy against disparity by sex").wait_for(timeout=400_000)
+    _wait_for_charts(page, 1)
+    page.screenshot(path=str(ARTIFACTS / "fairgrad_pareto.png"), full_page=True)
+
+
+def test_training_page_shows_its_form_and_jobs(server, page):
+    page.goto(f"{server}/training", timeout=60_000)
+    page.get_by_text("Start training").wait_for(timeout=120_000)
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "Training dynamics" in main and "Num generations" in main, main
+    page.screenshot(path=str(ARTIFACTS / "training_form.png"), full_page=True)
