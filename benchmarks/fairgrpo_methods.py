@@ -91,6 +91,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -99,7 +100,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="fairgrpo-methods-"))
     seeds = 1 if args.quick else args.seeds
     config_kwargs = dict(steps=2 if args.quick else args.steps, eval_every=1 if args.quick else args.eval_every,
-                         eval_limit=24 if args.quick else 300, save_every=1000)
+                         eval_limit=24 if args.quick else 300, save_every=1000, learning_rate=args.lr)
     started = datetime.datetime.now()
     rows = []
     config = None
