@@ -79,6 +79,8 @@ def browser():
 def page(browser):
     # Tall viewport: Streamlit scrolls inside its own container, so a short one cuts screenshots off.
     context = browser.new_context(viewport={"width": 1400, "height": 3200})
+    # CI machines have 2 cores and the app reruns after every click: give actions time beyond the 30 s default.
+    context.set_default_timeout(90_000)
     yield context.new_page()
     context.close()
 
@@ -147,6 +149,8 @@ def test_valid_upload_is_mapped_and_audited(server, page, tmp_path):
     path = tmp_path / "my_model.csv"
     frame[["case_id", "label", "prediction", "gender", "age_group"]].to_csv(path, index=False)
     page.goto(f"{server}/fairness_audit", timeout=60_000)
+    # Let the default audit finish drawing first: a click during a rerun can wait on a moving page.
+    page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
     page.get_by_text("Upload a predictions file", exact=True).click()
     page.locator("input[type=file]").set_input_files(str(path))
     page.get_by_text("Column mapper").wait_for(timeout=60_000)
