@@ -118,33 +118,42 @@ def reconcile_gradients(
     with torch.no_grad():
         original = torch.stack([grad.detach().to(first.dtype) for grad in grads])
         n_objectives = original.shape[0]
-        gram = original @ original.T
-        squared_norms = torch.diagonal(gram)
-        norms = squared_norms.sqrt()
-        denominator = torch.outer(norms, norms)
-        cosines = torch.where(denominator > 0, gram / torch.where(denominator > 0, denominator, 1.0), 0.0)
-        conflicting_pairs = int(torch.triu(gram < 0, diagonal=1).sum())
-
-        projected = original.clone()
+        # Every projected g_i is a combination of the original gradients, g_i = sum_m c[i][m] g_m, so the dot
+        # products the projection needs are sums over the (k+1) x (k+1) Gram matrix: the parameter-sized vectors
+        # are touched twice (the Gram matrix and the final combination), not once per projection.
+        gram = (original @ original.T).tolist()
+        coefficients = [[1.0 if m == i else 0.0 for m in range(n_objectives)] for i in range(n_objectives)]
         projections = 0
         for i in range(n_objectives):
             others = [j for j in range(n_objectives) if j != i]
             order = torch.randperm(len(others), generator=generator).tolist() if others else []
+            row = coefficients[i]
             for position in order:
                 j = others[position]
-                dot = projected[i] @ original[j]
+                dot = sum(row[m] * gram[m][j] for m in range(n_objectives))
                 if dot < 0:  # implies |g_j| > 0
-                    projected[i] -= (dot / squared_norms[j]) * original[j]
+                    row[j] -= dot / gram[j][j]
                     projections += 1
-        combined = projected.sum(dim=0)
-        magnitudes = (projected - original).norm(dim=1)
+        total = torch.tensor([sum(row[m] for row in coefficients) for m in range(n_objectives)],
+                             dtype=original.dtype, device=original.device)
+        combined = total @ original
 
+    def norm(i: int, j: int) -> float:
+        return math.sqrt(max(gram[i][i], 0.0) * max(gram[j][j], 0.0))
+
+    cosines = tuple(tuple(gram[i][j] / norm(i, j) if norm(i, j) > 0 else 0.0 for j in range(n_objectives))
+                    for i in range(n_objectives))
+    magnitudes = []
+    for i, row in enumerate(coefficients):  # |g_i' - g_i|^2 = d^T G d with d = c_i - e_i
+        delta = [row[m] - (1.0 if m == i else 0.0) for m in range(n_objectives)]
+        squared = sum(delta[a] * gram[a][b] * delta[b] for a in range(n_objectives) for b in range(n_objectives))
+        magnitudes.append(math.sqrt(max(squared, 0.0)))
     stats = ConflictStats(
         n_objectives=n_objectives,
-        conflicting_pairs=conflicting_pairs,
+        conflicting_pairs=sum(gram[i][j] < 0 for i in range(n_objectives) for j in range(i + 1, n_objectives)),
         projections=projections,
-        cosine_similarities=tuple(tuple(float(value) for value in row) for row in cosines.tolist()),
-        projection_magnitudes=tuple(float(value) for value in magnitudes.tolist()),
+        cosine_similarities=cosines,
+        projection_magnitudes=tuple(magnitudes),
     )
     return combined, stats
 
