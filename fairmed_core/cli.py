@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         grpo.add_argument("--steps", type=_positive_int, default=60)
         grpo.add_argument("--prompts", type=_positive_int, default=8, help="prompts per step")
         grpo.add_argument("--generations", type=_positive_int, default=4, help="rollouts per prompt (G)")
-        grpo.add_argument("--lr", type=float, default=2e-4)
+        grpo.add_argument("--lr", type=float, default=2e-5)
         grpo.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0, as the authors)")
         grpo.add_argument("--max-completion-length", type=_positive_int, default=40)
         grpo.add_argument("--eval-every", type=_positive_int, default=10, help="held-out evaluation interval")
