@@ -53,7 +53,8 @@ class GRPOJobConfig:
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
     prompts_per_step: int = field(default=8, metadata={"help": "prompts per step"})
     num_generations: int = field(default=4, metadata={"help": "rollouts per prompt (G)"})
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (2e-4 collapsed GRPO on the tiny model in 15 steps)"})
+    # 2e-4 collapsed plain GRPO on the tiny model to one answer within ~15 steps (benchmarks/fairgrpo_methods.py).
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient (the authors use 0)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     max_completion_length: int = field(default=40, metadata={"help": "rollout length limit in tokens"})
