@@ -167,13 +167,22 @@ def _group_mean_deviation(proba: torch.Tensor, groups: torch.Tensor, rows: torch
     """``sum_s |E[p | S=s] - E[p]|`` over the groups present in ``rows``; 0 (with a graph) if fewer than two."""
     scores = proba if rows is None else proba[rows]
     codes = groups if rows is None else groups[rows]
-    present, inverse = torch.unique(codes, return_inverse=True)
-    if present.numel() < 2:
+    if codes.numel() and int(codes.min()) >= 0:
+        # Group codes 0..G-1 (as the estimator encodes them): bincount instead of unique, which sorts, every step.
+        counts = torch.bincount(codes)
+        present = counts > 0
+        inverse, n_present = codes, int(present.sum())
+    else:
+        values, inverse = torch.unique(codes, return_inverse=True)
+        counts = torch.bincount(inverse, minlength=values.numel())
+        present = counts > 0
+        n_present = values.numel()
+    if n_present < 2:
         # Keep the result attached to the graph so autograd.grad gives a zero gradient rather than an error.
         return proba.sum() * 0.0
-    counts = torch.bincount(inverse, minlength=present.numel()).to(scores.dtype)
-    sums = torch.zeros(present.numel(), dtype=scores.dtype, device=scores.device).index_add(0, inverse, scores)
-    return (sums / counts - scores.mean()).abs().sum()
+    sums = torch.zeros(counts.numel(), dtype=scores.dtype, device=scores.device).index_add(0, inverse, scores)
+    means = sums[present] / counts[present].to(scores.dtype)
+    return (means - scores.mean()).abs().sum()
 
 
 def _check_surrogate_inputs(proba: torch.Tensor, y_true: torch.Tensor, groups: torch.Tensor) -> None:
