@@ -216,6 +216,10 @@ def test_fairgrad_page_trains_in_the_background_and_draws_the_pareto_plot(server
 def test_training_page_shows_its_form_and_jobs(server, page):
     page.goto(f"{server}/training", timeout=60_000)
     page.get_by_text("Start training").wait_for(timeout=120_000)
+    # Streamlit loads each widget's code lazily: on a slow machine the button can be drawn before the number
+    # inputs are, so wait for what is asserted rather than reading the page once.
+    page.get_by_text("Num generations", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("Training dynamics").wait_for(timeout=60_000)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "Training dynamics" in main and "Num generations" in main, main
     page.screenshot(path=str(ARTIFACTS / "training_form.png"), full_page=True)
