@@ -16,6 +16,7 @@ navigation = st.navigation(
         st.Page("pages/overview.py", title="Overview", icon=":material/dataset:", default=True),
         st.Page("pages/inference.py", title="Inference", icon=":material/psychology:"),
         st.Page("pages/fairness_audit.py", title="Fairness audit", icon=":material/balance:"),
+        st.Page("pages/counterfactuals.py", title="Counterfactuals", icon=":material/compare:"),
         st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
         st.Page("pages/fairgrad.py", title="FairGrad", icon=":material/call_split:"),
     ]

@@ -297,6 +297,116 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_counterfactual(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from fairmed_core.counterfactual import CounterfactualGeneratorConfig, train_generator
+    from fairmed_core.counterfactual.analysis import CLASSIFIER_DIR
+    from fairmed_core.counterfactual.attribute_classifier import train_attribute_classifier
+    from fairmed_core.data import read_manifest
+    from fairmed_core.runs.jobs import report_progress
+
+    torch.set_num_threads(args.threads)
+    config = CounterfactualGeneratorConfig(
+        attribute=args.attribute, classes=tuple(args.classes.split(",")) if args.classes else (),
+        sources=tuple(args.source or ()), train_steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    dataset = read_manifest(args.data)
+    bar = tqdm(total=config.train_steps, unit="step", desc=f"training the {args.attribute} generator")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+        report_progress(done, total, "steps")
+
+    try:
+        summary = train_generator(dataset, args.out, config, progress=progress, resume=not args.restart)
+    finally:
+        bar.close()
+    recent = summary.losses[-100:]
+    print(f"{summary.step} steps ({'resumed from ' + str(summary.resumed_from) if summary.resumed_from else 'fresh'}"
+          f", {summary.seconds:.0f} s in all); mean loss of the last {len(recent)} steps "
+          f"{sum(recent) / max(1, len(recent)):.4f}; wrote {args.out}")
+    if args.classifier_epochs:
+        from fairmed_core.counterfactual import load_generator
+
+        generator = load_generator(args.out)
+        classifier = train_attribute_classifier(dataset, args.attribute, generator.config.classes,
+                                                sources=generator.config.sources, epochs=args.classifier_epochs,
+                                                seed=args.seed)
+        classifier.save(Path(args.out) / CLASSIFIER_DIR)
+        quality = ", ".join(f"{s} {i.val_balanced_accuracy:.2f}" if i.val_balanced_accuracy is not None
+                            else f"{s} unknown" for s, i in classifier.infos.items())
+        print(f"attribute classifier (judges effectiveness): balanced accuracy on val {quality}")
+    return 0
+
+
+def _load_predictor(args: argparse.Namespace):
+    """The model under review: a Gemma 3 image-text model folder, or a FairMed image classifier folder."""
+    from fairmed_core.counterfactual.analysis import VLMPredictor
+    from fairmed_core.models.loading import load_model
+
+    folder = Path(args.model)
+    if (folder / "classifier_config.json").is_file() or (folder / "image_classifier.json").is_file():
+        from fairmed_core.counterfactual.classifiers import load_image_classifier
+
+        return load_image_classifier(folder)
+    return VLMPredictor(load_model(folder, adapter=args.adapter, device=args.device), _generation_options(args),
+                        name=str(folder))
+
+
+def _cmd_counterfactual(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from fairmed_core.counterfactual import load_generator
+    from fairmed_core.counterfactual.analysis import AnalysisSettings, generator_classifier, run_counterfactual_analysis
+    from fairmed_core.counterfactual.validity import ValidityThresholds
+    from fairmed_core.data import read_manifest
+    from fairmed_core.runs.jobs import report_progress
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    generator = load_generator(args.generator)
+    dataset = read_manifest(args.data)
+    generator.check_compatible(dataset, args.attribute)
+    settings = AnalysisSettings(
+        split=args.split, n=args.n, group=args.group, targets=tuple(args.target or ()), seed=args.seed,
+        guidance=args.guidance, steps=args.steps, strength=args.strength, batch_size=args.generator_batch,
+        reversibility=not args.no_reversibility,
+        thresholds=ValidityThresholds(args.min_effectiveness, args.max_composition_error,
+                                      args.max_reversibility_error))
+    predictor = _load_predictor(args)
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="item"))
+        bar.update(done - bar.n)
+        report_progress(done, total, stage)
+
+    try:
+        result = run_counterfactual_analysis(predictor, generator, dataset, settings, out_dir=out,
+                                             classifier=generator_classifier(generator), progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    tests = result.tests
+    overall = tests["flips"]["rows"][0]
+    print(f"{tests['n_pairs']} pairs of {tests['n_cases']} cases ({tests['n_valid_pairs']} valid): flip rate "
+          f"{overall['flip_rate']:.3f} [{overall['ci_low']:.3f}, {overall['ci_high']:.3f}], McNemar p "
+          f"{overall['p_value'] if overall['p_value'] is not None else float('nan'):.3g}")
+    ci = tests["ci_test"]
+    print(f"conditional-independence test: p = {ci['p_value']:.3g}" if ci.get("ran") else
+          f"conditional-independence test: {ci['note']}")
+    if "true_counterfactuals" in tests:
+        eca = tests["true_counterfactuals"]["eca"]
+        print(f"true counterfactuals (benchmark): ECA {eca['eca']:.3f} [{eca['ci_low']:.3f}, {eca['ci_high']:.3f}]")
+    print(f"wrote {out} (pairs/, pairs.csv, tests.json, run.json)")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -430,6 +540,52 @@ def build_parser() -> argparse.ArgumentParser:
         grpo.add_argument("--seed", type=int, default=0)
         grpo.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
         grpo.set_defaults(run=_cmd_train_grpo, method=method)
+
+    counterfactual_train = methods.add_parser(
+        "counterfactual", help="train the class-conditional diffusion generator of counterfactual images "
+        "(resumes from the folder's last checkpoint) and the attribute classifier that judges its edits")
+    counterfactual_train.add_argument("--data", required=True, help="manifest.jsonl (trains on its train split)")
+    counterfactual_train.add_argument("--attribute", required=True, help="sensitive attribute: the condition")
+    counterfactual_train.add_argument("--out", required=True, help="generator folder (diffusers format)")
+    counterfactual_train.add_argument("--classes", help="comma-separated groups to learn (default: all known)")
+    counterfactual_train.add_argument("--source", action="append", help="data source to learn (repeat; default all)")
+    counterfactual_train.add_argument("--steps", type=_positive_int, default=1600, help="optimiser steps in all")
+    counterfactual_train.add_argument("--batch-size", type=_positive_int, default=16)
+    counterfactual_train.add_argument("--lr", type=float, default=1e-3)
+    counterfactual_train.add_argument("--checkpoint-every", type=_positive_int, default=100)
+    counterfactual_train.add_argument("--classifier-epochs", type=_non_negative_int, default=12,
+                                      help="epochs of the attribute classifier (0: none)")
+    counterfactual_train.add_argument("--restart", action="store_true",
+                                      help="start over instead of resuming from the folder's checkpoint")
+    counterfactual_train.add_argument("--seed", type=int, default=0)
+    counterfactual_train.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for torch")
+    counterfactual_train.set_defaults(run=_cmd_train_counterfactual)
+
+    counterfactual = commands.add_parser(
+        "counterfactual", help="counterfactual analysis of a model: generated pairs, answers on both sides, "
+        "validity of each pair, flip rates with McNemar, the conditional-independence test")
+    counterfactual.add_argument("--model", required=True, help="model under review (Gemma 3 folder or classifier)")
+    counterfactual.add_argument("--adapter", help="LoRA adapter folder applied to the model")
+    counterfactual.add_argument("--generator", required=True, help="generator folder (fairmed train counterfactual)")
+    counterfactual.add_argument("--data", required=True, help="manifest.jsonl of a dataset")
+    counterfactual.add_argument("--attribute", required=True, help="the attribute the generator changes")
+    counterfactual.add_argument("--out", required=True, help="run folder to create")
+    counterfactual.add_argument("--split", default="test")
+    counterfactual.add_argument("--n", type=_positive_int, default=48, help="cases, stratified by source and group")
+    counterfactual.add_argument("--group", help="only cases of this factual group")
+    counterfactual.add_argument("--target", action="append", help="target group (repeat; default every other)")
+    counterfactual.add_argument("--steps", type=_positive_int, help="DDIM steps (default: the generator's)")
+    counterfactual.add_argument("--guidance", type=float, help="guidance scale (default: the generator's)")
+    counterfactual.add_argument("--strength", type=float, help="share of the chain inverted (default: generator's)")
+    counterfactual.add_argument("--generator-batch", type=_positive_int, default=8, help="images per edit batch")
+    counterfactual.add_argument("--no-reversibility", action="store_true", help="skip the there-and-back check")
+    counterfactual.add_argument("--min-effectiveness", type=float, default=0.5)
+    counterfactual.add_argument("--max-composition-error", type=float, default=12.0)
+    counterfactual.add_argument("--max-reversibility-error", type=float, default=15.0)
+    counterfactual.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda:N")
+    counterfactual.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for torch")
+    _add_generation_flags(counterfactual)
+    counterfactual.set_defaults(run=_cmd_counterfactual)
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)

@@ -22,13 +22,14 @@ from typing import Any
 from fairmed_core.errors import FairMedInputError
 
 __all__ = ["Workspace", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS",
-           "TINY_MODEL", "TINY_MODEL_PREDICTIONS"]
+           "TINY_MODEL", "TINY_MODEL_PREDICTIONS", "SHIPPED_GENERATORS"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
 REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
 TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
 TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
+SHIPPED_GENERATORS = ASSETS / "counterfactual"  # counterfactual generators for the embedded benchmark
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -99,6 +100,19 @@ class Workspace:
     def models(self) -> Path:
         """Model folders (checkpoints) the user placed or trained in this workspace."""
         return self.root / "models"
+
+    @property
+    def generators(self) -> Path:
+        """Counterfactual generators trained in this workspace (``fairmed train counterfactual``)."""
+        return self.root / "generators"
+
+    def generator_dirs(self) -> list[Path]:
+        """Generator folders: the shipped ones, then this workspace's, each holding a ``generator_config.json``."""
+        found = []
+        for parent in (SHIPPED_GENERATORS, self.generators):
+            if parent.is_dir():
+                found += sorted(p.parent for p in parent.glob("*/generator_config.json") if p.is_file())
+        return found
 
     def audit_dir(self, name: str) -> Path:
         """The folder of a saved audit; the name must be a plain file name (no path tricks)."""

@@ -7,15 +7,18 @@ from fairmed_core.viz.audit_figures import (
     metric_bars_figure,
     ratio_band_figure,
 )
+from fairmed_core.viz.counterfactual_figures import flip_rates_figure
 from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
 from fairmed_core.viz.fairgrad_figures import conflict_figure, pareto_figure
 from fairmed_core.viz.palette import OKABE_ITO
+from fairmed_core.viz.text_diff import word_diff_html
 from fairmed_core.viz.training_figures import step_lines_figure
 
 __all__ = [
     "METRIC_LABELS",
     "OKABE_ITO",
     "conflict_figure",
+    "flip_rates_figure",
     "group_counts_figure",
     "group_sizes_figure",
     "intersection_heatmap_figure",
@@ -24,4 +27,5 @@ __all__ = [
     "prevalence_figure",
     "ratio_band_figure",
     "step_lines_figure",
+    "word_diff_html",
 ]

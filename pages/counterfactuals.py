@@ -1,0 +1,332 @@
+"""Counterfactuals page: the same patient with the sensitive attribute changed by a diffusion generator, the model's
+answers and reasoning on both, the validity of every pair, and the batch tests of counterfactual invariance.
+
+Everything here calls ``fairmed_core.counterfactual``; the page only chooses inputs and renders results.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fairmed_core.counterfactual import load_generator
+from fairmed_core.counterfactual.analysis import (
+    AnalysisSettings,
+    VLMPredictor,
+    difference_map,
+    generator_classifier,
+    read_analysis,
+    run_counterfactual_analysis,
+)
+from fairmed_core.counterfactual.validity import ValidityThresholds
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.runs.workspace import SHIPPED_GENERATORS
+from fairmed_core.viz import flip_rates_figure, word_diff_html
+from pages._common import current_dataset, current_model, show_input_error, workspace
+
+GROUP_NAMES = {"M": "male", "F": "female", "A1": "18-25", "A2": "26-50", "A3": "51-75", "A4": "76+"}
+MAX_PICKED = 4  # cases edited at once on this tab: each costs a few seconds of CPU
+
+
+def _group(value: object) -> str:
+    text = str(value)
+    return f"{text} ({GROUP_NAMES[text]})" if text in GROUP_NAMES else text
+
+
+@st.cache_resource(show_spinner="Loading the counterfactual generator...", max_entries=2)
+def _generator(folder: str, mtime: float):
+    generator = load_generator(folder)
+    return generator, generator_classifier(generator)
+
+
+def _generator_label(path) -> str:
+    return f"{path.name} (shipped)" if path.parent == SHIPPED_GENERATORS else f"{path.name} (workspace)"
+
+
+def choose_generator():
+    folders = workspace().generator_dirs()
+    if not folders:
+        st.warning("No counterfactual generator found: train one with `fairmed train counterfactual --data "
+                   "MANIFEST --attribute sex --out workspace/generators/NAME`.", icon=":material/warning:")
+        st.stop()
+    labels = {_generator_label(p): p for p in folders}
+    choice = st.selectbox("Generator", list(labels), key="cf_generator")
+    folder = labels[choice]
+    config_file = folder / "generator_config.json"
+    generator, classifier = _generator(str(folder), config_file.stat().st_mtime)
+    config = generator.config
+    quality = ""
+    if classifier is not None:
+        quality = "; attribute classifier balanced accuracy on real val images: " + ", ".join(
+            f"{s} {i.val_balanced_accuracy:.2f}" + ("" if i.trustworthy else " (too weak to judge)")
+            if i.val_balanced_accuracy is not None else f"{s} unknown" for s, i in classifier.infos.items())
+    st.caption(f"Edits **{config.attribute}** ({', '.join(map(_group, config.classes))}) on "
+               f"{', '.join(config.sources)}; {generator.info.step:,} training steps, {config.image_size}px"
+               f"{quality}.")
+    return generator, classifier
+
+
+def edit_settings(generator, prefix: str) -> dict:
+    config = generator.config
+    with st.expander("Edit settings", expanded=False):
+        c1, c2, c3 = st.columns(3)
+        steps = c1.select_slider("DDIM steps", [10, 20, 25, 40, 50, 100], value=config.inversion_steps,
+                                 key=f"{prefix}_steps", help="More steps: a more faithful inversion, slower.")
+        guidance = c2.slider("Guidance", 1.0, 6.0, float(config.guidance), 0.5, key=f"{prefix}_guidance",
+                             help="Classifier-free guidance towards the target group.")
+        strength = c3.slider("Strength", 0.2, 1.0, float(config.strength), 0.05, key=f"{prefix}_strength",
+                             help="Share of the diffusion chain inverted: 1 goes to pure noise; less keeps the "
+                                  "coarse anatomy and redraws finer features.")
+    return {"steps": int(steps), "guidance": float(guidance), "strength": float(strength)}
+
+
+def _validity_badges(row: pd.Series) -> str:
+    badges = []
+    if row["effectiveness"] is not None and not pd.isna(row["effectiveness"]):
+        colour = "green" if row["effectiveness"] >= 0.5 else "red"
+        judged = "" if row["effectiveness_judged"] else " (not judged)"
+        badges.append(f":{colour if row['effectiveness_judged'] else 'gray'}-badge[effective "
+                      f"{row['effectiveness']:.2f}{judged}]")
+    badges.append(f":{'green' if 'composable' not in str(row['failures']) else 'red'}-badge[reconstruction "
+                  f"{row['composition_mae']:.1f}]")
+    if row["reversibility_mae"] is not None and not pd.isna(row["reversibility_mae"]):
+        badges.append(f":{'green' if 'reversible' not in str(row['failures']) else 'red'}-badge[there and back "
+                      f"{row['reversibility_mae']:.1f}]")
+    if row["truth_mae"] is not None and not pd.isna(row["truth_mae"]):
+        better = row["truth_mae"] < row["baseline_mae"]
+        badges.append(f":{'green' if better else 'orange'}-badge[vs true counterfactual {row['truth_mae']:.1f} "
+                      f"(unedited {row['baseline_mae']:.1f})]")
+    return " ".join(badges)
+
+
+def _answer(label: str, answer: object, truth: str | None, reasoning_html: str) -> None:
+    text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else f"**{answer}**"
+    mark = "" if truth is None or answer is None or pd.isna(answer) else (" (correct)" if answer == truth else
+                                                                           " (wrong)")
+    st.markdown(f"{label}: {text}{mark}")
+    st.markdown(f"<div class='fm-reasoning'>{reasoning_html or '(no reasoning)'}</div>", unsafe_allow_html=True)
+
+
+def show_pairs(result) -> None:
+    table = result.pairs
+    for case_id, rows in table.groupby("case_id", sort=False):
+        first = rows.iloc[0]
+        pairs = [result.pair_objects[int(i)] for i in rows["pair"]]
+        flipped = bool(rows["flipped"].any())
+        st.markdown(f"#### {case_id}: {first['source']}, {first['factual_group']} "
+                    f"({_group(first['factual_group'])}); ground truth **{first['ground_truth']}**")
+        if flipped:
+            st.warning("The answer **changed** under the edit.", icon=":material/warning:")
+        columns = st.columns(1 + 3 * len(pairs) if pairs[0].truth is not None else 1 + 2 * len(pairs))
+        with columns[0]:
+            st.image(pairs[0].factual, caption="Original", width="stretch")
+        col = 1
+        for pair, (_, row) in zip(pairs, rows.iterrows()):
+            own, other = word_diff_html(str(row["reasoning"] or ""), str(row["counterfactual_reasoning"] or ""))
+            with columns[col]:
+                st.image(pair.counterfactual, caption=f"Generated: {row['target_group']}", width="stretch")
+            difference = difference_map(pair.factual, pair.counterfactual)
+            largest = int(np.abs(np.asarray(pair.factual.convert("L"), dtype=int)
+                                 - np.asarray(pair.counterfactual.convert("L"), dtype=int)).max())
+            with columns[col + 1]:
+                st.image(difference, caption=f"Difference (stretched; largest {largest} grey levels)",
+                         width="stretch")
+            col += 2
+            if pair.truth is not None:
+                with columns[col]:
+                    st.image(pair.truth, caption=f"True counterfactual: {row['target_group']}", width="stretch")
+                col += 1
+            st.markdown(_validity_badges(row))
+            if row["failures"]:
+                st.caption(f"Invalid pair: {row['failures']}. Kept and marked, not hidden.")
+            left, right, third = st.columns(3)
+            with left:
+                _answer("Model on the original", row["answer"], first["ground_truth"], own)
+            with right:
+                _answer(f"Model on the generated {row['target_group']}", row["counterfactual_answer"],
+                        first["ground_truth"], other)
+            if row["true_counterfactual_answer"] is not None and not pd.isna(row["true_counterfactual_answer"]):
+                with third:
+                    _answer("Model on the true counterfactual", row["true_counterfactual_answer"],
+                            first["ground_truth"], "")
+        st.divider()
+
+
+def pairs_tab(dataset, generator, classifier) -> None:
+    config = generator.config
+    attribute = config.attribute
+    cases = dataset.cases
+    c1, c2, c3 = st.columns(3)
+    splits = sorted(cases["split"].astype(str).unique())
+    split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0, key="cf_split")
+    sources = [s for s in config.sources if s in set(cases["dataset"].astype(str))]
+    source = c2.selectbox("Source", sources, key="cf_source")
+    groups = [g for g in config.classes if generator.trained_on(source, g)]
+    group = c3.selectbox(f"Factual {attribute}", groups, format_func=_group, key="cf_group")
+    matches = cases[(cases["split"].astype(str) == split) & (cases["dataset"].astype(str) == source)
+                    & (cases[attribute].astype(str) == group)]
+    if matches.empty:
+        st.info("No case matches.")
+        return
+    ids = matches["case_id"].astype(str).tolist()
+    c4, c5 = st.columns([3, 1])
+    if c5.button("Random sample", key="cf_random", help=f"{MAX_PICKED} random cases of this group"):
+        rng = np.random.default_rng()
+        st.session_state["cf_cases"] = list(rng.choice(ids, size=min(MAX_PICKED, len(ids)), replace=False))
+    if "cf_cases" not in st.session_state or any(c not in ids for c in st.session_state["cf_cases"]):
+        st.session_state["cf_cases"] = ids[:1]  # the filters changed: start from this group's first case
+    picked = c4.multiselect(f"Cases ({len(ids):,} match; up to {MAX_PICKED})", ids, max_selections=MAX_PICKED,
+                            key="cf_cases")
+    others = [g for g in config.classes if g != group and generator.trained_on(source, g)]
+    targets = st.multiselect(f"Target {attribute}", others, default=others, format_func=_group, key="cf_targets")
+    settings = edit_settings(generator, "cf_pairs")
+    if not picked or not targets:
+        st.info("Choose at least one case and one target group.")
+        return
+    if st.button("Generate pairs", type="primary", key="cf_generate"):
+        loaded, lock = current_model()
+        bar = st.progress(0.0, text="Inverting and regenerating...")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(1, total)), text=f"{stage}: {done} of {total}")
+
+        with lock:
+            result = run_counterfactual_analysis(
+                VLMPredictor(loaded, name=loaded.name), generator, dataset,
+                AnalysisSettings(split=split, targets=tuple(targets), batch_size=8, **settings),
+                classifier=classifier, case_ids=picked, progress=progress)
+        bar.empty()
+        st.session_state["cf_pairs_result"] = result
+    result = st.session_state.get("cf_pairs_result")
+    if result is not None:
+        show_pairs(result)
+
+
+def _show_tests(tests: dict, table: pd.DataFrame) -> None:
+    overall = tests["flips"]["rows"][0]
+    m1, m2, m3, m4, m5 = st.columns(5)
+    m1.metric("Pairs", f"{tests['n_pairs']:,}", help=f"{tests['n_cases']:,} cases")
+    m2.metric("Valid pairs", f"{tests['n_valid_pairs']:,}")
+    m3.metric("Flip rate", f"{overall['flip_rate']:.1%}",
+              help=f"95% Wilson interval {overall['ci_low']:.1%} to {overall['ci_high']:.1%}")
+    m4.metric("McNemar p", "n/a" if overall["p_value"] is None else f"{overall['p_value']:.3g}",
+              help="Do flips go one way (yes->no vs no->yes) more than the other?")
+    ci = tests["ci_test"]
+    m5.metric("CI test p", f"{ci['p_value']:.3g}" if ci.get("ran") else "not run",
+              help="H0: the answer is independent of the attribute given the image's latent "
+                   "(arXiv 2504.19621). " + (ci.get("note") or ""))
+    if not ci.get("ran"):
+        st.caption(f"Conditional-independence test: {ci['note']}")
+    truth = tests.get("true_counterfactuals")
+    if truth:
+        eca = truth["eca"]
+        st.info(f"On the benchmark's **true** counterfactuals the model keeps its answer in {eca['eca']:.1%} of "
+                f"pairs (ECA, 95% interval {eca['ci_low']:.1%} to {eca['ci_high']:.1%}); the generated pairs agree "
+                f"with the true ones on whether the answer flips in "
+                f"{truth['agreement_generated_vs_true_flip']:.1%} of pairs.", icon=":material/verified:")
+    rows = pd.DataFrame(tests["flips"]["rows"])
+    st.plotly_chart(flip_rates_figure(rows), width="stretch")
+    shown = rows[["attribute", "group", "n_pairs", "flips", "flip_rate", "ci_low", "ci_high", "b", "c", "p_value",
+                  "p_value_holm"]]
+    st.dataframe(shown, hide_index=True, width="stretch")
+    valid = pd.DataFrame(tests["flips_valid_pairs"]["rows"])
+    if not valid.empty:
+        st.caption(f"Valid pairs only: flip rate {valid.iloc[0]['flip_rate']:.1%} over {valid.iloc[0]['n_pairs']} "
+                   "pairs.")
+    for note in tests["flips"]["notes"]:
+        st.caption(note)
+    st.markdown("**Pairs**")
+    columns = [c for c in ("case_id", "source", "factual_group", "target_group", "answer", "counterfactual_answer",
+                           "flipped", "true_counterfactual_answer", "valid", "failures", "effectiveness",
+                           "composition_mae", "reversibility_mae", "truth_mae") if c in table.columns]
+    st.dataframe(table[columns], hide_index=True, width="stretch")
+
+
+def _saved_analyses() -> list:
+    """Counterfactual run folders of the workspace, newest first (other runs share the folder)."""
+    runs = workspace().runs
+    found = []
+    for meta in runs.glob("*/run.json") if runs.is_dir() else []:
+        try:
+            if json.loads(meta.read_text(encoding="utf-8")).get("kind") == "counterfactual":
+                found.append(meta.parent)
+        except (OSError, ValueError):
+            continue  # a run being written or a foreign file: not listed
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def batch_tab(dataset, generator, classifier) -> None:
+    st.markdown("Edit a stratified sample of a split (an equal share per source and factual group), ask the model "
+                "about every original and edit, and test whether its answers depend on the attribute. The run is "
+                "saved in the workspace.")
+    c1, c2, c3 = st.columns(3)
+    splits = sorted(dataset.cases["split"].astype(str).unique())
+    split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
+                         key="cf_batch_split")
+    n = c2.number_input("Cases", 2, 2000, 24, key="cf_batch_n",
+                        help="The conditional-independence test needs at least 20 cases per group.")
+    reversibility = c3.toggle("There-and-back check", value=True, key="cf_batch_reverse",
+                              help="One more inversion and regeneration per pair.")
+    settings = edit_settings(generator, "cf_batch")
+    if st.button("Run the analysis", type="primary", key="cf_batch_run"):
+        loaded, lock = current_model()
+        name = f"counterfactual-{generator.config.attribute}-{pd.Timestamp.utcnow():%Y%m%d-%H%M%S}"
+        out = workspace().run_dir(name)
+        bar = st.progress(0.0, text="Starting...")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(1, total)), text=f"{stage}: {done} of {total}")
+
+        with lock:
+            run_counterfactual_analysis(
+                VLMPredictor(loaded, name=loaded.name), generator, dataset,
+                AnalysisSettings(split=split, n=int(n), reversibility=reversibility, batch_size=8, **settings),
+                out_dir=out, classifier=classifier, progress=progress)
+        bar.progress(1.0, text=f"Saved to {out}")
+        st.session_state["cf_batch_run_dir"] = str(out)
+    saved = _saved_analyses()
+    if not saved:
+        return
+    names = [p.name for p in saved]
+    default = st.session_state.get("cf_batch_run_dir")
+    index = names.index(default.split("/")[-1]) if default and default.split("/")[-1] in names else 0
+    chosen = st.selectbox("Saved analyses", names, index=index, key="cf_saved")
+    table, tests, meta = read_analysis(saved[names.index(chosen)])
+    st.caption(f"Model {meta['model']}, generator {meta['generator']} (step {meta['generator_step']}), dataset "
+               f"{meta['dataset']}, {meta['seconds']} s, {meta['created']}.")
+    _show_tests(tests, table)
+    st.download_button("Download tests.json", json.dumps(tests, indent=2), file_name=f"{chosen}-tests.json",
+                       mime="application/json", key="cf_download")
+
+
+st.markdown("<style>.fm-reasoning{background:#f6f8fa;border-left:3px solid #8aa4c8;padding:0.5rem 0.75rem;"
+            "font-size:0.92rem;white-space:pre-wrap} .fm-reasoning del{background:#ffd7d5;text-decoration:none}"
+            " .fm-reasoning ins{background:#ccf0d5;text-decoration:none}</style>", unsafe_allow_html=True)
+st.title("Counterfactuals")
+st.markdown(
+    "Does the model's answer change when only the patient's sex changes? A diffusion generator redraws the image "
+    "with the attribute changed (DDIM inversion under the recorded group, regeneration under the target). "
+    "Every pair carries its validity: is the target group recognisable, does the null edit give the image back, "
+    "does there-and-back return it, and on the benchmark how close it comes to the true counterfactual.")
+
+try:
+    dataset = current_dataset()
+    generator, classifier = choose_generator()
+    generator.check_compatible(dataset, generator.config.attribute)
+except FairMedInputError as error:
+    show_input_error(error)
+    st.stop()
+except Exception as error:  # noqa: BLE001 - a bad generator folder is shown, never fatal
+    show_input_error(error)
+    st.stop()
+
+pairs, batch = st.tabs(["Pairs", "Analyse a split"])
+for tab, body in ((pairs, pairs_tab), (batch, batch_tab)):
+    with tab:
+        try:
+            body(dataset, generator, classifier)
+        except Exception as error:  # noqa: BLE001 - bad input must never take the page down
+            show_input_error(error)
