@@ -161,3 +161,38 @@ def test_difference_map_is_zero_for_identical_images_and_bright_where_they_diffe
     assert np.asarray(difference_map(a, a)).max() == 0
     diff = np.asarray(difference_map(a, b))
     assert diff[4, 3] == 255 and diff.sum() == 255
+
+
+def test_cli_trains_a_generator_with_its_classifier_and_runs_the_analysis(small_manifest, tiny_model_dir, tmp_path,
+                                                                          capsys):
+    from fairmed_core.cli import main
+
+    generator_dir = tmp_path / "generator"
+    assert main(["train", "counterfactual", "--data", str(small_manifest), "--attribute", "sex", "--out",
+                 str(generator_dir), "--steps", "3", "--batch-size", "4", "--checkpoint-every", "2",
+                 "--classifier-epochs", "1", "--threads", "1"]) == 0
+    assert "3 steps (fresh" in capsys.readouterr().out
+    assert (generator_dir / "attribute_classifier" / "model.safetensors").is_file()
+    # More steps resume from the checkpoint; the classifier folder survives the checkpoint swap.
+    assert main(["train", "counterfactual", "--data", str(small_manifest), "--attribute", "sex", "--out",
+                 str(generator_dir), "--steps", "4", "--batch-size", "4", "--classifier-epochs", "0",
+                 "--threads", "1"]) == 0
+    assert "4 steps (resumed from 3" in capsys.readouterr().out
+    assert (generator_dir / "attribute_classifier" / "model.safetensors").is_file()
+
+    run = tmp_path / "run"
+    assert main(["counterfactual", "--model", str(tiny_model_dir), "--generator", str(generator_dir), "--data",
+                 str(small_manifest), "--attribute", "sex", "--out", str(run), "--n", "3", "--steps", "10",
+                 "--no-reversibility", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 pairs of 3 cases" in out and "true counterfactuals (benchmark): ECA" in out
+    table, tests, meta = read_analysis(run)
+    assert len(table) == 3 and table["effectiveness"].notna().all()  # the stored classifier judged each edit
+    assert tests["validity"]["classifier"]["synth_cxr"]["trustworthy"] is False  # no val split: not judged
+
+    assert main(["counterfactual", "--model", str(tiny_model_dir), "--generator", str(generator_dir), "--data",
+                 str(small_manifest), "--attribute", "age_group", "--out", str(tmp_path / "other")]) == 2
+    assert "edits 'sex', not 'age_group'" in capsys.readouterr().err
+    assert main(["counterfactual", "--model", str(tiny_model_dir), "--generator", str(generator_dir), "--data",
+                 str(small_manifest), "--attribute", "sex", "--out", str(run)]) == 2
+    assert "not empty" in capsys.readouterr().err
