@@ -17,6 +17,7 @@ One job: move a batch of images to noise under their factual class and back to i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -36,6 +37,13 @@ SCHEDULER_SETTINGS = {
     "timestep_spacing": "trailing",
     "steps_offset": 0,
 }
+
+
+def _inverse_settings(scheduler_config: Mapping) -> dict:
+    """The DDIM config without the keys only the forward scheduler has (thresholding...), which the inverse
+    scheduler would otherwise warn about on every edit."""
+    accepted = set(inspect.signature(DDIMInverseScheduler.__init__).parameters)
+    return {k: v for k, v in scheduler_config.items() if k in accepted}
 
 
 def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -80,7 +88,7 @@ def invert(unet: UNet2DModel, scheduler_config: Mapping, images: torch.Tensor, l
            steps: int, depth: int | None = None) -> torch.Tensor:
     """DDIM inversion: the latent that DDIM under ``labels`` (no guidance) maps back to ``images``; with
     ``depth`` < ``steps`` only the first ``depth`` steps of the chain (a partly noised image, not pure noise)."""
-    scheduler = DDIMInverseScheduler.from_config(dict(scheduler_config))
+    scheduler = DDIMInverseScheduler.from_config(_inverse_settings(scheduler_config))
     scheduler.set_timesteps(steps)
     sample = images
     for timestep in scheduler.timesteps[: steps if depth is None else depth]:
