@@ -223,3 +223,20 @@ def test_training_page_shows_its_form_and_jobs(server, page):
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "Training dynamics" in main and "Num generations" in main, main
     page.screenshot(path=str(ARTIFACTS / "training_form.png"), full_page=True)
+
+
+@pytest.mark.skipif(not (REPO_ROOT / "assets" / "counterfactual" / "synth-sex" / "generator_config.json").is_file(),
+                    reason="no shipped counterfactual generator")
+def test_counterfactuals_page_generates_a_pair_and_shows_both_images(server, page):
+    page.goto(f"{server}/counterfactuals", timeout=60_000)
+    page.get_by_text("Generate pairs").wait_for(timeout=120_000)
+    page.get_by_text("Generate pairs").click()
+    page.get_by_text("Model on the generated").first.wait_for(timeout=300_000)
+    images = page.locator("[data-testid=stImage] img")
+    images.nth(1).wait_for(timeout=60_000)
+    assert images.count() >= 3  # original, generated, difference (and the true counterfactual)
+    sizes = [images.nth(i).evaluate("img => img.naturalWidth") for i in range(2)]
+    assert all(size > 0 for size in sizes), sizes  # both decoded, not broken placeholders
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "Original" in main and "Generated:" in main and "reconstruction" in main, main
+    page.screenshot(path=str(ARTIFACTS / "counterfactual_pair.png"), full_page=True)
