@@ -338,6 +338,11 @@ def _cmd_train_counterfactual(args: argparse.Namespace) -> int:
         quality = ", ".join(f"{s} {i.val_balanced_accuracy:.2f}" if i.val_balanced_accuracy is not None
                             else f"{s} unknown" for s, i in classifier.infos.items())
         print(f"attribute classifier (judges effectiveness): balanced accuracy on val {quality}")
+    from fairmed_core.counterfactual.card import write_generator_card
+
+    command = (f"fairmed train counterfactual --data {args.data} --attribute {args.attribute} --out {args.out} "
+               f"--steps {args.steps} --batch-size {args.batch_size} --lr {args.lr:g} --seed {args.seed}")
+    print(f"wrote the card {write_generator_card(args.out, command=command)}")
     return 0
 
 

@@ -212,6 +212,19 @@ def test_export_drops_the_training_state_and_edits_the_same(generator, trained, 
     images, sources, factual = _test_cases(small_dataset, ("synth_derm",))
     assert np.array_equal(np.asarray(exported.reconstruct(images, sources, factual)[0]),
                           np.asarray(generator.reconstruct(images, sources, factual)[0]))
+    # New edit defaults travel with the export; settings that change the network cannot.
+    (trained[0] / "attribute_classifier").mkdir(exist_ok=True)
+    (trained[0] / "attribute_classifier" / "classifier_config.json").write_text("{}")
+    tuned = load_generator(export_generator(trained[0], tmp_path / "tuned", edit_defaults={"inversion_steps": 20,
+                                                                                             "strength": 0.8}))
+    assert (tuned.config.inversion_steps, tuned.config.strength) == (20, 0.8)
+    assert tuned.config.same_model(generator.config)
+    assert (tmp_path / "tuned" / "attribute_classifier" / "classifier_config.json").is_file()
+    shutil.rmtree(trained[0] / "attribute_classifier")
+    with pytest.raises(FairMedInputError, match="only edit settings"):
+        export_generator(trained[0], tmp_path / "bad", edit_defaults={"image_size": 32})
+    with pytest.raises(FairMedInputError, match="inversion_steps must divide"):
+        export_generator(trained[0], tmp_path / "bad", edit_defaults={"inversion_steps": 7})
 
 
 def test_measure_on_benchmark_compares_with_true_counterfactuals(generator, small_dataset):

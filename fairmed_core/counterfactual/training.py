@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -242,12 +243,24 @@ def train_generator(
     return TrainingSummary(out_dir, max(start, total), tuple(losses), seconds, start)
 
 
-def export_generator(folder: str | Path, out_dir: str | Path) -> Path:
+_EDIT_SETTINGS = ("guidance", "inversion_steps", "strength")
+_SHIPPED_SUBFOLDERS = ("attribute_classifier",)  # safetensors + JSON folders that travel with a generator
+
+
+def export_generator(folder: str | Path, out_dir: str | Path, *, edit_defaults: dict | None = None) -> Path:
     """Copy a trained generator without its training state (what is shipped: the safetensors UNet, the
-    scheduler, ``generator_config.json`` and any card), replacing ``out_dir`` atomically."""
+    scheduler, ``generator_config.json``, the attribute classifier and any card), replacing ``out_dir``
+    atomically. ``edit_defaults`` may set new default edit settings (guidance, inversion_steps, strength), e.g.
+    the ones the validity measurement chose; nothing that changes the network can be set."""
     folder = Path(folder).expanduser()
-    ckpt.read_metadata(folder)
+    metadata = ckpt.read_metadata(folder)
     ckpt.weights_path(folder)
+    edit_defaults = dict(edit_defaults or {})
+    unknown = sorted(set(edit_defaults) - set(_EDIT_SETTINGS))
+    if unknown:
+        raise FairMedInputError(f"only edit settings can be changed on export, not {unknown}",
+                                hint=f"one of {list(_EDIT_SETTINGS)}")
+    metadata["config"] = CounterfactualGeneratorConfig.from_dict({**metadata["config"], **edit_defaults}).to_dict()
 
     def fill(target: Path) -> None:
         for name in (ckpt.UNET_DIR, ckpt.SCHEDULER_DIR):
@@ -256,10 +269,11 @@ def export_generator(folder: str | Path, out_dir: str | Path) -> Path:
         (target / ckpt.UNET_DIR / ckpt.WEIGHTS_FILE).write_bytes(ckpt.weights_path(folder).read_bytes())
         name = f"{ckpt.SCHEDULER_DIR}/scheduler_config.json"
         (target / name).write_bytes((folder / name).read_bytes())
-        (target / ckpt.CONFIG_FILE).write_text(json.dumps(json.loads((folder / ckpt.CONFIG_FILE).read_text()),
-                                                          indent=2) + "\n", encoding="utf-8")
+        (target / ckpt.CONFIG_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         for extra in folder.iterdir():
             if extra.is_file() and extra.suffix == ".md":
                 (target / extra.name).write_bytes(extra.read_bytes())
+            elif extra.is_dir() and extra.name in _SHIPPED_SUBFOLDERS:
+                shutil.copytree(extra, target / extra.name)
 
     return ckpt.replace_folder(out_dir, fill)
