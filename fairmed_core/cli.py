@@ -348,14 +348,14 @@ def _cmd_train_counterfactual(args: argparse.Namespace) -> int:
 
 def _load_predictor(args: argparse.Namespace):
     """The model under review: a Gemma 3 image-text model folder, or a FairMed image classifier folder."""
-    from fairmed_core.counterfactual.analysis import VLMPredictor
+    from fairmed_core.counterfactual.analysis import ClassifierPredictor, VLMPredictor
     from fairmed_core.models.loading import load_model
 
     folder = Path(args.model)
-    if (folder / "classifier_config.json").is_file() or (folder / "image_classifier.json").is_file():
+    if (folder / "classifier_config.json").is_file():
         from fairmed_core.counterfactual.classifiers import load_image_classifier
 
-        return load_image_classifier(folder)
+        return ClassifierPredictor(load_image_classifier(folder), name=str(folder))
     return VLMPredictor(load_model(folder, adapter=args.adapter, device=args.device), _generation_options(args),
                         name=str(folder))
 

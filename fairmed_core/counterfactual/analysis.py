@@ -49,6 +49,7 @@ from fairmed_core.runs.workspace import atomic_write_json
 __all__ = [
     "CLASSIFIER_DIR",
     "AnalysisSettings",
+    "ClassifierPredictor",
     "CounterfactualAnalysis",
     "ModelAnswer",
     "Predictor",
@@ -97,6 +98,21 @@ class VLMPredictor:
         generations = generate_answers(self.loaded, list(questions), [[image] for image in images], self.options,
                                        progress=progress)
         return [ModelAnswer(g.answer if g.format_ok else None, g.reasoning, g.completion) for g in generations]
+
+
+class ClassifierPredictor:
+    """An image classifier (``fairmed_core.counterfactual.classifiers``) as a model under review: its answer
+    string, and as "reasoning" the probability behind it (a classifier gives no other)."""
+
+    def __init__(self, classifier, name: str) -> None:
+        self.classifier, self.name = classifier, name
+
+    def answer(self, images, questions, progress=None) -> list[ModelAnswer]:
+        probabilities = self.classifier.predict_proba(list(images))
+        answers = self.classifier.answers_from_proba(probabilities)
+        if progress is not None:
+            progress(len(answers), len(answers))
+        return [ModelAnswer(a, f"P(positive) = {p:.3f}") for a, p in zip(answers, probabilities)]
 
 
 @dataclass(frozen=True)
