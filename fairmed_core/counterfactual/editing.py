@@ -65,14 +65,24 @@ def from_tensor(batch: torch.Tensor, modes: Sequence[str]) -> list[Image.Image]:
     return images
 
 
+def _layout_of(unet: UNet2DModel) -> torch.memory_format:
+    """The memory layout of the network's convolutions; inputs are given the same one (a mismatch makes every
+    convolution convert). ``CounterfactualGenerator`` puts its UNet in channels-last, which convolves faster
+    on CPU (docs/BENCHMARKS.md)."""
+    weight = unet.conv_in.weight
+    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def guided_velocity(unet: UNet2DModel, sample: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor,
                     null_labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
     """The network's v-prediction under ``labels``, with classifier-free guidance against ``null_labels``
     when ``guidance != 1`` (conditional and null passes share one batch)."""
     times = timestep.expand(sample.shape[0])
+    layout = _layout_of(unet)
     if guidance == 1.0 or null_labels is None:
-        return unet(sample, times, class_labels=labels).sample
-    both = unet(torch.cat([sample, sample]), torch.cat([times, times]),
+        return unet(sample.contiguous(memory_format=layout), times, class_labels=labels).sample
+    both = unet(torch.cat([sample, sample]).contiguous(memory_format=layout), torch.cat([times, times]),
                 class_labels=torch.cat([labels, null_labels])).sample
     conditional, unconditional = both.chunk(2)
     return unconditional + guidance * (conditional - unconditional)
