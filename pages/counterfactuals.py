@@ -116,8 +116,8 @@ def show_pairs(result) -> None:
         first = rows.iloc[0]
         pairs = [result.pair_objects[int(i)] for i in rows["pair"]]
         flipped = bool(rows["flipped"].any())
-        st.markdown(f"#### {case_id}: {first['source']}, {first['factual_group']} "
-                    f"({_group(first['factual_group'])}); ground truth **{first['ground_truth']}**")
+        st.markdown(f"#### {case_id}: {first['source']}, {_group(first['factual_group'])}; ground truth "
+                    f"**{first['ground_truth']}**")
         if flipped:
             st.warning("The answer **changed** under the edit.", icon=":material/warning:")
         columns = st.columns(1 + 3 * len(pairs) if pairs[0].truth is not None else 1 + 2 * len(pairs))
@@ -150,8 +150,10 @@ def show_pairs(result) -> None:
                         first["ground_truth"], other)
             if row["true_counterfactual_answer"] is not None and not pd.isna(row["true_counterfactual_answer"]):
                 with third:
+                    truth_reasoning = row.get("true_counterfactual_reasoning")
                     _answer("Model on the true counterfactual", row["true_counterfactual_answer"],
-                            first["ground_truth"], "")
+                            first["ground_truth"], word_diff_html(str(row["reasoning"] or ""),
+                                                                  str(truth_reasoning or ""))[1])
         st.divider()
 
 

@@ -365,6 +365,7 @@ def run_counterfactual_analysis(
             "truth_mae": v.truth_mae, "baseline_mae": v.baseline_mae,
             "valid": v.valid, "failures": "; ".join(v.failures),
             "true_counterfactual_answer": None if truth is None else truth.answer,
+            "true_counterfactual_reasoning": None if truth is None else truth.reasoning,
             "true_flipped": None if truth is None else fa.answer != truth.answer,
         })
     table = pd.DataFrame(rows)
