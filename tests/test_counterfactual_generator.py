@@ -284,6 +284,22 @@ def test_settings_are_checked():
         CounterfactualGeneratorConfig(classes=("F", "UNK"))
 
 
+def test_training_refuses_a_group_without_cases_and_an_attribute_with_one_group(small_manifest, small_dataset,
+                                                                                 tmp_path):
+    from dataclasses import replace
+
+    from fairmed_core.counterfactual.training import load_training_data
+
+    no_men = replace(small_dataset, cases=small_dataset.cases[small_dataset.cases["sex"] != "M"])
+    with pytest.raises(FairMedInputError, match=r"sex \['M'\] has no training cases"):
+        load_training_data(no_men, replace(TINY, classes=("F", "M")))
+    with pytest.raises(FairMedInputError, match="at least two groups"):
+        load_training_data(no_men, TINY)  # classes resolved from the data: F alone
+    with pytest.raises(FairMedInputError, match="no attribute 'race'"):
+        train_generator(small_manifest, tmp_path / "g", replace(TINY, attribute="race"))
+    assert not (tmp_path / "g").exists()
+
+
 class _Trap:
     """Unpickling this creates a marker file: proof that a pickle was (or was not) loaded."""
 

@@ -118,6 +118,11 @@ def load_training_data(dataset: Dataset, config: CounterfactualGeneratorConfig) 
         labels.append(config.class_id(source, value))
         nulls.append(config.null_id(source))
         counts[source][value] += 1
+    empty = [c for c in classes if not any(counts[s][c] for s in chosen)]
+    if empty:
+        raise FairMedInputError(f"{attribute} {empty} has no training cases in dataset {dataset.name!r}",
+                                column=attribute, hint="drop it from classes, or add cases of that group: a "
+                                                       "generator cannot learn a group it never sees")
     return TrainingData(
         config=config,
         images=torch.from_numpy(np.stack(arrays)),
