@@ -77,6 +77,8 @@ def test_pairs_carry_validity_and_thresholds_mark_failures(generator, small_data
     args = (generator, images, list(cases["case_id"]), list(cases["dataset"]), list(cases["sex"]),
             list(cases["targets"]))
     pairs = make_pairs(*args, steps=10)
+    # Without an attribute classifier no pair can be shown as valid: its effectiveness was never checked.
+    assert all(p.validity.failures[-1] == "effectiveness not checked (no attribute classifier)" for p in pairs)
     assert [p.target_group for p in pairs] == [t[0] for t in cases["targets"]]
     for pair, image in zip(pairs, images):
         v = pair.validity
@@ -189,6 +191,7 @@ def test_cli_trains_a_generator_with_its_classifier_and_runs_the_analysis(small_
     table, tests, meta = read_analysis(run)
     assert len(table) == 3 and table["effectiveness"].notna().all()  # the stored classifier judged each edit
     assert tests["validity"]["classifier"]["synth_cxr"]["trustworthy"] is False  # no val split: not judged
+    assert tests["n_valid_pairs"] == 0 and table["failures"].str.contains("effectiveness not judged").all()
 
     assert main(["counterfactual", "--model", str(tiny_model_dir), "--generator", str(generator_dir), "--data",
                  str(small_manifest), "--attribute", "age_group", "--out", str(tmp_path / "other")]) == 2

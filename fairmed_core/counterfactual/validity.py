@@ -2,7 +2,8 @@
 
 One job: make a batch of (factual, counterfactual) image pairs with a generator and score every pair on
 - effectiveness: P(target group | counterfactual) from an attribute classifier trained on real images
-  (``attribute_classifier``); it passes at 0.5 or more, and only counts where that classifier is trustworthy;
+  (``attribute_classifier``); it passes at 0.5 or more; where there is no classifier, or it is too weak on the
+  source to be trusted, the pair is marked "effectiveness not judged" rather than passed;
 - composition: the null intervention (target = factual) should give the image back; mean absolute error in
   0..255 grey levels between the reconstruction and the input;
 - reversibility: counterfactual -> back to the factual group should give the image back; the same error;
@@ -108,6 +109,12 @@ def _judge(effectiveness: float | None, judged: bool, composition: float | None,
     if reversibility is not None and reversibility > thresholds.reversibility_mae:
         failures.append(f"not reversible (there-and-back error {reversibility:.1f} > "
                         f"{thresholds.reversibility_mae:g})")
+    # A pair whose effectiveness nobody could check is not shown as valid: an edit that reconstructs well but
+    # never changed the attribute would otherwise pass every other check.
+    if effectiveness is None:
+        failures.append("effectiveness not checked (no attribute classifier)")
+    elif not judged:
+        failures.append("effectiveness not judged (the attribute classifier is too weak on this source)")
     return tuple(failures)
 
 
