@@ -271,6 +271,51 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
+    import torch
+
+    from fairmed_core.runs.jobs import report_progress
+    from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    if not Path(args.table).is_file():
+        raise FairMedInputError("the table does not exist or is not a file", source=args.table)
+    attributes = tuple(args.attribute or ())
+    # --objective NAME sets every attribute's objective; --objective ATTR=NAME one attribute's
+    objective, objectives = "equalized_odds", {}
+    for value in args.objective or ():
+        attribute, equals, name = (part.strip() for part in value.partition("="))
+        if not equals:
+            objective = attribute
+        elif attribute not in attributes:
+            raise FairMedInputError(f"--objective {value!r} names {attribute!r}, which is not an --attribute",
+                                    column=attribute, hint=f"attributes: {list(attributes)}")
+        else:
+            objectives[attribute] = name
+    config = FairGradTabularConfig(
+        label=args.label, positive_label=args.positive_label, attributes=attributes, objective=objective,
+        objectives=objectives, method=args.method, model=args.model, epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs, learning_rate=args.lr, penalty_weight=args.penalty_weight,
+        test_fraction=args.test_fraction, seed=args.seed, numeric=tuple(args.numeric) if args.numeric else None,
+        categorical=tuple(args.categorical) if args.categorical else None, drop=tuple(args.drop or ()))
+    stages = {1: "table read and split", 2: "model trained", 3: "test rows audited"}
+
+    def progress(done: int, total: int) -> None:
+        print(f"{done}/{total} {stages.get(done, '')}", file=sys.stderr)
+        report_progress(done, total, "stages")
+
+    run = run_fairgrad_tabular(args.table, out, config, n_boot=args.n_boot, progress=progress)
+    info = run.info
+    print(f"{info['n_test']} test rows ({info['n_train']} trained on): accuracy {info['accuracy']:.3f}, "
+          f"AUROC {info['auroc']:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")
+    for note in info.get("notes", []):
+        print(f"note: {note}")
+    return 0
+
+
 def _cmd_train_grpo(args: argparse.Namespace) -> int:
     import torch
 
@@ -521,6 +566,39 @@ def build_parser() -> argparse.ArgumentParser:
     fairgrad.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
     fairgrad.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
     fairgrad.set_defaults(run=_cmd_train_fairgrad)
+    fairgrad_tabular = methods.add_parser(
+        "fairgrad-tabular", help="train a logistic regression or MLP on your own table (CSV, TSV, Parquet) with "
+        "ERM, penalty or FairGrad, predict a held-out test split and store it as an audited run")
+    fairgrad_tabular.add_argument("--table", required=True, help="the table: one row per patient, a header row")
+    fairgrad_tabular.add_argument("--label", required=True, help="outcome column")
+    fairgrad_tabular.add_argument("--positive-label", help="the label value meaning the outcome happened "
+                                  "(not needed for a 0/1 or true/false label)")
+    fairgrad_tabular.add_argument("--attribute", action="append", required=True,
+                                  help="sensitive attribute column with its own fairness objective (repeat)")
+    fairgrad_tabular.add_argument("--objective", action="append", metavar="[ATTR=]OBJECTIVE",
+                                  help="equalized_odds, equal_opportunity or demographic_parity, for every "
+                                  "attribute or, as ATTR=OBJECTIVE, for one (repeat; default equalized_odds)")
+    fairgrad_tabular.add_argument("--numeric", action="extend", nargs="+", metavar="COL",
+                                  help="columns to read as numbers")
+    fairgrad_tabular.add_argument("--categorical", action="extend", nargs="+", metavar="COL",
+                                  help="columns to one-hot encode (text feature columns must be declared)")
+    fairgrad_tabular.add_argument("--drop", action="extend", nargs="+", metavar="COL",
+                                  help="columns to ignore (identifiers, dates, free text, other outcomes)")
+    fairgrad_tabular.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, "
+                                  "run.json)")
+    fairgrad_tabular.add_argument("--method", choices=["erm", "penalty", "fairgrad"], default="fairgrad")
+    fairgrad_tabular.add_argument("--model", choices=["logistic", "mlp"], default="logistic")
+    fairgrad_tabular.add_argument("--penalty-weight", type=float, default=1.0, help="fairness weight of --method "
+                                  "penalty")
+    fairgrad_tabular.add_argument("--epochs", type=_positive_int, default=100)
+    fairgrad_tabular.add_argument("--warmup-epochs", type=_non_negative_int, default=0,
+                                  help="ERM epochs before fairness starts")
+    fairgrad_tabular.add_argument("--lr", type=float, default=1e-2)
+    fairgrad_tabular.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (default 0.2)")
+    fairgrad_tabular.add_argument("--seed", type=int, default=0)
+    fairgrad_tabular.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
+    fairgrad_tabular.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    fairgrad_tabular.set_defaults(run=_cmd_train_fairgrad_tabular)
     for method, text in (("grpo", "plain GRPO (TRL)"), ("fairgrpo", "FairGRPO"),
                          ("fairgrpo_nd", "FairGRPO without demographics (all prompts clustered)"),
                          ("grpo_dro", "GRPO with online Group DRO weights"),
