@@ -1,18 +1,27 @@
-"""FairGrad page: train ERM, the fixed-weight penalty and FairGrad side by side as background jobs on the
-benchmark's images, then compare them: accuracy against disparity, per-source numbers, gradient conflicts.
+"""FairGrad page: train ERM, the fixed-weight penalty and FairGrad side by side as background jobs, on the
+benchmark's images or on a table of the user's own (a CSV in the workspace's ``tables/`` folder), then compare
+them: accuracy against disparity, per-source numbers, gradient conflicts.
 
-Training runs as ``fairmed train fairgrad`` jobs (``fairmed_core.runs.jobs``), so it outlives this browser
-session; every finished run is an evaluation run the Fairness audit page opens.
+Training runs as ``fairmed train fairgrad`` / ``fairmed train fairgrad-tabular`` jobs (``fairmed_core.runs.jobs``),
+so it outlives this browser session; every finished run is an evaluation run the Fairness audit page opens.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
+from fairmed_core.data.tabular import read_tabular
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness import read_predictions_table
 from fairmed_core.runs.eval_store import list_evaluations
 from fairmed_core.runs.jobs import Job, start_job
+from fairmed_core.runs.workspace import atomic_write_bytes
+from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig
 from fairmed_core.training.fairgrad_report import compare_runs, training_history
 from fairmed_core.viz import conflict_figure, pareto_figure
 from fairmed_core.viz.fairgrad_figures import DISPARITY_LABELS
@@ -22,7 +31,9 @@ from pages._jobs import jobs_panel
 METHODS = {"erm": "ERM (no fairness objective)", "penalty": "Fixed-weight penalty", "fairgrad": "FairGrad"}
 OBJECTIVES = {"equalized_odds": "Equalized odds", "equal_opportunity": "Equal opportunity",
               "demographic_parity": "Demographic parity"}
-RUN_KIND = "fairgrad-images"
+RUN_KINDS = ("fairgrad-images", "fairgrad-tabular")
+DATA_IMAGES, DATA_TABLE = "Benchmark images", "A tabular CSV"
+MAX_TABLE_BYTES = 50 * 2**20  # the upload limit of .streamlit/config.toml
 
 
 def _start_jobs(methods, attributes, objective, epochs, warmup, lr, penalty_weight, seed) -> list[Job]:
@@ -76,24 +87,185 @@ def train_form(dataset) -> None:
                "close this page.", icon=":material/play_circle:")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# A table of the user's own
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tables_dir() -> Path:
+    """Where uploaded tables are kept: ``<workspace>/tables/``."""
+    return workspace().root / "tables"
+
+
+def _save_upload(upload) -> str:
+    """Save an uploaded table into ``tables/`` and return its file name; the same file uploaded again is not
+    copied twice, and a different file with a taken name gets a numbered one (runs keep pointing at theirs)."""
+    if upload.size > MAX_TABLE_BYTES:
+        raise FairMedInputError(f"the file is {upload.size / 2**20:.1f} MB, over the "
+                                f"{MAX_TABLE_BYTES / 2**20:.0f} MB limit", source=upload.name,
+                                hint="drop columns or rows you do not need, or run `fairmed train fairgrad-tabular`"
+                                     " in a shell on the full file")
+    path = Path(upload.name)
+    suffix = path.suffix.lower() if path.suffix.lower() in (".csv", ".tsv") else ".csv"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:80] or "table"
+    data = upload.getvalue()
+    folder = tables_dir()
+    for number in range(1, 1000):
+        name = f"{stem}{suffix}" if number == 1 else f"{stem}-{number}{suffix}"
+        target = folder / name
+        if not target.exists():
+            atomic_write_bytes(target, data)
+            return name
+        if target.stat().st_size == len(data) and target.read_bytes() == data:
+            return name
+    raise FairMedInputError("too many tables with this name", source=upload.name, hint="rename the file")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _table(path: str, mtime: float) -> pd.DataFrame:
+    return read_predictions_table(path, max_bytes=MAX_TABLE_BYTES)
+
+
+def _guesses(columns: list[str], pattern: str) -> list[str]:
+    return [column for column in columns if re.search(pattern, column, flags=re.IGNORECASE)]
+
+
+def _start_tabular_jobs(table: Path, config: FairGradTabularConfig, methods) -> list[Job]:
+    ws = workspace()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", table.stem)[:40]
+    jobs = []
+    for method in methods:
+        name = f"fairgrad-{stem}-{method}-s{config.seed}-{stamp}"
+        argv = ["train", "fairgrad-tabular", "--table", str(table), "--label", config.label, "--out",
+                str(ws.run_dir(name)), "--method", method, "--model", config.model, "--epochs", str(config.epochs),
+                "--warmup-epochs", str(config.warmup_epochs), "--lr", str(config.learning_rate),
+                "--penalty-weight", str(config.penalty_weight), "--test-fraction", str(config.test_fraction),
+                "--seed", str(config.seed)]
+        if config.positive_label is not None:
+            argv += ["--positive-label", config.positive_label]
+        for attribute in config.attributes:
+            argv += ["--attribute", attribute, "--objective", f"{attribute}={config.objective_of(attribute)}"]
+        for flag, columns in (("--categorical", config.categorical), ("--drop", config.drop)):
+            for column in columns or ():
+                argv += [flag, column]
+        jobs.append(start_job(ws, name, argv, labels={"kind": "fairgrad-tabular", "method": method, "run": name,
+                                                      "table": table.name}))
+    return jobs
+
+
+def tabular_form() -> None:
+    folder = tables_dir()
+    upload = st.file_uploader(
+        "Upload a table (CSV, at most 50 MB)", type=["csv", "tsv"], key="fgt_upload",
+        help="One row per patient with a header row: the outcome, the sensitive attributes and the features. "
+        f"It is kept in the workspace ({folder}) so the training jobs can read it.")
+    if upload is not None and st.session_state.get("fgt_uploaded") != upload.file_id:
+        # select a new upload once; later reruns keep whatever table the user picks
+        st.session_state["fgt_table"] = _save_upload(upload)
+        st.session_state["fgt_uploaded"] = upload.file_id
+    names = sorted(p.name for p in folder.glob("*") if p.suffix.lower() in (".csv", ".tsv")) if folder.is_dir() else []
+    if not names:
+        st.info(f"Upload a table, or place CSV files in {folder}.")
+        return
+    if st.session_state.get("fgt_table") not in names:
+        st.session_state.pop("fgt_table", None)
+    name = st.selectbox("Table", names, key="fgt_table")
+    path = folder / name
+    frame = _table(str(path), path.stat().st_mtime)
+    columns = [str(column) for column in frame.columns]
+    st.caption(f"{len(frame):,} rows, {len(columns)} columns: {', '.join(columns[:20])}"
+               + (" ..." if len(columns) > 20 else ""))
+
+    c1, c2 = st.columns(2)
+    label_guess = _guesses(columns, r"outcome|label|target|death|died|mortality|readmit")
+    label = c1.selectbox("Outcome (label) column", columns,
+                         index=columns.index(label_guess[0]) if label_guess else 0, key=f"fgt_label_{name}")
+    values = [str(value) for value in pd.unique(frame[label].dropna())][:50]
+    positive_guess = [v for v in values if v.strip().lower() in ("1", "yes", "true", "died", "dead", "positive")]
+    positive = c2.selectbox("Its value meaning the outcome happened", values or ["(no values)"],
+                            index=values.index(positive_guess[0]) if positive_guess else 0,
+                            key=f"fgt_positive_{name}_{label}")
+    attributes = c1.multiselect(
+        "Sensitive attributes (one objective each)", columns,
+        default=[c for c in _guesses(columns, r"^(sex|gender|race|ethnicity|age_group)$") if c != label],
+        key=f"fgt_attributes_{name}", help="Their values are the groups; they are not features.")
+    drop = c2.multiselect(
+        "Columns to leave out", columns,
+        default=[c for c in _guesses(columns, r"(^|_)(id|mrn|identifier|date|time)($|_)") if c != label],
+        key=f"fgt_drop_{name}", help="Identifiers, dates, free text, outcomes other than the label.")
+    features = [c for c in columns if c not in {label, *attributes, *drop}]
+    text_features = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
+                     and not pd.api.types.is_bool_dtype(frame[c])]
+    categorical = c2.multiselect("Categorical features (one-hot encoded)", columns, default=text_features,
+                                 key=f"fgt_categorical_{name}",
+                                 help="Text columns must be named here or left out; number columns are numeric.")
+    objectives = {}
+    if attributes:
+        cells = st.columns(min(len(attributes), 4))
+        for index, attribute in enumerate(attributes):
+            objectives[attribute] = cells[index % len(cells)].selectbox(
+                f"Objective for {attribute}", list(OBJECTIVES), format_func=OBJECTIVES.get,
+                key=f"fgt_objective_{name}_{attribute}")
+
+    c1, c2, c3 = st.columns(3)
+    methods = c1.multiselect("Methods", list(METHODS), default=list(METHODS), format_func=METHODS.get,
+                             key="fgt_methods")
+    model = c1.selectbox("Model", ["logistic", "mlp"], key="fgt_model",
+                         format_func={"logistic": "Logistic regression", "mlp": "MLP (one hidden layer)"}.get)
+    penalty_weight = c2.number_input("Penalty weight (penalty method)", 0.0, 100.0, 1.0, 0.1, key="fgt_penalty")
+    seed = c2.number_input("Seed (split and training)", 0, 10_000, 0, key="fgt_seed")
+    test_fraction = c2.slider("Held-out test share", 0.1, 0.5, 0.2, 0.05, key="fgt_test_fraction")
+    epochs = c3.number_input("Epochs", 1, 1000, 100, key="fgt_epochs")
+    warmup = c3.number_input("ERM warm-up epochs", 0, 1000, 0, key="fgt_warmup",
+                             help="Epochs of plain training before the fairness objectives start; a few help when "
+                             "penalty or FairGrad collapse to one answer (positive rate 0 below).")
+    lr = c3.number_input("Learning rate", 1e-5, 1.0, 1e-2, format="%.4f", key="fgt_lr")
+    if not st.button("Train side by side", type="primary", key="fgt_start"):
+        return
+    if not methods:
+        st.warning("Choose at least one method.")
+        return
+    if not attributes:
+        st.warning("Choose at least one sensitive attribute: the runs are audited per group.")
+        return
+    config = FairGradTabularConfig(
+        label=label, positive_label=positive, attributes=tuple(attributes), objectives=objectives, model=model,
+        epochs=int(epochs), warmup_epochs=int(warmup), learning_rate=float(lr), penalty_weight=float(penalty_weight),
+        test_fraction=float(test_fraction), seed=int(seed), categorical=tuple(categorical), drop=tuple(drop))
+    # Read the table with these choices now, so a bad choice is shown here and not in a failed job's log.
+    data = read_tabular(path, label=label, positive_label=positive, attributes=attributes,
+                        categorical=categorical, drop=drop, max_bytes=MAX_TABLE_BYTES)
+    jobs = _start_tabular_jobs(path, config, methods)
+    st.success(f"Started {len(jobs)} job(s) on {data.n_rows:,} rows ({100 * data.positive_rate:.1f}% {positive}): "
+               f"{', '.join(job.name for job in jobs)}. They keep running if you close this page.",
+               icon=":material/play_circle:")
+    for note in data.notes:
+        st.caption(f"Note: {note}")
+
+
 def jobs() -> None:
     jobs_panel("fairgrad", method_names=METHODS, unit="sources", empty="No FairGrad jobs in this workspace yet.")
+    jobs_panel("fairgrad-tabular", method_names=METHODS, unit="stages",
+               empty="No FairGrad jobs on a table in this workspace yet.")
 
 
-def comparison_panel(dataset) -> None:
-    runs = [run for run in list_evaluations(workspace()) if run.info.get("kind") == RUN_KIND]
+def comparison_panel() -> None:
+    runs = [run for run in list_evaluations(workspace()) if run.info.get("kind") in RUN_KINDS]
     if not runs:
-        st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` in a shell.")
+        st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` (or "
+                "`fairmed train fairgrad-tabular`) in a shell.")
         return
-    labels = {f"{run.name} ({run.info.get('training', {}).get('method', '?')}, accuracy "
-              f"{run.info.get('accuracy', float('nan')):.3f})": run for run in runs}
+    labels = {f"{run.name} ({run.info.get('training', {}).get('method', '?')} on {run.info.get('dataset', '?')}, "
+              f"accuracy {run.info.get('accuracy', float('nan')):.3f})": run for run in runs}
     chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[:6], key="fairgrad_compare_runs")
     selected = [labels[label] for label in chosen]
     if not selected:
         st.warning("Choose at least one run.")
         return
-    comparison = compare_runs(selected, dataset.attributes)
-    attributes = [a for a in dataset.attributes if a in set(comparison["attribute"])]
+    recorded = list(dict.fromkeys(a for run in selected for a in run.info.get("attributes", [])))
+    comparison = compare_runs(selected, recorded)
+    attributes = [a for a in recorded if a in set(comparison["attribute"])]
     if not attributes:
         st.warning("These runs have no attribute with two known groups to compare.")
         return
@@ -132,16 +304,20 @@ st.markdown(
     "Train a classifier so that the gradient of its task loss and the gradients of one fairness loss per "
     "sensitive attribute stop fighting: each conflicting gradient is projected onto the normal plane of the "
     "others (**FairGrad**). Compare it with plain training (**ERM**) and with a **fixed-weight penalty** on the "
-    "same data, seeds and epochs: one small CNN per source of the benchmark's images."
+    "same data, seeds and epochs: one small CNN per source of the benchmark's images, or a logistic regression "
+    "(or small MLP) on a table of your own."
 )
-try:
-    dataset = current_dataset()
-except Exception as error:  # noqa: BLE001 - a bad dataset is shown, never fatal
-    show_input_error(error)
-    st.stop()
 
-for title, panel in (("Train", lambda: train_form(dataset)), ("Jobs", jobs),
-                     ("Compare", lambda: comparison_panel(dataset))):
+
+def train_panel() -> None:
+    choice = st.radio("Data", [DATA_IMAGES, DATA_TABLE], horizontal=True, key="fairgrad_data")
+    if choice == DATA_TABLE:
+        tabular_form()
+    else:
+        train_form(current_dataset())
+
+
+for title, panel in (("Train", train_panel), ("Jobs", jobs), ("Compare", comparison_panel)):
     st.subheader(title)
     try:
         panel()

@@ -92,3 +92,68 @@ def test_penalty_without_an_attribute_is_refused_before_starting(default_workspa
     at.button[0].click().run()
     assert any("need at least one sensitive attribute" in w.value for w in at.warning)
     assert list_jobs(Workspace(root)) == []
+
+
+def _table_workspace(default_workspace, tmp_path):
+    """A workspace with the benchmark and one table of the user's own in tables/."""
+    from tests.test_fairgrad_tabular import clinic_table
+
+    root = tmp_path / "ws"
+    (root / "tables").mkdir(parents=True)
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    clinic_table().to_csv(root / "tables" / "clinic.csv", index=False)
+    return root
+
+
+def test_a_table_in_the_workspace_is_trained_on_and_compared(default_workspace, tmp_path, monkeypatch):
+    root = _table_workspace(default_workspace, tmp_path)
+    at = _page(root, monkeypatch)
+    at.radio(key="fairgrad_data").set_value("A tabular CSV").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="fgt_table").value == "clinic.csv"
+    # the form's first guesses, read from the header
+    assert at.selectbox(key="fgt_label_clinic.csv").value == "outcome"
+    assert at.selectbox(key="fgt_positive_clinic.csv_outcome").value == "died"
+    assert at.multiselect(key="fgt_attributes_clinic.csv").value == ["sex", "race"]
+    assert at.multiselect(key="fgt_drop_clinic.csv").value == ["patient_id"]
+    assert at.multiselect(key="fgt_categorical_clinic.csv").value == ["ward"]
+    at.selectbox(key="fgt_objective_clinic.csv_race").set_value("equal_opportunity")
+    at.multiselect(key="fgt_methods").set_value(["erm", "fairgrad"])
+    at.number_input(key="fgt_epochs").set_value(4)
+    at.number_input(key="fgt_warmup").set_value(1)
+    at.button(key="fgt_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Started 2 job" in s.value for s in at.success)
+    jobs = list_jobs(Workspace(root))
+    assert sorted(job.labels["method"] for job in jobs) == ["erm", "fairgrad"]
+    assert all(job.labels["kind"] == "fairgrad-tabular" for job in jobs)
+    deadline = time.monotonic() + 300
+    while any(read_job(job.path).status == "running" for job in jobs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for job in jobs:
+        assert read_job(job.path).status == "finished", read_job(job.path).log_tail()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    chosen = at.multiselect(key="fairgrad_compare_runs").value
+    assert len(chosen) == 2 and all(" on clinic, accuracy" in label for label in chosen)
+    assert len(at.get("plotly_chart")) == 2  # the Pareto plot and the FairGrad run's gradient conflicts
+    assert at.selectbox(key="fairgrad_compare_attribute").options == ["sex", "race"]
+    at.selectbox(key="fairgrad_compare_attribute").set_value("race").run()
+    summary = at.dataframe[-1].value
+    assert set(summary.index.get_level_values("source")) == {"clinic"}
+    assert set(summary.index.get_level_values("method")) == {"erm", "fairgrad"}
+
+
+def test_a_bad_choice_on_a_table_is_shown_and_starts_nothing(default_workspace, tmp_path, monkeypatch):
+    root = _table_workspace(default_workspace, tmp_path)
+    at = _page(root, monkeypatch)
+    at.radio(key="fairgrad_data").set_value("A tabular CSV").run()
+    at.multiselect(key="fgt_categorical_clinic.csv").set_value([])  # 'ward' is text: it must be declared
+    at.button(key="fgt_start").click().run()
+    assert not at.exception
+    assert any("ward" in e.value and "not declared" in e.value for e in at.error), [e.value for e in at.error]
+    assert list_jobs(Workspace(root)) == []
+    (root / "tables" / "broken.csv").write_bytes(b"\x00\x01\x02binary junk\xff\xfe")
+    at.run()
+    at.selectbox(key="fgt_table").set_value("broken.csv").run()
+    assert not at.exception and any("broken.csv" in e.value for e in at.error), [e.value for e in at.error]
