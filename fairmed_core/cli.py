@@ -335,6 +335,8 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
         report_progress(done, total, "steps")
 
     finished = run_grpo_training(args.model, args.data, args.out, config, resume=args.resume, progress=progress)
+    if "rank" in finished:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
+        return 0
     print(f"{finished['method']}: {finished['steps']} steps in {finished['train_time_s']} s "
           f"({finished['seconds_per_step']} s/step)"
           + (f", test accuracy {finished['test_accuracy']:.3f}" if "test_accuracy" in finished else "")
@@ -609,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
         grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
         grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
         grpo.add_argument("--steps", type=_positive_int, default=60)
-        grpo.add_argument("--prompts", type=_positive_int, default=8, help="prompts per step")
+        grpo.add_argument("--prompts", type=_positive_int, default=8,
+                          help="prompts per step and process (N processes: N times as many per step)")
         grpo.add_argument("--generations", type=_positive_int, default=4, help="rollouts per prompt (G)")
         grpo.add_argument("--lr", type=float, default=2e-5)
         grpo.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0, as the authors)")

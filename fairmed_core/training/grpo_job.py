@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,7 +52,7 @@ class GRPOJobConfig:
 
     method: str = field(default="fairgrpo", metadata={"help": "grpo, fairgrpo, fairgrpo_nd, grpo_dro, grpo_resample"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
-    prompts_per_step: int = field(default=8, metadata={"help": "prompts per step"})
+    prompts_per_step: int = field(default=8, metadata={"help": "prompts per step (per process when launched on several)"})
     num_generations: int = field(default=4, metadata={"help": "rollouts per prompt (G)"})
     # 2e-4 collapsed plain GRPO on the tiny model to one answer within ~15 steps (benchmarks/fairgrpo_methods.py).
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate"})
@@ -193,6 +194,15 @@ class TrainingDynamicsCallback(TrainerCallback):
         self.log.append(record)
 
 
+def _is_main_process() -> bool:
+    """Whether this is the process that writes the run folder. Under ``accelerate launch`` / ``torchrun`` every
+    rank runs this function; ``RANK`` is set by the launcher before any process group exists, so it can be read
+    before the trainer is built (the run-folder check and config.json come first). Only rank 0 writes and
+    evaluates: every rank holds the same weights (tests/test_fairgrpo_distributed.py), so one evaluation says
+    it all, and two writers would overwrite each other's files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _latest_checkpoint(folder: Path) -> Path | None:
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                          if p.name.split("-")[-1].isdigit() else -1)
@@ -215,7 +225,8 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
                                     hint="start the run without --resume")
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
         config = GRPOJobConfig.from_dict(saved["job"])
-    elif out.exists() and any(out.iterdir()):
+    elif _is_main_process() and out.exists() and any(out.iterdir()):
+        # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
     dataset = read_manifest(manifest)
     if dataset.positive_label is None:
@@ -234,8 +245,9 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         dataloader_num_workers=0, disable_tqdm=True,
     )
     train_data = grpo_dataset(dataset, "train", limit=config.train_limit, label_values=dataset.label_values)
+    main = _is_main_process()
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main:
         atomic_write_json(out / "config.json", {
             "kind": "grpo-training", "model_dir": str(Path(model_dir).resolve()), "manifest": str(Path(manifest)),
             "dataset": dataset.name, "job": config.to_dict(),
@@ -245,13 +257,15 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         })
     step_of_checkpoint = int(resume_from.name.split("-")[-1]) if resume_from is not None else None
     log = _MetricsLog(out / METRICS_FILE, keep_until_step=step_of_checkpoint)
-    callback = TrainingDynamicsCallback(log, loaded, dataset, config, progress=progress)
+    callbacks = [TrainingDynamicsCallback(log, loaded, dataset, config, progress=progress)] if main else []
     torch.manual_seed(config.seed)
     trainer = FairGRPOTrainer(model=loaded.model, args=trl_config, train_dataset=train_data,
-                              processing_class=loaded.processor, callbacks=[callback])
+                              processing_class=loaded.processor, callbacks=callbacks)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     elapsed = time.time() - started
+    if not main:
+        return {"method": config.method, "steps": trainer.state.global_step, "rank": int(os.environ["RANK"])}
     trainer.model.eval()
     model_out = out / "model"
     trainer.model.save_pretrained(model_out)
