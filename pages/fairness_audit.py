@@ -62,8 +62,11 @@ def _read_upload(name: str, data: bytes) -> pd.DataFrame:
                                     hint=error.hint) from None
 
 
-def _model_run_mapping(frame: pd.DataFrame) -> dict:
-    attributes = [c for c in ("sex", "age_group", "skin_tone") if c in frame.columns]
+def _model_run_mapping(frame: pd.DataFrame, declared: list[str] | None = None) -> dict:
+    """Column mapping of a stored run; its attributes are the ones the run declares (a tabular FairGrad run has
+    the hospital's own, e.g. race), else the benchmark's."""
+    candidates = declared or ["sex", "age_group", "skin_tone"]
+    attributes = [c for c in candidates if c in frame.columns]
     return dict(label_col="y_true", pred_col="y_pred", score_col=None, source_col="source", attributes=attributes)
 
 
@@ -118,7 +121,8 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
         frame = evaluation_predictions(run.predictions_path)
         st.caption(f"Model folder `{run.info.get('model_dir', '?')}`, decoding {run.info.get('generation', {})}.")
         _format_failure_note(frame)
-        return frame, _model_run_mapping(frame), run.name
+        declared = run.info.get("attributes")
+        return frame, _model_run_mapping(frame, list(declared) if isinstance(declared, list) else None), run.name
     if kind == SHIPPED:
         frame = reference_predictions()
         mapping = dict(label_col="y_true", pred_col="y_pred", score_col="score", source_col="source")

@@ -164,3 +164,21 @@ def test_the_cli_names_a_missing_column(table, tmp_path, capsys):
     assert main(["train", "fairgrad-tabular", "--table", str(table), "--label", "outcome", "--attribute", "sex",
                  "--objective", "sex=fastest", "--method", "erm", "--out", str(tmp_path / "run2")]) == 2
     assert "fastest" in capsys.readouterr().err
+
+
+def test_the_audit_page_audits_a_tabular_run_by_its_own_attributes(workspace, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setenv("FAIRMED_WORKSPACE", str(workspace.root))
+    monkeypatch.chdir(REPO_ROOT)
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.session_state["audit_preselect_run"] = "tab-fairgrad"
+    at.switch_page("pages/fairness_audit.py").run()
+    at.radio(key="audit_source_kind").set_value("A saved evaluation run").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    # race is the table's own attribute, not one of the benchmark's: it must be offered, not dropped.
+    options = [o for box in at.multiselect for o in box.options]
+    assert "race" in options, options
