@@ -222,6 +222,12 @@ def _show_tests(tests: dict, table: pd.DataFrame) -> None:
                    "(arXiv 2504.19621). " + (ci.get("note") or ""))
     if not ci.get("ran"):
         st.caption(f"Conditional-independence test: {ci['note']}")
+    else:
+        st.caption("Read the flip rates first. On the benchmark (docs/RESULTS.md) the conditional-independence "
+                   "test caught every model whose answer changed for 20% of patients or more, about a quarter of "
+                   "those changing 5-20%, and almost none below 5%; its p-value also varies from seed to seed. "
+                   "McNemar pooled over groups can miss a model whose flips go opposite ways in different groups: "
+                   "read the per-group rows.")
     truth = tests.get("true_counterfactuals")
     if truth:
         eca = truth["eca"]
