@@ -42,7 +42,7 @@ from fairmed_core.counterfactual.invariance import (
 )
 from fairmed_core.counterfactual.validity import CounterfactualPair, ValidityThresholds, make_pairs
 from fairmed_core.data.schema import UNKNOWN, Dataset
-from fairmed_core.data.synth import attribute_region, case_from_record, render
+from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import atomic_write_json
 
@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 CLASSIFIER_DIR = "attribute_classifier"  # inside a generator folder: the classifier that judges effectiveness
-_RENDER_KEYWORD = {"sex": "sex", "age_group": "age", "skin_tone": "skin_tone"}
 _GROUP_COLUMNS = ("sex", "age_group", "skin_tone")
 
 
@@ -126,7 +125,8 @@ class AnalysisSettings:
     seed: int = field(default=0, metadata={"help": "sampling and CI-test seed"})
     guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance (None: the generator's)"})
     steps: int | None = field(default=None, metadata={"help": "DDIM steps (None: the generator's)"})
-    strength: float | None = field(default=None, metadata={"help": "share of the chain inverted (None: the generator's)"})
+    strength: float | None = field(default=None,
+                                   metadata={"help": "share of the chain inverted (None: the generator's)"})
     batch_size: int = field(default=8, metadata={"help": "images per generator batch"})
     reversibility: bool = field(default=True, metadata={"help": "run the there-and-back check (one more inversion)"})
     thresholds: ValidityThresholds = field(default_factory=ValidityThresholds)
@@ -162,13 +162,13 @@ def generator_classifier(generator: CounterfactualGenerator) -> AttributeClassif
 def true_counterfactual(record, attribute: str, group: str) -> tuple[Image.Image, np.ndarray] | None:
     """The benchmark's true counterfactual of a case and the pixels the attribute may change, or None for a case
     without a latent patient (any dataset but the synthetic benchmark)."""
-    if attribute not in _RENDER_KEYWORD:
+    if attribute not in RENDER_KEYWORDS:
         return None
     try:
         case = case_from_record(record)
     except (FairMedInputError, KeyError, TypeError, ValueError):
         return None
-    keyword = _RENDER_KEYWORD[attribute]
+    keyword = RENDER_KEYWORDS[attribute]
     try:
         pixels = render(case, **{keyword: group})
     except (FairMedInputError, ValueError):

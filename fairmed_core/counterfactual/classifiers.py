@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fairmed_core.data.schema import NO, YES
-from fairmed_core.data.synth import SynthCase, render_many
+from fairmed_core.data.synth import RENDER_KEYWORDS, SynthCase, render_many
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.training.fairgrad import SmallCNN
 
@@ -50,7 +50,7 @@ KINDS = ("small_cnn",)
 _MODES = {"L": 1, "RGB": 3}
 # Pickle-based weight files: torch.load / pickle on them can run arbitrary code, so they are refused unread.
 _PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-_RENDER_KEYWORD = {"sex": "sex", "age_group": "age", "age": "age", "skin_tone": "skin_tone"}
+_RENDER_KEYWORD = {**RENDER_KEYWORDS, "age": "age"}  # "age" too: render's own name
 
 
 def _help(text: str, **kwargs):

@@ -20,13 +20,10 @@ import numpy as np
 
 from fairmed_core.counterfactual.generator import CounterfactualGenerator
 from fairmed_core.data.schema import UNKNOWN, Dataset
-from fairmed_core.data.synth import attribute_region, case_from_record, render
+from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
 
 __all__ = ["BenchmarkMeasurement", "SourceMeasurement", "measure_on_benchmark"]
-
-# The data contract's attribute names and the keyword ``render`` / ``attribute_region`` take for each.
-_RENDER_KEYWORD = {"sex": "sex", "age_group": "age", "skin_tone": "skin_tone"}
 
 
 @dataclass(frozen=True)
@@ -77,9 +74,9 @@ def measure_on_benchmark(generator: CounterfactualGenerator, dataset: Dataset, *
     (the other one for a binary attribute)."""
     config = generator.config
     attribute = config.attribute
-    if attribute not in _RENDER_KEYWORD:
+    if attribute not in RENDER_KEYWORDS:
         raise FairMedInputError(f"the benchmark has no true counterfactual for {attribute!r}", column=attribute,
-                                hint=f"one of {sorted(_RENDER_KEYWORD)}")
+                                hint=f"one of {sorted(RENDER_KEYWORDS)}")
     generator.check_compatible(dataset, attribute)
     cases = dataset.cases
     usable = cases[(cases["split"].astype(str) == split) & (cases[attribute].astype(str) != UNKNOWN)]
@@ -97,7 +94,7 @@ def measure_on_benchmark(generator: CounterfactualGenerator, dataset: Dataset, *
         raise FairMedInputError(f"no {split} cases with a known {attribute!r} to measure on", column=attribute)
 
     began = time.perf_counter()
-    keyword = _RENDER_KEYWORD[attribute]
+    keyword = RENDER_KEYWORDS[attribute]
     images = [dataset.load_image(str(r["case_id"])) for r in picked]
     sources = [str(r["dataset"]) for r in picked]
     factual = [str(r[attribute]) for r in picked]

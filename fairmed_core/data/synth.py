@@ -59,6 +59,7 @@ from .schema import AGE_GROUPS, NO, UNKNOWN, YES, age_group, normalise_answer, s
 __all__ = [
     "SOURCES",
     "SKIN_TONES",
+    "RENDER_KEYWORDS",
     "QUESTIONS",
     "PrevalenceShift",
     "AcquisitionKnob",
@@ -82,6 +83,8 @@ __all__ = [
 
 SOURCES = ("synth_cxr", "synth_derm", "synth_mammo")
 SKIN_TONES = ("light", "medium", "dark")
+# The data contract's attribute names, and the keyword ``render`` / ``attribute_region`` take for each.
+RENDER_KEYWORDS = {"sex": "sex", "age_group": "age", "skin_tone": "skin_tone"}
 QUESTIONS = {
     "synth_cxr": "<image> Is there an opacity in this chest X-ray? Answer yes or no.",
     "synth_derm": "<image> Is this skin lesion suspicious for malignancy (irregular, asymmetric, dark)? "

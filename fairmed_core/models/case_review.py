@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from fairmed_core.data.schema import AGE_GROUPS
-from fairmed_core.data.synth import SKIN_TONES, SynthCase, attribute_region, case_from_record, render
+from fairmed_core.data.synth import RENDER_KEYWORDS, SKIN_TONES, SynthCase, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.generation import Generation, GenerationOptions, generate_answers
 from fairmed_core.models.loading import LoadedModel
@@ -23,7 +23,6 @@ from fairmed_core.models.loading import LoadedModel
 __all__ = ["CounterfactualChange", "CaseReview", "counterfactual_choices", "counterfactual_image", "review_case"]
 
 # The attribute names of the data contract, and the keyword ``render`` takes for each.
-_RENDER_KEYWORD = {"sex": "sex", "age_group": "age", "skin_tone": "skin_tone"}
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,8 @@ def counterfactual_image(record: Mapping, attribute: str, group: str) -> tuple[I
     if group not in choices[attribute]:
         raise FairMedInputError(f"{group!r} is not another {attribute} group for this case", column=attribute,
                                 hint=f"choose one of {list(choices[attribute])}")
-    pixels = render(case, **{_RENDER_KEYWORD[attribute]: group})
-    region = attribute_region(case, _RENDER_KEYWORD[attribute])
+    pixels = render(case, **{RENDER_KEYWORDS[attribute]: group})
+    region = attribute_region(case, RENDER_KEYWORDS[attribute])
     change = CounterfactualChange(attribute, str(_factual_group(case, attribute)), group)
     return Image.fromarray(np.ascontiguousarray(pixels)), change, float(region.mean())
 
