@@ -150,7 +150,8 @@ def main() -> int:
         f"| batch 1 (one pair alone) | {median['single']:.2f} | {1 / median['single']:.2f} | |",
         "",
         f"Target: a batch of 8 pairs in under 10 s on CPU: {'met' if median['batched'] < 10 else 'missed'} "
-        f"({median['batched']:.2f} s). Largest grey-level difference between the batched images and the looped (and NCHW) ones: "
+        f"({median['batched']:.2f} s). Largest grey-level difference between the batched images and the looped "
+        "(and NCHW) ones: "
         f"{largest} (0 is identical; batching only changes the order of floating-point sums).",
         "",
         f"One-minute load average on the {os.cpu_count()} cores: {load_before:.2f} before, {load_after:.2f} after "

@@ -52,7 +52,8 @@ class GRPOJobConfig:
 
     method: str = field(default="fairgrpo", metadata={"help": "grpo, fairgrpo, fairgrpo_nd, grpo_dro, grpo_resample"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
-    prompts_per_step: int = field(default=8, metadata={"help": "prompts per step (per process when launched on several)"})
+    prompts_per_step: int = field(default=8,
+                                  metadata={"help": "prompts per step (per process when launched on several)"})
     num_generations: int = field(default=4, metadata={"help": "rollouts per prompt (G)"})
     # 2e-4 collapsed plain GRPO on the tiny model to one answer within ~15 steps (benchmarks/fairgrpo_methods.py).
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate"})
