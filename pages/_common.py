@@ -16,7 +16,13 @@ from streamlit.runtime.pages_manager import PagesManager
 from fairmed_core.data import Dataset, data_card, ensure_default_dataset, read_manifest
 from fairmed_core.data.card import DataCard
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS, TINY_MODEL, TINY_MODEL_PREDICTIONS, Workspace
+from fairmed_core.runs.workspace import (
+    REFERENCE_PREDICTIONS,
+    TINY_MODEL,
+    TINY_MODEL_PREDICTIONS,
+    Workspace,
+    shipped_model_dirs,
+)
 
 DEFAULT_DATASET_LABEL = "synth-default (embedded benchmark)"
 DEFAULT_MODEL_LABEL = "tiny-fairmedgemma (shipped, CPU)"
@@ -89,10 +95,17 @@ def reference_predictions() -> pd.DataFrame:
     return _predictions_csv(str(REFERENCE_PREDICTIONS), REFERENCE_PREDICTIONS.stat().st_mtime)
 
 
+def _shipped_model_labels() -> dict[str, Path]:
+    """The other shipped models (the GRPO- and FairGRPO-trained tiny FairMedGemmas), by their sidebar label."""
+    return {f"{path.name} (shipped, CPU)": path for path in shipped_model_dirs() if path != TINY_MODEL}
+
+
 def current_model_dir() -> Path:
     """The model folder chosen in the sidebar (the shipped tiny FairMedGemma by default)."""
     choice = st.session_state.get("model_choice", DEFAULT_MODEL_LABEL)
-    return TINY_MODEL if choice == DEFAULT_MODEL_LABEL else Path(choice)
+    if choice == DEFAULT_MODEL_LABEL:
+        return TINY_MODEL
+    return _shipped_model_labels().get(choice, Path(choice))
 
 
 def current_model():
@@ -139,7 +152,7 @@ def sidebar() -> None:
             help="Datasets in the workspace's datasets/ folder (one folder with a manifest.jsonl each). "
             "Write another benchmark with `fairmed synth --out WORKSPACE/datasets/NAME`.",
         )
-        models = [str(p) for p in ws.model_dirs()]
+        models = [*_shipped_model_labels(), *(str(p) for p in ws.model_dirs())]
         st.selectbox(
             "Model", [DEFAULT_MODEL_LABEL, *models], key="model_choice",
             help="Gemma 3 image-text checkpoints (MedGemma-4B, FairMedGemma, your own) in the workspace's "

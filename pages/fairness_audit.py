@@ -108,7 +108,7 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
         _format_failure_note(frame)
         return frame, _model_run_mapping(frame), "tiny-fairmedgemma-test"
     if kind == RUN:
-        runs = list_evaluations(workspace())
+        runs = list_evaluations(workspace(), shipped=True)
         if not runs:
             st.info("No evaluation runs in this workspace yet: evaluate a split on the Inference page or with "
                     "`fairmed evaluate`.")

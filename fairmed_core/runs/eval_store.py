@@ -17,7 +17,7 @@ import pandas as pd
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.audit_store import save_audit
-from fairmed_core.runs.workspace import Workspace, atomic_write_json, atomic_write_text
+from fairmed_core.runs.workspace import Workspace, atomic_write_json, atomic_write_text, shipped_model_dirs
 
 __all__ = ["EvaluationRun", "list_evaluations", "new_run_name", "read_evaluation", "save_evaluation"]
 
@@ -82,12 +82,22 @@ def read_evaluation(directory: str | Path) -> EvaluationRun:
     return EvaluationRun(name=path.name, path=path, info=info if isinstance(info, dict) else {})
 
 
-def list_evaluations(workspace: Workspace) -> list[EvaluationRun]:
+def list_evaluations(workspace: Workspace, *, shipped: bool = False) -> list[EvaluationRun]:
     """Complete evaluation runs in the workspace (``runs/<name>/`` and a training run's ``runs/<name>/evaluation/``),
-    newest first; unreadable folders are skipped."""
-    if not workspace.runs.is_dir():
-        return []
+    newest first, then the shipped models' test evaluations (``shipped/<model>``) when ``shipped``; unreadable
+    folders are skipped."""
     runs = []
+    if shipped:
+        for model in shipped_model_dirs():
+            if (model / "evaluation" / RUN_FILE).is_file():
+                try:
+                    run = read_evaluation(model / "evaluation")
+                except FairMedInputError:
+                    continue
+                runs.append(EvaluationRun(name=f"shipped/{model.name}", path=run.path, info=run.info))
+    if not workspace.runs.is_dir():
+        return runs
+    found = []
     for folder in workspace.runs.iterdir():
         # A training run keeps the evaluation of its final model in <run>/evaluation/.
         for candidate, name in ((folder, folder.name), (folder / "evaluation", f"{folder.name}/evaluation")):
@@ -96,5 +106,5 @@ def list_evaluations(workspace: Workspace) -> list[EvaluationRun]:
                     run = read_evaluation(candidate)
                 except FairMedInputError:
                     continue
-                runs.append(EvaluationRun(name=name, path=run.path, info=run.info))
-    return sorted(runs, key=lambda run: (run.path / RUN_FILE).stat().st_mtime, reverse=True)
+                found.append(EvaluationRun(name=name, path=run.path, info=run.info))
+    return sorted(found, key=lambda run: (run.path / RUN_FILE).stat().st_mtime, reverse=True) + runs

@@ -22,7 +22,7 @@ from typing import Any
 from fairmed_core.errors import FairMedInputError
 
 __all__ = ["Workspace", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS",
-           "TINY_MODEL", "TINY_MODEL_PREDICTIONS", "SHIPPED_GENERATORS"]
+           "TINY_MODEL", "TINY_MODEL_PREDICTIONS", "SHIPPED_GENERATORS", "shipped_model_dirs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
@@ -30,6 +30,13 @@ REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
 TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
 TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
 SHIPPED_GENERATORS = ASSETS / "counterfactual"  # counterfactual generators for the embedded benchmark
+def shipped_model_dirs() -> list[Path]:
+    """Model folders shipped in ``assets/models/`` (each with a ``config.json``): the tiny FairMedGemma first,
+    then the GRPO- and FairGRPO-trained ones when present."""
+    found = sorted(p.parent for p in (ASSETS / "models").glob("*/config.json") if p.is_file())
+    return sorted(found, key=lambda p: (p != TINY_MODEL, p.name))
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -1,0 +1,116 @@
+"""The card of a GRPO- or FairGRPO-trained tiny FairMedGemma: how it was trained from the SFT model, and its audit
+beside the SFT model's.
+
+One job: write README.md into a shipped model folder from what the folder holds (``training/config.json``,
+``training/training.json``, ``training/metrics.jsonl``, ``evaluation/``) and from the SFT start's evaluation, so
+the card's numbers are the stored run's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from fairmed_core.models.model_card import _group_table, _misses, _source_table, _summary_table, _table
+from fairmed_core.runs.evaluation_job import audit_predictions
+from fairmed_core.runs.workspace import TINY_MODEL, atomic_write_text
+
+__all__ = ["grpo_model_card_markdown", "write_grpo_model_card"]
+
+_METHOD_TEXT = {
+    "grpo": "plain GRPO (TRL's `GRPOTrainer`: advantages normalised within each prompt's rollouts)",
+    "fairgrpo": "FairGRPO (advantages reweighted by group representation and difficulty, hierarchically per data "
+                "source; DESIGN.md section 4)",
+}
+
+
+def _audit(folder: Path):
+    predictions = pd.read_csv(folder / "evaluation" / "predictions.csv", keep_default_na=False, na_values=[""])
+    info = json.loads((folder / "evaluation" / "run.json").read_text(encoding="utf-8"))
+    return audit_predictions(predictions, info["attributes"], positive_label=info["positive_label"]), info
+
+
+def _headline(result) -> dict:
+    summary = result.summary_frame()
+    row = summary[(summary["source"] == "mean over sources") & (summary["attribute"] == "mean over attributes")]
+    row = row.iloc[0] if len(row) else None
+    return {k: (None if row is None else float(row[k])) for k in
+            ("accuracy", "predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es")
+            if row is None or k in row}
+
+
+def _held_out_curve(metrics: Path) -> str:
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if not evals:
+        return "No held-out evaluation was logged."
+    rows = [{"step": r["step"], "val accuracy": f"{r.get('accuracy', float('nan')):.3f}",
+             "format failures": f"{100 * r.get('format_failure_rate', 0.0):.1f}%"} for r in evals]
+    return _table(pd.DataFrame(rows))
+
+
+def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
+                             start: str | Path = TINY_MODEL) -> str:
+    folder, start = Path(folder), Path(start)
+    config = json.loads((folder / "training" / "config.json").read_text(encoding="utf-8"))["job"]
+    finished = json.loads((folder / "training" / "training.json").read_text(encoding="utf-8"))
+    result, info = _audit(folder)
+    start_result, _ = _audit(start)
+    mine, theirs = _headline(result), _headline(start_result)
+    labels = {"accuracy": "accuracy", "predictive_parity": "PP (pp)", "equal_opportunity_difference": "EOD (pp)",
+              "sigma_f1": "sigma F1", "f1_es": "F1_ES"}
+    comparison = _table(pd.DataFrame([
+        {"model": f"SFT start (`{start.name}`)", **{labels[k]: f"{v:.3f}" for k, v in theirs.items() if v is not None}},
+        {"model": f"this model ({method})", **{labels[k]: f"{v:.3f}" for k, v in mine.items() if v is not None}},
+    ]))
+    return f"""# {folder.name}
+
+The shipped tiny FairMedGemma (`{start.name}`, a supervised warm start) trained further with
+{_METHOD_TEXT.get(method, method)}, so the dashboard can compare a GRPO- and a FairGRPO-trained model out of the
+box. It is **not a medical model**: it reads the synthetic benchmark's images only. One seed: the comparison
+of the methods over three seeds, and why it is a null result here, is in docs/RESULTS.md ("FairGRPO against
+GRPO"); read the differences below as one draw, not as an effect.
+
+## Training
+`{command}`: {finished.get('steps')} steps of {config.get('prompts_per_step')} prompts x
+{config.get('num_generations')} rollouts (up to {config.get('max_completion_length')} new tokens, temperature
+{config.get('temperature')}), learning rate {config.get('learning_rate')}, KL coefficient {config.get('beta')},
+seed {config.get('seed')}, {finished.get('train_time_s')} s on CPU ({finished.get('seconds_per_step')} s/step).
+Reward: 1 for the right boxed answer, 0 otherwise (a format failure scores 0). Group attributes
+{', '.join(config.get('group_attributes', []))}. The full training record is in `training/` (`metrics.jsonl`
+opens on the Training page when copied into a workspace's runs/ folder).
+
+Held-out accuracy during training ({config.get('eval_split', 'val')} split, first {config.get('eval_limit')} cases):
+
+{_held_out_curve(folder / 'training' / 'metrics.jsonl')}
+
+## Evaluation
+Greedy decoding on the `{info.get('split')}` split ({info.get('n_cases')} cases): accuracy
+{info.get('accuracy', float('nan')):.3f}, format failures {100 * info.get('format_failure_rate', 0.0):.1f}%.
+The predictions and the full audit are in `evaluation/`; intervals are 95% bootstrap intervals.
+
+### Against the SFT start (mean over sources and attributes; PP and EOD in percentage points)
+{comparison}
+
+### Per source (all groups together)
+{_source_table(result)}
+
+### Fairness summary (FairGRPO metrics; per source, then the mean)
+{_summary_table(result)}
+
+### Per group
+{_group_table(result)}
+
+## Limits
+{_misses(result)}
+- Trained and evaluated on synthetic images only; the numbers say nothing about real patients.
+"""
+
+
+def write_grpo_model_card(folder: str | Path, *, method: str, command: str, start: str | Path = TINY_MODEL) -> Path:
+    """Write ``README.md`` into ``folder`` (see ``grpo_model_card_markdown``)."""
+    path = Path(folder) / "README.md"
+    atomic_write_text(path, grpo_model_card_markdown(folder, method=method, command=command, start=start))
+    return path
