@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -305,8 +305,7 @@ def run_counterfactual_analysis(
                                 source=str(out), hint="choose a new folder")
     began = time.perf_counter()
     if case_ids is not None:
-        selected = select_cases(dataset, generator, AnalysisSettings(**{**settings.to_dict(), "n": 10 ** 9,
-                                                                        "thresholds": settings.thresholds}))
+        selected = select_cases(dataset, generator, replace(settings, n=10 ** 9))  # every case, then the list
         wanted = [str(c) for c in case_ids]
         missing = sorted(set(wanted) - set(selected["case_id"].astype(str)))
         if missing:

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairmed_core.counterfactual.analysis import true_counterfactual
 from fairmed_core.counterfactual.generator import CounterfactualGenerator
+from fairmed_core.counterfactual.validity import make_pairs, mean_absolute_error
+from fairmed_core.data.synth import RENDER_KEYWORDS
 from fairmed_core.data.schema import UNKNOWN, Dataset
-from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
 
 __all__ = ["BenchmarkMeasurement", "SourceMeasurement", "measure_on_benchmark"]
@@ -94,35 +96,21 @@ def measure_on_benchmark(generator: CounterfactualGenerator, dataset: Dataset, *
         raise FairMedInputError(f"no {split} cases with a known {attribute!r} to measure on", column=attribute)
 
     began = time.perf_counter()
-    keyword = RENDER_KEYWORDS[attribute]
-    images = [dataset.load_image(str(r["case_id"])) for r in picked]
-    sources = [str(r["dataset"]) for r in picked]
-    factual = [str(r[attribute]) for r in picked]
-    target = [_other(config.classes, value) for value in factual]
-    modes = [image.mode for image in images]
-    # One inversion serves both the null intervention and the counterfactual (they differ only in the target).
-    edit = {"guidance": guidance, "steps": steps, "strength": strength, "batch_size": batch_size}
-    latents = generator.invert(images, sources, factual, steps=steps, strength=strength, batch_size=batch_size)
-    reconstructed = generator.regenerate(latents, sources, factual, modes, **edit)
-    edited = generator.regenerate(latents, sources, target, modes, **edit)
-    rows = []
-    for record, image, rec, cf, goal in zip(picked, images, reconstructed, edited, target):
-        case = case_from_record(record)
-        truth = render(case, **{keyword: goal}).astype(np.float64)
-        original = np.asarray(image, dtype=np.float64)
-        made = np.asarray(cf, dtype=np.float64)
-        region = attribute_region(case, keyword)
-        if truth.ndim == 3:
-            region = np.repeat(region[:, :, None], truth.shape[2], axis=2)
-        inside = region.any()
-        rows.append({
-            "source": str(record["dataset"]),
-            "reconstruction": float(np.abs(np.asarray(rec, dtype=np.float64) - original).mean()),
-            "counterfactual": float(np.abs(made - truth).mean()),
-            "baseline": float(np.abs(original - truth).mean()),
-            "region_counterfactual": float(np.abs(made - truth)[region].mean()) if inside else float("nan"),
-            "region_baseline": float(np.abs(original - truth)[region].mean()) if inside else float("nan"),
-        })
+    target = [_other(config.classes, str(r[attribute])) for r in picked]
+    # make_pairs inverts once and regenerates under the factual group (the null edit) and the target.
+    pairs = make_pairs(generator, [dataset.load_image(str(r["case_id"])) for r in picked],
+                       [str(r["case_id"]) for r in picked], [str(r["dataset"]) for r in picked],
+                       [str(r[attribute]) for r in picked], [[goal] for goal in target],
+                       truths=lambda i, goal: true_counterfactual(picked[i], attribute, goal), reversibility=False,
+                       guidance=guidance, steps=steps, strength=strength, batch_size=batch_size)
+    rows = [{
+        "source": pair.source,
+        "reconstruction": pair.validity.composition_mae,
+        "counterfactual": mean_absolute_error(pair.counterfactual, pair.truth),
+        "baseline": mean_absolute_error(pair.factual, pair.truth),
+        "region_counterfactual": pair.validity.truth_mae,
+        "region_baseline": pair.validity.baseline_mae,
+    } for pair in pairs]
     per_source = tuple(_summary(s, [r for r in rows if r["source"] == s]) for s in config.sources
                        if any(r["source"] == s for r in rows))
     return BenchmarkMeasurement(
