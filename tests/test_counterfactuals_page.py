@@ -14,21 +14,13 @@ import fairmed_core.runs.workspace as workspace_module
 from fairmed_core.runs.workspace import TINY_MODEL
 from tests.conftest import REPO_ROOT
 from tests.test_counterfactual_generator import _one_thread, small_manifest, trained  # noqa: F401
-from tests.test_inference_page import _everything_shown, _no_errors
+from tests.test_inference_page import _everything_shown, _no_errors, workspace  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.skipif(not (TINY_MODEL / "config.json").is_file(), reason="shipped tiny model missing"),
               pytest.mark.usefixtures("_one_thread")]
 
 APP = str(REPO_ROOT / "app.py")
 SHIPPED = workspace_module.SHIPPED_GENERATORS
-
-
-@pytest.fixture()
-def workspace(default_workspace, tmp_path):
-    root = tmp_path / "workspace"
-    root.mkdir()
-    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
-    return root
 
 
 def _open(workspace, monkeypatch, shipped) -> AppTest:

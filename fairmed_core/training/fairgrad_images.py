@@ -167,9 +167,15 @@ def run_fairgrad_images(dataset: Dataset, out_dir: str | Path, config: FairGradI
         "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
     }
     run = save_evaluation(out_dir, predictions, info, result)
+    write_training_history(run.path, models)
+    return run
+
+
+def write_training_history(run_dir: Path, models: dict) -> Path:
+    """``training_history.csv`` of a FairGrad run: per source (the keys of ``models``) and epoch, the task and
+    fairness losses and the gradient conflicts (what the FairGrad page's conflict chart reads)."""
     history = [{"source": source, "epoch": record.epoch, "task_loss": record.task_loss,
                 **{f"fairness_{attribute}": value for attribute, value in record.fairness_losses},
                 "conflicting_pairs": record.conflicting_pairs, "mean_conflict_cosine": record.mean_conflict_cosine}
                for source, model in models.items() for record in model.history_]
-    atomic_write_text(run.path / "training_history.csv", pd.DataFrame(history).to_csv(index=False))
-    return run
+    return atomic_write_text(Path(run_dir) / "training_history.csv", pd.DataFrame(history).to_csv(index=False))

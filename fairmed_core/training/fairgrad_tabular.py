@@ -25,8 +25,8 @@ from fairmed_core.data.tabular import TabularData, read_tabular, tabular_pipelin
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.runs.evaluation_job import audit_predictions
-from fairmed_core.runs.workspace import atomic_write_text
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
+from fairmed_core.training.fairgrad_images import write_training_history
 
 __all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
 
@@ -219,11 +219,7 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
         "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
     }
     run = save_evaluation(out_dir, predictions, info, result)
-    history = [{"source": source, "epoch": record.epoch, "task_loss": record.task_loss,
-                **{f"fairness_{attribute}": value for attribute, value in record.fairness_losses},
-                "conflicting_pairs": record.conflicting_pairs, "mean_conflict_cosine": record.mean_conflict_cosine}
-               for record in model.history_]
-    atomic_write_text(run.path / "training_history.csv", pd.DataFrame(history).to_csv(index=False))
+    write_training_history(run.path, {source: model})
     if progress is not None:
         progress(3, _STAGES)
     return run
