@@ -31,15 +31,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _empty_folder(path: str, *, kind: str = "run folder", overwrite: bool | None = None) -> Path:
+    """``path`` as a folder to write into: refused when it holds anything (stored runs are never overwritten),
+    unless ``overwrite`` is True; ``overwrite=None`` means the command has no --overwrite flag."""
+    out = Path(path)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        hint = "choose a new run folder" if overwrite is None else "choose an empty folder or pass --overwrite"
+        raise FairMedInputError(f"{kind} {str(out)!r} is not empty", hint=hint)
+    return out
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from fairmed_core.data import SynthConfig, generate, write_dataset
 
     config = SynthConfig(n=args.n, seed=args.seed, image_size=args.image_size)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FairMedInputError(
-            f"output folder {str(out)!r} is not empty", hint="choose an empty folder or pass --overwrite"
-        )
+    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite)
     manifest = write_dataset(generate(config), out, config=config)
     print(f"wrote {config.n} cases to {manifest}")
     return 0
@@ -167,9 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fairmed_core.models.loading import load_model
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    out = _empty_folder(args.out)
     dataset = read_manifest(args.data)
     loaded = load_model(args.model, adapter=args.adapter, device=args.device)
     split = None if args.split == "all" else args.split
@@ -201,10 +205,7 @@ def _cmd_train_sft(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     config = SFTConfig.from_dict(values)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FairMedInputError(f"output folder {str(out)!r} is not empty",
-                                hint="choose an empty folder or pass --overwrite")
+    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite)
     last = {}
 
     def log(record: dict) -> None:
@@ -248,9 +249,7 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    out = _empty_folder(args.out)
     config = FairGradImageConfig(method=args.method, attributes=tuple(args.attribute or ("sex",)),
                                  objective=args.objective, penalty_weight=args.penalty_weight, epochs=args.epochs,
                                  warmup_epochs=args.warmup_epochs, learning_rate=args.lr, seed=args.seed,
@@ -278,9 +277,7 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
     from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    out = _empty_folder(args.out)
     if not Path(args.table).is_file():
         raise FairMedInputError("the table does not exist or is not a file", source=args.table)
     attributes = tuple(args.attribute or ())
@@ -418,9 +415,7 @@ def _cmd_counterfactual(args: argparse.Namespace) -> int:
     from fairmed_core.runs.jobs import report_progress
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new run folder")
+    out = _empty_folder(args.out)
     generator = load_generator(args.generator)
     dataset = read_manifest(args.data)
     generator.check_compatible(dataset, args.attribute)
