@@ -272,6 +272,18 @@ def test_fairgrpo_replaces_advantages_exactly_as_fairgrpo_advantages_says(model_
     for record in last_info.groups:
         assert logged(trainer, f"fairgrpo/weight/{record.domain}/{record.group}")[-1] == pytest.approx(record.weight)
     assert any(key.startswith("group_reward/") for key in trainer.state.log_history[-2])
+    # Where the signal went, per domain: the share of |advantage| actually used and the zero-variance prompts.
+    batch = batches[-1][0]
+    per_prompt = batch.advantages.view(N_PROMPTS, G).double().abs().sum(dim=1)
+    shares = []
+    for domain in sorted(set(batch.domains)):
+        rows = [i for i, d in enumerate(batch.domains) if d == domain]
+        share = logged(trainer, f"advantage_share/{domain}")[-1]
+        assert share == pytest.approx(float(per_prompt[rows].sum() / per_prompt.sum()))
+        flat = [bool((batch.rewards[i] == batch.rewards[i, 0]).all()) for i in rows]
+        assert logged(trainer, f"domain_zero_std/{domain}")[-1] == pytest.approx(sum(flat) / len(rows))
+        shares.append(share)
+    assert sum(shares) == pytest.approx(1.0)
 
 
 def test_fairgrpo_statistics_are_saved_with_the_checkpoint_and_restored_on_resume(model_dir, train_data, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 __all__ = ["replace_section"]
@@ -12,8 +13,10 @@ def replace_section(path: Path, heading: str, text: str, *, preamble: str = "# R
     append it; a missing file starts with ``preamble``."""
     path = Path(path)
     existing = path.read_text(encoding="utf-8") if path.exists() else preamble
-    if heading in existing:
-        start = existing.index(heading)
+    # The heading must be a whole line: "## A" must not match "## A: a variant".
+    match = re.search(rf"^{re.escape(heading)}[ \t]*$", existing, flags=re.MULTILINE)
+    if match:
+        start = match.start()
         after = existing.find("\n## ", start + len(heading))
         existing = existing[:start] + text.rstrip("\n") + "\n" + ("" if after < 0 else existing[after:])
     else:

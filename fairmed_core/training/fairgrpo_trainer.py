@@ -38,7 +38,9 @@ Logged per generation batch (averaged by TRL over the logging window): ``fairgrp
 (``1 / (T_d * T_g)``, or 1.0 where the fallback keeps the advantage unscaled),
 ``fairgrpo/temperature/<domain>`` and ``fairgrpo/temperature/<domain>/<group>``, ``fairgrpo/batch_std``,
 ``fairgrpo/fallback_prompts``, ``fairgrpo/clusters/<domain>``; ``grpo_dro/weight/<domain>/<group>`` (q_g) and
-``grpo_dro/multiplier/<domain>/<group>`` (w_g); ``group_reward/<domain>/<group>`` for every method.
+``grpo_dro/multiplier/<domain>/<group>`` (w_g); for every method ``group_reward/<domain>/<group>``,
+``domain_zero_std/<domain>`` (fraction of the domain's prompts whose G rewards are all equal: no gradient) and
+``advantage_share/<domain>`` (the domain's share of the batch's total absolute advantage, as used).
 """
 
 from __future__ import annotations
@@ -657,6 +659,7 @@ class FairGRPOTrainer(GRPOTrainer):
             output["advantages"] = grpo_advantages * per_completion.to(device=device, dtype=grpo_advantages.dtype)
             if len(self._logs["advantages"]) >= per_prompt.numel() * generations:
                 self._scale_logged_advantages(per_prompt.repeat_interleave(generations))
+        self._log_domain_signal(matrix, domains, output["advantages"].detach())
         self.fairgrpo_last_batch = FairGRPOBatch(
             rewards=matrix.cpu(), domains=domains, groups=groups, grpo_advantages=grpo_advantages.cpu(),
             advantages=output["advantages"].detach().cpu(), info=info, dro_multipliers=multipliers,
@@ -701,6 +704,21 @@ class FairGRPOTrainer(GRPOTrainer):
             totals.setdefault((domain, group), []).append(mean)
         for (domain, group), values in sorted(totals.items()):
             self._metrics["train"][f"group_reward/{domain}/{group}"].append(float(np.mean(values)))
+
+    def _log_domain_signal(self, matrix: torch.Tensor, domains: Sequence[str], local_advantages: torch.Tensor) -> None:
+        """Where this batch's learning signal went, per domain: the fraction of its prompts whose rollouts all
+        got the same reward (no GRPO gradient, whatever the weighting) and its share of the batch's total
+        absolute advantage (the advantages actually used, after any reweighting)."""
+        advantages = self.accelerator.gather(local_advantages).double().cpu()  # every rank calls it
+        per_prompt = advantages.abs().view(len(domains), -1).sum(dim=1)
+        zero_std = (matrix.double().std(dim=1, unbiased=False) == 0).tolist()
+        total = float(per_prompt.sum())
+        metrics = self._metrics["train"]
+        for domain in sorted(set(domains)):
+            rows = [i for i, d in enumerate(domains) if d == domain]
+            metrics[f"domain_zero_std/{domain}"].append(float(np.mean([zero_std[i] for i in rows])))
+            share = float(per_prompt[rows].sum()) / total if total > 0 else 0.0
+            metrics[f"advantage_share/{domain}"].append(share)
 
     def _log_fairgrpo(self, info: FairGRPOStepInfo) -> None:
         metrics = self._metrics["train"]
