@@ -214,6 +214,38 @@ def test_equalized_odds_counts_only_labels_where_two_groups_are_present():
     assert _surrogate(equal_opportunity_loss, groups=groups) == 0.0
 
 
+def _reference_deviation(proba: torch.Tensor, groups: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The definition, group by group in Python: sum_s |E[p | rows, S=s] - E[p | rows]| (two groups or more)."""
+    present = sorted(set(groups[rows].tolist()))
+    if len(present) < 2:
+        return proba.sum() * 0.0
+    overall = proba[rows].mean()
+    return sum((proba[rows & (groups == g)].mean() - overall).abs() for g in present)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_surrogates_and_their_gradients_match_the_definition_on_random_minibatches(seed):
+    generator = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(3, 40, (1,), generator=generator))
+    proba = torch.rand(n, generator=generator, dtype=torch.float64).requires_grad_(True)
+    labels = (torch.rand(n, generator=generator) < 0.4).double()
+    groups = torch.randint(0, 5, (n,), generator=generator) * (1 if seed % 2 else -3)  # some codes negative
+    everyone = torch.ones(n, dtype=torch.bool)
+    references = {
+        "equalized_odds": lambda: (_reference_deviation(proba, groups, labels > 0.5)
+                                   + _reference_deviation(proba, groups, labels < 0.5)),
+        "equal_opportunity": lambda: _reference_deviation(proba, groups, labels > 0.5),
+        "demographic_parity": lambda: _reference_deviation(proba, groups, everyone),
+    }
+    for name, loss in FAIRNESS_OBJECTIVES.items():
+        value = loss(proba, labels, groups)
+        expected = references[name]()
+        torch.testing.assert_close(value, expected)
+        (gradient,) = torch.autograd.grad(value, proba)
+        (expected_gradient,) = torch.autograd.grad(expected, proba)
+        torch.testing.assert_close(gradient, expected_gradient)
+
+
 def test_surrogates_are_differentiable():
     proba = torch.tensor(PROBA, dtype=torch.float64, requires_grad=True)
     value = equalized_odds_loss(proba, torch.tensor(LABELS, dtype=torch.float64), torch.tensor(GROUPS))

@@ -126,7 +126,8 @@ def reconcile_gradients(
         projections = 0
         for i in range(n_objectives):
             others = [j for j in range(n_objectives) if j != i]
-            order = torch.randperm(len(others), generator=generator).tolist() if others else []
+            # One other objective has one order: no draw (and the same generator stream whenever there are more).
+            order = torch.randperm(len(others), generator=generator).tolist() if len(others) > 1 else [0] * len(others)
             row = coefficients[i]
             for position in order:
                 j = others[position]
@@ -138,11 +139,9 @@ def reconcile_gradients(
                              dtype=original.dtype, device=original.device)
         combined = total @ original
 
-    def norm(i: int, j: int) -> float:
-        return math.sqrt(max(gram[i][i], 0.0) * max(gram[j][j], 0.0))
-
-    cosines = tuple(tuple(gram[i][j] / norm(i, j) if norm(i, j) > 0 else 0.0 for j in range(n_objectives))
-                    for i in range(n_objectives))
+    norms = [math.sqrt(max(gram[i][i], 0.0)) for i in range(n_objectives)]
+    cosines = tuple(tuple(gram[i][j] / (norms[i] * norms[j]) if norms[i] * norms[j] > 0 else 0.0
+                          for j in range(n_objectives)) for i in range(n_objectives))
     magnitudes = []
     for i, row in enumerate(coefficients):  # |g_i' - g_i|^2 = d^T G d with d = c_i - e_i
         delta = [row[m] - (1.0 if m == i else 0.0) for m in range(n_objectives)]
@@ -163,26 +162,29 @@ def reconcile_gradients(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _group_mean_deviation(proba: torch.Tensor, groups: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """``sum_s |E[p | S=s] - E[p]|`` over the groups present in ``rows``; 0 (with a graph) if fewer than two."""
-    scores = proba if rows is None else proba[rows]
-    codes = groups if rows is None else groups[rows]
-    if codes.numel() and int(codes.min()) >= 0:
-        # Group codes 0..G-1 (as the estimator encodes them): bincount instead of unique, which sorts, every step.
-        counts = torch.bincount(codes)
-        present = counts > 0
-        inverse, n_present = codes, int(present.sum())
-    else:
-        values, inverse = torch.unique(codes, return_inverse=True)
-        counts = torch.bincount(inverse, minlength=values.numel())
-        present = counts > 0
-        n_present = values.numel()
-    if n_present < 2:
-        # Keep the result attached to the graph so autograd.grad gives a zero gradient rather than an error.
-        return proba.sum() * 0.0
-    sums = torch.zeros(counts.numel(), dtype=scores.dtype, device=scores.device).index_add(0, inverse, scores)
-    means = sums[present] / counts[present].to(scores.dtype)
-    return (means - scores.mean()).abs().sum()
+def _stratified_group_deviation(proba: torch.Tensor, groups: torch.Tensor, strata: torch.Tensor | None,
+                                counted: Sequence[bool] = (True,)) -> torch.Tensor:
+    """``sum_y sum_s |E[p | Y=y, S=s] - E[p | Y=y]|`` over the counted strata ``y`` (``strata`` codes 0..Y-1,
+    ``None``: one stratum) and, within each, the groups present; a stratum with fewer than two groups present
+    adds 0, and the result stays attached to the graph (a zero gradient, not an error, from ``autograd.grad``).
+
+    All strata and groups go through one ``bincount`` and one ``index_add`` over (stratum, group) cells: this
+    runs once per objective per minibatch, and at tabular sizes its cost is the number of tensor operations,
+    not arithmetic (benchmarks/fairgrad_support2.py, "FairGrad: time per epoch vs ERM").
+    """
+    if groups.numel() and int(groups.min()) < 0:
+        groups = torch.unique(groups, return_inverse=True)[1]  # arbitrary integer codes -> 0..G-1
+    n_groups = int(groups.max()) + 1 if groups.numel() else 1
+    n_strata = len(counted)
+    cells = groups if strata is None else strata * n_groups + groups
+    counts = torch.bincount(cells, minlength=n_strata * n_groups).view(n_strata, n_groups).to(proba.dtype)
+    sums = torch.zeros(n_strata * n_groups, dtype=proba.dtype, device=proba.device).index_add(0, cells, proba)
+    sums = sums.view(n_strata, n_groups)
+    present = counts > 0
+    stratum_means = sums.sum(dim=1) / counts.sum(dim=1).clamp(min=1)
+    deviations = ((sums / counts.clamp(min=1) - stratum_means[:, None]).abs() * present).sum(dim=1)
+    keep = (present.sum(dim=1) >= 2) & torch.tensor(counted, device=proba.device)
+    return (deviations * keep).sum()
 
 
 def _check_surrogate_inputs(proba: torch.Tensor, y_true: torch.Tensor, groups: torch.Tensor) -> None:
@@ -201,8 +203,7 @@ def equalized_odds_loss(proba: torch.Tensor, y_true: torch.Tensor, groups: torch
     skipped; a label with fewer than two groups present contributes 0.
     """
     _check_surrogate_inputs(proba, y_true, groups)
-    positives = y_true > 0.5
-    return _group_mean_deviation(proba, groups, positives) + _group_mean_deviation(proba, groups, ~positives)
+    return _stratified_group_deviation(proba, groups, (y_true > 0.5).long(), counted=(True, True))
 
 
 def equal_opportunity_loss(proba: torch.Tensor, y_true: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -211,7 +212,7 @@ def equal_opportunity_loss(proba: torch.Tensor, y_true: torch.Tensor, groups: to
     Groups with no positives in the batch are skipped; fewer than two such groups gives 0.
     """
     _check_surrogate_inputs(proba, y_true, groups)
-    return _group_mean_deviation(proba, groups, y_true > 0.5)
+    return _stratified_group_deviation(proba, groups, (y_true > 0.5).long(), counted=(False, True))
 
 
 def demographic_parity_loss(proba: torch.Tensor, y_true: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,7 @@ def demographic_parity_loss(proba: torch.Tensor, y_true: torch.Tensor, groups: t
     Fewer than two groups present gives 0.
     """
     _check_surrogate_inputs(proba, y_true, groups)
-    return _group_mean_deviation(proba, groups, None)
+    return _stratified_group_deviation(proba, groups, None)
 
 
 FAIRNESS_OBJECTIVES: Mapping[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -673,7 +674,7 @@ class FairGradClassifier(ClassifierMixin, BaseEstimator):
         offset = 0
         for parameter in parameters:
             size = parameter.numel()
-            parameter.grad = combined[offset:offset + size].view_as(parameter).clone()
+            parameter.grad = combined[offset:offset + size].view_as(parameter)  # combined is fresh: no copy
             offset += size
         return stats
 
