@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -255,11 +257,14 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
                                  warmup_epochs=args.warmup_epochs, learning_rate=args.lr, seed=args.seed,
                                  split=args.split)
     dataset = read_manifest(args.data)
-    bar = tqdm(total=len(dataset.sources), unit="source", desc=f"training {config.model_name}")
+    bar = tqdm(total=len(dataset.sources) * config.epochs, unit="epoch",
+               desc=f"training {config.model_name} ({len(dataset.sources)} sources x {config.epochs} epochs)")
+    report = _every(0.5, report_progress)
 
     def progress(done: int, total: int) -> None:
+        bar.total = total
         bar.update(done - bar.n)
-        report_progress(done, total, "sources trained")
+        report(done, total, "epochs (all sources)")
 
     try:
         run = run_fairgrad_images(dataset, out, config, n_boot=args.n_boot, progress=progress)
@@ -270,8 +275,22 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _every(seconds: float, report):
+    """``report(done, total, what)`` at most once per ``seconds`` (and always at the start and the end): a job's
+    progress file is rewritten atomically, which per epoch of a small table would cost more than the epoch."""
+    last = [-math.inf]
+
+    def throttled(done: int, total: int, what: str) -> None:
+        now = time.monotonic()
+        if done in (0, total) or now - last[0] >= seconds:
+            last[0] = now
+            report(done, total, what)
+    return throttled
+
+
 def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
     import torch
+    from tqdm import tqdm
 
     from fairmed_core.runs.jobs import report_progress
     from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
@@ -298,13 +317,17 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs, learning_rate=args.lr, penalty_weight=args.penalty_weight,
         test_fraction=args.test_fraction, seed=args.seed, numeric=tuple(args.numeric) if args.numeric else None,
         categorical=tuple(args.categorical) if args.categorical else None, drop=tuple(args.drop or ()))
-    stages = {1: "table read and split", 2: "model trained", 3: "test rows audited"}
+    bar = tqdm(total=config.epochs, unit="epoch", desc=f"training {config.model_name}")
+    report = _every(0.5, report_progress)
 
     def progress(done: int, total: int) -> None:
-        print(f"{done}/{total} {stages.get(done, '')}", file=sys.stderr)
-        report_progress(done, total, "stages")
+        bar.update(done - bar.n)
+        report(done, total, "epochs")
 
-    run = run_fairgrad_tabular(args.table, out, config, n_boot=args.n_boot, progress=progress)
+    try:
+        run = run_fairgrad_tabular(args.table, out, config, n_boot=args.n_boot, progress=progress)
+    finally:
+        bar.close()
     info = run.info
     print(f"{info['n_test']} test rows ({info['n_train']} trained on): accuracy {info['accuracy']:.3f}, "
           f"AUROC {info['auroc']:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")

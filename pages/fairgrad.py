@@ -245,8 +245,9 @@ def tabular_form() -> None:
 
 
 def jobs() -> None:
-    jobs_panel("fairgrad", method_names=METHODS, unit="sources", empty="No FairGrad jobs in this workspace yet.")
-    jobs_panel("fairgrad-tabular", method_names=METHODS, unit="stages",
+    jobs_panel("fairgrad", method_names=METHODS, unit="epochs (all sources)",
+               empty="No FairGrad jobs in this workspace yet.")
+    jobs_panel("fairgrad-tabular", method_names=METHODS, unit="epochs",
                empty="No FairGrad jobs on a table in this workspace yet.")
 
 

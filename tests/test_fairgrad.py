@@ -341,7 +341,9 @@ def test_history_records_losses_conflicts_and_validation_rates_per_epoch():
     X, y, sensitive = _clinical_like(8, 800)
     clf = FairGradClassifier(epochs=4, batch_size=200, validation_fraction=0.25,
                              objectives={"age_band": "demographic_parity"})
-    clf.fit(X, y, sensitive_features=sensitive)
+    seen = []
+    clf.fit(X, y, sensitive_features=sensitive, epoch_callback=seen.append)
+    assert seen == clf.history_  # each epoch's record, as it ended
     assert clf.objectives_ == {"sex": "equalized_odds", "age_band": "demographic_parity"}
     assert clf.sensitive_attributes_ == ("sex", "age_band")
     assert clf.sensitive_groups_ == (("F", "M"), (0, 1, 2))

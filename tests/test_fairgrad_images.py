@@ -11,6 +11,7 @@ from fairmed_core.cli import main
 from fairmed_core.data import read_manifest
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.eval_store import list_evaluations
+from fairmed_core.runs.jobs import PROGRESS_ENV
 from fairmed_core.runs.workspace import Workspace
 from fairmed_core.training.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions, image_matrix
 
@@ -31,7 +32,9 @@ def test_image_rows_are_channels_first(dataset):
     assert image_matrix(dataset, cxr)[1] == (1, 64, 64)
 
 
-def test_the_cli_stores_an_audited_run_the_audit_page_lists(default_manifest, tmp_path, capsys):
+def test_the_cli_stores_an_audited_run_the_audit_page_lists(default_manifest, tmp_path, capsys, monkeypatch):
+    progress_file = tmp_path / "progress.json"
+    monkeypatch.setenv(PROGRESS_ENV, str(progress_file))  # as a background job is run
     workspace = Workspace(tmp_path / "ws")
     out = workspace.run_dir("fairgrad-test")
     assert main(["train", "fairgrad", "--data", str(default_manifest), "--out", str(out), "--method", "fairgrad",
@@ -50,6 +53,8 @@ def test_the_cli_stores_an_audited_run_the_audit_page_lists(default_manifest, tm
     assert history.loc[history["source"] == "synth_derm", "fairness_skin_tone"].notna().all()
     assert history.loc[history["source"] == "synth_cxr", "fairness_skin_tone"].isna().all()
     assert [run.name for run in list_evaluations(workspace)] == ["fairgrad-test"]
+    # progress counts epochs over all sources, and the last report is the finished count
+    assert json.loads(progress_file.read_text()) == {"done": 6, "total": 6, "what": "epochs (all sources)"}
 
 
 def test_erm_needs_no_attribute_and_the_fair_methods_do(dataset):

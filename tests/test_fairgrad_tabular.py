@@ -99,7 +99,11 @@ def test_the_comparison_handles_a_single_source_run(workspace):
 
 
 def test_the_same_seed_gives_the_same_split_and_scores(table, tmp_path):
-    first = run_fairgrad_tabular(table, tmp_path / "a", _config(method="erm"), n_boot=20)
+    calls = []
+    first = run_fairgrad_tabular(table, tmp_path / "a", _config(method="erm"), n_boot=20,
+                                 progress=lambda done, total: calls.append((done, total)))
+    epochs = FAST["epochs"]
+    assert calls == [(done, epochs) for done in range(epochs + 1)]  # read and split, then every epoch
     second = run_fairgrad_tabular(table, tmp_path / "b", _config(method="erm"), n_boot=20)
     a, b = (pd.read_csv(run.predictions_path) for run in (first, second))
     assert a["case_id"].tolist() == b["case_id"].tolist()

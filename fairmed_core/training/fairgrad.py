@@ -543,9 +543,11 @@ class FairGradClassifier(ClassifierMixin, BaseEstimator):
         # float64: predictions on a subset of rows then equal those on all rows to far below sklearn's tolerance.
         return network.to(torch.float64)
 
-    def fit(self, X, y, *, sensitive_features=None) -> FairGradClassifier:
+    def fit(self, X, y, *, sensitive_features=None,
+            epoch_callback: Callable[[FairGradEpoch], None] | None = None) -> FairGradClassifier:
         """Fit on features ``X``, binary labels ``y`` and optional ``sensitive_features`` (a DataFrame with one
-        column per attribute, a Series, or a 1-D array; rows matched to ``X`` by position)."""
+        column per attribute, a Series, or a 1-D array; rows matched to ``X`` by position). ``epoch_callback``
+        is called with each epoch's record as soon as the epoch ends (progress bars, live curves)."""
         self._check_params()
         _check_feature_columns(X)
         X, y = validate_data(self, X, y, dtype=np.float64)
@@ -645,6 +647,8 @@ class FairGradClassifier(ClassifierMixin, BaseEstimator):
                                           attributes, group_labels),
             )
             history.append(record)
+            if epoch_callback is not None:
+                epoch_callback(record)
             if self.verbose:
                 print(_describe_epoch(record, self.epochs))
         network.eval()

@@ -127,15 +127,17 @@ def fairgrad_image_predictions(
             penalty_weight=config.penalty_weight, epochs=config.epochs, warmup_epochs=config.warmup_epochs,
             batch_size=config.batch_size, lr=config.learning_rate, random_state=config.seed)
         sensitive = train[attributes].astype(str) if attributes else None
-        model.fit(X_train, y_train, sensitive_features=sensitive)
+        on_epoch = None
+        if progress is not None:
+            def on_epoch(record, done_before=index * config.epochs):
+                progress(done_before + record.epoch + 1, len(sources) * config.epochs)
+        model.fit(X_train, y_train, sensitive_features=sensitive, epoch_callback=on_epoch)
         score = model.predict_proba(X_eval)[:, 1]
         frame = evaluate[["case_id", "dataset", "split", *dataset.attributes]].rename(columns={"dataset": "source"})
         frames.append(frame.assign(y_true=evaluate["answer"].astype(str).to_numpy(),
                                    y_pred=np.where(score >= 0.5, positive, negative), score=score,
                                    model=config.model_name))
         models[source] = model
-        if progress is not None:
-            progress(index + 1, len(sources))
     return pd.concat(frames, ignore_index=True), models
 
 

@@ -35,7 +35,6 @@ METHODS = ("erm", "penalty", "fairgrad")
 MODELS = ("logistic", "mlp")
 POSITIVE, NEGATIVE = "yes", "no"
 _RESERVED_COLUMNS = ("case_id", "source", "split", "y_true", "y_pred", "score", "model")
-_STAGES = 3  # read and split, trained, audited
 
 
 @dataclass(frozen=True)
@@ -138,9 +137,11 @@ def _split(data: TabularData, test_fraction: float, seed: int) -> tuple[np.ndarr
 
 def fairgrad_tabular_predictions(
     data: TabularData, config: FairGradTabularConfig, *, source: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, FairGradClassifier, dict]:
     """Split, encode, train and predict the test rows; returns the predictions table, the fitted model and
-    facts for ``run.json`` (split sizes, the split note, the encoded width)."""
+    facts for ``run.json`` (split sizes, the split note, the encoded width). ``progress(done, total)`` is
+    called after every training epoch."""
     train, test, split_note = _split(data, config.test_fraction, config.seed)
     encoder = tabular_pipeline(data).fit(data.X.iloc[train])
     X_train, X_test = encoder.transform(data.X.iloc[train]), encoder.transform(data.X.iloc[test])
@@ -152,7 +153,8 @@ def fairgrad_tabular_predictions(
         batch_size=config.batch_size, lr=config.learning_rate, weight_decay=config.weight_decay,
         random_state=config.seed)
     sensitive = data.sensitive.iloc[train][attributes].reset_index(drop=True) if attributes else None
-    model.fit(X_train, data.y[train], sensitive_features=sensitive)
+    on_epoch = None if progress is None else (lambda record: progress(record.epoch + 1, config.epochs))
+    model.fit(X_train, data.y[train], sensitive_features=sensitive, epoch_callback=on_epoch)
     score = model.predict_proba(X_test)[:, 1]
     # rows named by their line in the file (the header is line 1), so a reviewer can find the patient
     frame = pd.DataFrame({"case_id": [f"row{position + 2}" for position in test], "source": source,
@@ -175,7 +177,8 @@ def _plain(value):
 def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: FairGradTabularConfig, *,
                          n_boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> EvaluationRun:
     """Read ``table_path``, train on its train split, predict its test split, audit and store the run
-    (``predictions.csv``, ``audit/``, ``run.json``, ``training_history.csv``) in the new folder ``out_dir``."""
+    (``predictions.csv``, ``audit/``, ``run.json``, ``training_history.csv``) in the new folder ``out_dir``.
+    ``progress(done, total)`` counts training epochs (0 of N once the table is read and split)."""
     from sklearn.metrics import roc_auc_score
 
     started = time.time()
@@ -185,11 +188,9 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
                         drop=config.drop)
     source = table_path.stem or "table"
     if progress is not None:
-        progress(1, _STAGES)
-    predictions, model, facts = fairgrad_tabular_predictions(data, config, source=source)
+        progress(0, config.epochs)
+    predictions, model, facts = fairgrad_tabular_predictions(data, config, source=source, progress=progress)
     elapsed = time.time() - started
-    if progress is not None:
-        progress(2, _STAGES)
     attributes = list(data.attributes)
     result = audit_predictions(predictions, attributes, positive_label=POSITIVE, n_boot=n_boot, seed=config.seed)
     y_true = (predictions["y_true"] == POSITIVE).to_numpy().astype(int)
@@ -220,6 +221,4 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
     }
     run = save_evaluation(out_dir, predictions, info, result)
     write_training_history(run.path, {source: model})
-    if progress is not None:
-        progress(3, _STAGES)
     return run
