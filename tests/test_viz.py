@@ -76,3 +76,22 @@ def test_intersection_heatmap_cells_are_the_intersection_estimates():
     assert any("†" in text for row in heat.text for text in row)  # e.g. M,A1 is too small
     with pytest.raises(ValueError, match="two attributes"):
         intersection_heatmap_figure(groups, source="ALL", attribute="sex", metric="recall")
+
+
+def test_pareto_axes_hold_every_point_and_stay_near_the_unit_range():
+    from fairmed_core.viz.fairgrad_figures import pareto_figure
+
+    comparison = pd.DataFrame({
+        "run": ["a", "b", "c"], "method": ["erm", "penalty", "fairgrad"], "source": ["clinic"] * 3,
+        "attribute": ["race"] * 3, "eq_odds_diff": [0.0, 0.0, 0.0], "accuracy": [0.525, 0.525, 0.525],
+        "positive_rate": [0.0, 0.0, 0.0]})
+    figure = pareto_figure(comparison, attribute="race")
+    x_low, x_high = figure.layout.xaxis.range
+    y_low, y_high = figure.layout.yaxis.range
+    # one collapsed point: it sits inside the axes (not on their edge), and the axes do not run past [0, 1]
+    assert -0.05 < x_low < 0.0 < x_high <= 0.2
+    assert 0.4 < y_low < 0.525 < y_high < 0.65
+    spread = comparison.assign(eq_odds_diff=[0.02, 0.3, 0.9], accuracy=[0.98, 0.7, 0.99])
+    x_low, x_high = pareto_figure(spread, attribute="race").layout.xaxis.range
+    y_low, y_high = pareto_figure(spread, attribute="race").layout.yaxis.range
+    assert x_low < 0.02 and 0.9 < x_high < 1.1 and y_low < 0.7 and 0.99 < y_high < 1.05

@@ -39,9 +39,25 @@ def pareto_figure(comparison: pd.DataFrame, *, attribute: str, disparity: str = 
             ))
     figure.update_layout(title=f"Accuracy against disparity by {attribute} (upper left is better)", **_LAYOUT,
                          legend=dict(title="method, source"))
-    figure.update_xaxes(title=DISPARITY_LABELS.get(disparity, disparity), rangemode="tozero")
-    figure.update_yaxes(title="Accuracy")
+    figure.update_xaxes(title=DISPARITY_LABELS.get(disparity, disparity),
+                        range=_padded_range(rows[disparity], floor=0.0, ceiling=1.0))
+    figure.update_yaxes(title="Accuracy", range=_padded_range(rows["accuracy"], floor=0.0, ceiling=1.0))
     return figure
+
+
+def _padded_range(values: pd.Series, *, floor: float, ceiling: float, minimum_span: float = 0.1) -> list[float]:
+    """An axis range around ``values`` with room for the markers, at least ``minimum_span`` wide, kept within
+    ``[floor, ceiling]`` plus that room; plotly's own range around a single point runs far past 0 and 1."""
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    if finite.empty:
+        return [floor, ceiling]
+    low, high = float(finite.min()), float(finite.max())
+    if high - low < minimum_span:
+        middle = (low + high) / 2
+        low, high = middle - minimum_span / 2, middle + minimum_span / 2
+    pad = 0.08 * (high - low)
+    low, high = max(low, floor) - pad, min(high, ceiling) + pad
+    return [low, high]
 
 
 def conflict_figure(history: pd.DataFrame, *, title: str) -> go.Figure:
