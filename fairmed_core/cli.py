@@ -347,7 +347,8 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
         method=args.method, steps=args.steps, prompts_per_step=args.prompts, num_generations=args.generations,
         learning_rate=args.lr, beta=args.beta, max_completion_length=args.max_completion_length,
         eval_every=args.eval_every, eval_limit=args.eval_limit or None, save_every=args.save_every,
-        train_limit=args.train_limit, seed=args.seed,
+        train_limit=args.train_limit, seed=args.seed, temperature=args.temperature, lora_rank=args.lora_rank,
+        gradient_checkpointing=args.gradient_checkpointing,
         group_attributes=tuple(args.group_attribute or ("sex", "age_group")),
         test_split=None if args.test_split == "none" else args.test_split)
 
@@ -635,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
         grpo.add_argument("--lr", type=float, default=2e-5)
         grpo.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0, as the authors)")
         grpo.add_argument("--max-completion-length", type=_positive_int, default=40)
+        grpo.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
+        grpo.add_argument("--lora-rank", type=int, default=0,
+                          help="LoRA rank on the language model's projections (default 0: train every weight); "
+                          "the adapter is merged into the saved model")
+        grpo.add_argument("--gradient-checkpointing", action="store_true",
+                          help="recompute activations in the backward pass (less GPU memory)")
         grpo.add_argument("--eval-every", type=_positive_int, default=10, help="held-out evaluation interval")
         grpo.add_argument("--eval-limit", type=int, default=300, help="held-out cases per evaluation (0: all)")
         grpo.add_argument("--save-every", type=_positive_int, default=20, help="checkpoint interval")

@@ -27,7 +27,8 @@ GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportuni
         "f1_es": "F1_ES (F1 / (1 + sigma F1))", "accuracy": "Accuracy", "f1": "F1"}
 # The form's fields and their flags: generated from GRPOJobConfig so a new setting appears here by itself.
 _FLAGS = {"steps": "--steps", "prompts_per_step": "--prompts", "num_generations": "--generations",
-          "learning_rate": "--lr", "beta": "--beta", "max_completion_length": "--max-completion-length",
+          "learning_rate": "--lr", "beta": "--beta", "temperature": "--temperature",
+          "max_completion_length": "--max-completion-length",
           "eval_every": "--eval-every", "eval_limit": "--eval-limit", "save_every": "--save-every", "seed": "--seed"}
 
 

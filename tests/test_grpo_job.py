@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
+import torch
 
 from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
@@ -78,3 +80,29 @@ def test_job_settings_are_checked():
         GRPOJobConfig(num_generations=1)
     with pytest.raises(FairMedInputError, match="unknown training settings"):
         GRPOJobConfig.from_dict({"stepz": 3})
+    with pytest.raises(FairMedInputError, match="lora_rank must be 0"):
+        GRPOJobConfig(lora_rank=-2)
+    with pytest.raises(FairMedInputError, match="temperature must be positive"):
+        GRPOJobConfig(temperature=0.0)
+
+
+def test_a_lora_run_trains_only_the_language_model_projections_and_saves_a_merged_model(default_manifest, tmp_path):
+    from safetensors.torch import load_file
+
+    from fairmed_core.runs.workspace import TINY_MODEL
+
+    out = tmp_path / "lora"
+    # The shipped SFT model (its rollouts disagree on some prompts, so there is a gradient) and a large learning
+    # rate, so that two LoRA steps move the merged weights visibly.
+    assert main(["train", "grpo", "--model", str(TINY_MODEL), "--data", str(default_manifest), "--out", str(out),
+                 *SMALL, "--lr", "5e-2", "--lora-rank", "4", "--temperature", "1.5", "--test-split", "none"]) == 0
+    job = json.loads((out / "config.json").read_text())["job"]
+    assert job["lora_rank"] == 4 and job["temperature"] == 1.5
+    saved = out / "model"
+    assert not (saved / "adapter_config.json").exists()  # a whole model folder, the adapter merged in
+    base, tuned = load_file(TINY_MODEL / "model.safetensors"), load_file(saved / "model.safetensors")
+    assert set(tuned) == set(base)
+    changed = {name for name in base if not torch.equal(base[name], tuned[name])}
+    projections = re.compile(r".*language_model.*\.(q|k|v|o|gate|up|down)_proj\.weight$")
+    assert changed and all(projections.match(name) for name in changed), sorted(changed)[:5]
+    assert any("mlp" in name for name in changed) and any("self_attn" in name for name in changed)

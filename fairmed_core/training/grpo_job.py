@@ -46,6 +46,11 @@ _GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
 _SUMMARY_KEYS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es", "accuracy", "f1")
 
 
+# Module names inside Gemma3ForConditionalGeneration: only the language model's projections (the vision tower has
+# q/k/v projections of its own, which an "all-linear" target would adapt too).
+LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
 @dataclass(frozen=True)
 class GRPOJobConfig:
     """A training job's settings; CPU defaults finish in minutes on the shipped tiny model."""
@@ -69,6 +74,10 @@ class GRPOJobConfig:
                                               metadata={"help": "attributes forming a demographic group"})
     test_split: str | None = field(default="test", metadata={"help": "split evaluated at the end (None: skip)"})
     seed: int = field(default=0, metadata={"help": "sampling and shuffling seed"})
+    lora_rank: int = field(default=0, metadata={
+        "help": "LoRA rank on the language model's attention and MLP projections (0: train every weight)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass (less GPU memory, more time)"})
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_every",
@@ -81,9 +90,24 @@ class GRPOJobConfig:
                                     column="num_generations")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise FairMedInputError(f"lora_rank must be 0 (full fine-tuning) or a positive whole number, got "
+                                    f"{self.lora_rank!r}", column="lora_rank")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise FairMedInputError(f"temperature must be positive, got {self.temperature!r}", column="temperature")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def peft_config(self):
+        """The LoRA adapter spec for ``lora_rank > 0`` (None otherwise): rank r, alpha 2r, dropout 0, on the
+        language model's q/k/v/o and gate/up/down projections; the vision tower and the projector stay frozen."""
+        if not self.lora_rank:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_rank, lora_alpha=2 * self.lora_rank, lora_dropout=0.0, bias="none",
+                          target_modules=LORA_TARGET_MODULES)
 
     @classmethod
     def from_dict(cls, data: dict) -> GRPOJobConfig:
@@ -243,7 +267,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         max_completion_length=config.max_completion_length, logging_steps=1, save_steps=config.save_every,
         save_strategy="steps", report_to="none", seed=config.seed, bf16=not on_cpu and torch.cuda.is_bf16_supported(),
         use_cpu=on_cpu, group_attributes=list(config.group_attributes), label_values=list(dataset.label_values),
-        dataloader_num_workers=0, disable_tqdm=True,
+        dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=config.gradient_checkpointing,
     )
     train_data = grpo_dataset(dataset, "train", limit=config.train_limit, label_values=dataset.label_values)
     main = _is_main_process()
@@ -261,15 +285,21 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     callbacks = [TrainingDynamicsCallback(log, loaded, dataset, config, progress=progress)] if main else []
     torch.manual_seed(config.seed)
     trainer = FairGRPOTrainer(model=loaded.model, args=trl_config, train_dataset=train_data,
-                              processing_class=loaded.processor, callbacks=callbacks)
+                              processing_class=loaded.processor, callbacks=callbacks,
+                              peft_config=config.peft_config())
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     elapsed = time.time() - started
     if not main:
         return {"method": config.method, "steps": trainer.state.global_step, "rank": int(os.environ["RANK"])}
-    trainer.model.eval()
+    trained = trainer.model
+    if config.lora_rank:
+        # The run's model is a whole model folder like any other (audit, inference, counterfactuals): the adapter
+        # is merged into the base weights rather than saved beside a base that lives elsewhere.
+        trained = trained.merge_and_unload()
+    trained.eval()
     model_out = out / "model"
-    trainer.model.save_pretrained(model_out)
+    trained.save_pretrained(model_out)
     loaded.processor.save_pretrained(model_out)
     finished = {"method": config.method, "steps": trainer.state.global_step, "train_time_s": round(elapsed, 1),
                 "seconds_per_step": round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
