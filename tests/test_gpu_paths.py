@@ -1,12 +1,14 @@
-"""The CUDA paths: bf16 loading with ``device_map="auto"``, batched generation, a stored evaluation run and the
-MedGemma-4B throughput script on a GPU.
+"""The CUDA paths: bf16 loading with ``device_map="auto"`` (or the whole model on one numbered GPU), batched
+generation, a stored evaluation run, the MedGemma-4B throughput script and FairGRPO training steps of a
+MedGemma-4B-sized model (all weights and LoRA) on a GPU.
 
-Skipped without CUDA (CI has none), except a CPU smoke run of the throughput script at test size; run them on a
-GPU machine with ``pytest -q tests/test_gpu_paths.py``.
+Skipped without CUDA (CI has none), except CPU smoke runs of both scripts at test size; run them on a GPU machine
+with ``pytest -q tests/test_gpu_paths.py``.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +93,42 @@ def test_the_throughput_script_measures_medgemma_4b_in_bf16():
     result = _throughput_script("--new-tokens", "8", "--batch-sizes", "1", "4", "--rounds", "1")
     assert result.returncode == 0, result.stderr
     assert "4.30B parameters in bfloat16" in result.stdout
+
+
+def _training_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_fairgrpo_steps.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU smoke run is for machines without CUDA")
+def test_the_training_script_runs_a_lora_step_at_test_size_on_cpu(tmp_path):
+    result = _training_script("--scaled-down", "--device", "cpu", "--steps", "1", "--prompts", "2",
+                              "--generations", "2", "--completion-tokens", "8", "--lora-rank", "2",
+                              "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["steps"] == 1 and record["lora_rank"] == 2 and record["median_step_s"] > 0
+    assert "| scaled-down MedGemma |" in result.stdout
+    assert (tmp_path / "run-fairgrpo-lora2" / "model" / "config.json").is_file()  # the merged model was saved
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_the_training_script_says_it_needs_a_gpu():
+    result = _training_script()
+    assert result.returncode == 2 and "no CUDA device" in result.stderr
+
+
+@needs_cuda
+@pytest.mark.parametrize("lora_rank", [16, 0])
+def test_the_training_script_runs_medgemma_4b_sized_fairgrpo_steps_in_bf16(tmp_path, lora_rank):
+    result = _training_script("--steps", "2", "--completion-tokens", "16", "--lora-rank", str(lora_rank),
+                              "--gradient-checkpointing", "--out", str(tmp_path), timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["parameters"] > 3.5e9 and record["steps"] == 2 and record["peak_gpu_memory_gib"] > 7
+
+
+@needs_cuda
+def test_a_numbered_gpu_holds_the_whole_model(tiny_model_dir):
+    loaded = load_model(tiny_model_dir, device="cuda:0")
+    assert loaded.model.hf_device_map == {"": 0} and loaded.device == torch.device("cuda", 0)

@@ -106,3 +106,16 @@ def test_a_lora_run_trains_only_the_language_model_projections_and_saves_a_merge
     projections = re.compile(r".*language_model.*\.(q|k|v|o|gate|up|down)_proj\.weight$")
     assert changed and all(projections.match(name) for name in changed), sorted(changed)[:5]
     assert any("mlp" in name for name in changed) and any("self_attn" in name for name in changed)
+
+
+def test_each_rank_of_a_multi_gpu_launch_loads_the_model_onto_its_own_gpu(monkeypatch):
+    from fairmed_core.training import grpo_job
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert grpo_job._training_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert grpo_job._training_device() is None  # one process: device_map="auto" over the visible GPUs
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert grpo_job._training_device() == "cuda:3"  # data parallel: a whole copy per rank, on its GPU

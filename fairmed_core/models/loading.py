@@ -227,7 +227,8 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
                dtype: torch.dtype | None = None) -> LoadedModel:
     """Load model and processor from ``directory`` for generation (eval mode, left padding).
 
-    ``device`` None/"auto" picks CUDA when present. ``dtype`` defaults to bf16 on CUDA and fp32 on CPU."""
+    ``device`` None/"auto" picks CUDA when present (``device_map="auto"``); "cuda:N" puts the whole model on GPU N.
+    ``dtype`` defaults to bf16 on CUDA and fp32 on CPU."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     checked = check_model_directory(directory)
@@ -247,7 +248,9 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     tokenizer.padding_side = "left"
     kwargs = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
     if target.type == "cuda":
-        kwargs["device_map"] = "auto"
+        # "cuda": spread over the visible GPUs as they fit; "cuda:N": all of it on GPU N (one process per GPU
+        # under a multi-process launch, where each rank holds its own copy).
+        kwargs["device_map"] = "auto" if target.index is None else {"": target.index}
     try:
         model = AutoModelForImageTextToText.from_pretrained(checked.path, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:

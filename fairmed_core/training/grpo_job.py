@@ -228,6 +228,16 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _training_device() -> str | None:
+    """CPU without CUDA; with it, the whole model on this rank's GPU under a multi-process launch (data parallel:
+    every rank holds a copy), else ``None`` (``device_map="auto"`` over the visible GPUs)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return None
+
+
 def _latest_checkpoint(folder: Path) -> Path | None:
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                          if p.name.split("-")[-1].isdigit() else -1)
@@ -257,7 +267,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     if dataset.positive_label is None:
         raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(manifest),
                                 column="answer")
-    loaded = load_model(model_dir, device="cpu" if not torch.cuda.is_available() else None)
+    loaded = load_model(model_dir, device=_training_device())
     on_cpu = loaded.device.type == "cpu"
     batch = config.prompts_per_step * config.num_generations
     trl_config = FairGRPOConfig(
