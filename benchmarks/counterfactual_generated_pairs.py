@@ -31,14 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from _report import replace_section  # noqa: E402
 from counterfactual_tests_validation import (  # noqa: E402
-    ATTRIBUTE,
     OTHER_SEX,
     SOURCE,
     Recipe,

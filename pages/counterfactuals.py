@@ -21,7 +21,6 @@ from fairmed_core.counterfactual.analysis import (
     read_analysis,
     run_counterfactual_analysis,
 )
-from fairmed_core.counterfactual.validity import ValidityThresholds
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import SHIPPED_GENERATORS
 from fairmed_core.viz import flip_rates_figure, word_diff_html

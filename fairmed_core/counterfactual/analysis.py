@@ -45,6 +45,7 @@ from fairmed_core.data.schema import UNKNOWN, Dataset
 from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import atomic_write_json
+from fairmed_core.plain import json_safe
 
 __all__ = [
     "CLASSIFIER_DIR",
@@ -253,29 +254,14 @@ def _ci_test(pairs: pd.DataFrame, latents: np.ndarray, attribute: str, seed: int
     summary = {k: v for k, v in asdict(result).items() if k != "heads"}
     summary["mean_difference"] = result.mean_difference
     summary["note"] = "; ".join(filter(None, [summary.get("note", ""), note]))
-    return {"ran": True, "n_left_out": dropped, **_plain(summary)}
-
-
-def _plain(value):
-    """JSON-safe: NaN -> None, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    return {"ran": True, "n_left_out": dropped, **json_safe(summary)}
 
 
 def _flip_summary(frame: pd.DataFrame, factual: str, counterfactual: str, groups: Sequence[str]) -> dict:
     if frame.empty:
         return {"n_pairs": 0, "rows": [], "notes": ["no pairs"]}
     table = flip_table(frame, factual_col=factual, counterfactual_col=counterfactual, group_cols=tuple(groups))
-    return {"n_pairs": int(len(frame)), "rows": _plain(table.frame().to_dict(orient="records")),
+    return {"n_pairs": int(len(frame)), "rows": json_safe(table.frame().to_dict(orient="records")),
             "notes": list(table.notes)}
 
 
@@ -380,7 +366,7 @@ def run_counterfactual_analysis(
         "flips": _flip_summary(table, "answer", "counterfactual_answer", groups),
         "flips_valid_pairs": _flip_summary(table[table["valid"]], "answer", "counterfactual_answer", groups),
         "ci_test": _ci_test(table, latents, attribute, settings.seed),
-        "validity": _plain({
+        "validity": json_safe({
             "effectiveness_mean": table["effectiveness"].dropna().mean() if table["effectiveness"].notna().any()
             else None,
             "composition_mae_mean": table["composition_mae"].mean(),
@@ -399,7 +385,7 @@ def run_counterfactual_analysis(
         truth_rows = table.dropna(subset=["true_flipped"])
         eca = counterfactual_accuracy(truth_rows["answer"], truth_rows["true_counterfactual_answer"])
         generated = counterfactual_accuracy(truth_rows["answer"], truth_rows["counterfactual_answer"])
-        tests["true_counterfactuals"] = _plain({
+        tests["true_counterfactuals"] = json_safe({
             "eca": asdict(eca), "eca_generated_same_pairs": asdict(generated),
             "agreement_generated_vs_true_flip": float((truth_rows["flipped"] == truth_rows["true_flipped"]).mean()),
             "flips": _flip_summary(truth_rows, "answer", "true_counterfactual_answer", groups)})
@@ -409,7 +395,7 @@ def run_counterfactual_analysis(
     if out is None:
         return result
     meta = {"model": predictor.name, "generator": str(generator.directory), "generator_step": generator.info.step,
-            "dataset": dataset.name, "attribute": attribute, "settings": _plain(settings.to_dict()),
+            "dataset": dataset.name, "attribute": attribute, "settings": json_safe(settings.to_dict()),
             "seconds": round(time.perf_counter() - began, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                       time.gmtime())}
     return CounterfactualAnalysis(_write(out, table, tests, pairs, meta), table, tests, tuple(pairs))
@@ -433,7 +419,7 @@ def _write(out: Path, table: pd.DataFrame, tests: dict, pairs: Sequence[Counterf
                 image.save(temporary / name)
                 files[column].append(name)
         table.assign(**files).to_csv(temporary / "pairs.csv", index=False)
-        atomic_write_json(temporary / "tests.json", _plain(tests))
+        atomic_write_json(temporary / "tests.json", json_safe(tests))
         atomic_write_json(temporary / "run.json", {"kind": "counterfactual", **meta})
         if out.exists():
             out.rmdir()  # empty (checked before the slow part); a non-empty one was refused

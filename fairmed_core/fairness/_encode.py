@@ -17,6 +17,7 @@ import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness._predictions import _natural_key, implicit_positive_label
+from fairmed_core.plain import python_scalar
 
 INTERSECTION_JOIN = " x "
 GROUP_JOIN = ","
@@ -68,10 +69,6 @@ class EncodedTable:
         return self.task == "binary"
 
 
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _resolve_positive(
     values: list, positive_label: object, *, label_col: str, source_name: str | None
 ) -> object | None:
@@ -109,8 +106,8 @@ def encode_table(
     # Factorise first so the per-value work below touches only the distinct values, not every row.
     label_codes, label_uniques = pd.factorize(frame[label_col])
     pred_codes, pred_uniques = pd.factorize(frame[pred_col])
-    label_values = [_plain(v) for v in label_uniques]
-    pred_values = [_plain(v) for v in pred_uniques]
+    label_values = [python_scalar(v) for v in label_uniques]
+    pred_values = [python_scalar(v) for v in pred_uniques]
     values = list(dict.fromkeys(label_values + pred_values))
     positive = _resolve_positive(values, positive_label, label_col=label_col, source_name=source_name)
     if positive is not None:

@@ -29,6 +29,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.plain import python_scalar
 
 __all__ = [
     "SmallCNN",
@@ -289,11 +290,6 @@ class FairGradEpoch:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _plain(value: object) -> object:
-    """A numpy scalar as the Python value it holds, so labels read naturally in records and messages."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _first_bad_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
@@ -401,7 +397,7 @@ def _encode_groups(frame: pd.DataFrame) -> tuple[tuple[tuple[object, ...], ...],
             raise FairMedInputError(
                 f"sensitive attribute has {len(uniques)} groups, more than the {MAX_GROUPS} supported",
                 column=name, hint="bin a continuous attribute (e.g. age into bands) or merge rare groups")
-        labels.append(tuple(_plain(value) for value in uniques))
+        labels.append(tuple(python_scalar(value) for value in uniques))
         codes.append(inverse.reshape(-1))
     return tuple(labels), np.stack(codes, axis=1)
 
@@ -556,7 +552,7 @@ class FairGradClassifier(ClassifierMixin, BaseEstimator):
         classes, y_encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise FairMedInputError(
-                f"y has one class ({_plain(classes[0])!r}); a classifier needs both outcomes",
+                f"y has one class ({python_scalar(classes[0])!r}); a classifier needs both outcomes",
                 column="y", hint="check the label column, or the filter that produced these rows")
         if y_type != "binary" or len(classes) > 2:
             raise FairMedInputError(

@@ -94,6 +94,13 @@ def _attributes_of(dataset: Dataset, rows: pd.DataFrame, wanted: Sequence[str]) 
     return present
 
 
+def _epoch_progress(progress: Callable[[int, int], None] | None, done_before: int, total: int):
+    """An ``epoch_callback`` reporting epochs over all sources to ``progress`` (None without one)."""
+    if progress is None:
+        return None
+    return lambda record: progress(done_before + record.epoch + 1, total)
+
+
 def fairgrad_image_predictions(
     dataset: Dataset, config: FairGradImageConfig, *,
     progress: Callable[[int, int], None] | None = None,
@@ -127,11 +134,8 @@ def fairgrad_image_predictions(
             penalty_weight=config.penalty_weight, epochs=config.epochs, warmup_epochs=config.warmup_epochs,
             batch_size=config.batch_size, lr=config.learning_rate, random_state=config.seed)
         sensitive = train[attributes].astype(str) if attributes else None
-        on_epoch = None
-        if progress is not None:
-            def on_epoch(record, done_before=index * config.epochs):
-                progress(done_before + record.epoch + 1, len(sources) * config.epochs)
-        model.fit(X_train, y_train, sensitive_features=sensitive, epoch_callback=on_epoch)
+        model.fit(X_train, y_train, sensitive_features=sensitive,
+                  epoch_callback=_epoch_progress(progress, index * config.epochs, len(sources) * config.epochs))
         score = model.predict_proba(X_eval)[:, 1]
         frame = evaluate[["case_id", "dataset", "split", *dataset.attributes]].rename(columns={"dataset": "source"})
         frames.append(frame.assign(y_true=evaluate["answer"].astype(str).to_numpy(),

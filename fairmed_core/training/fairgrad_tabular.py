@@ -27,6 +27,7 @@ from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.runs.evaluation_job import audit_predictions
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
 from fairmed_core.training.fairgrad_images import write_training_history
+from fairmed_core.plain import python_scalar
 
 __all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
 
@@ -170,10 +171,6 @@ def fairgrad_tabular_predictions(
     return frame, model, facts
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: FairGradTabularConfig, *,
                          n_boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> EvaluationRun:
     """Read ``table_path``, train on its train split, predict its test split, audit and store the run
@@ -206,7 +203,7 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
         "attributes": attributes,
         "positive_label": POSITIVE,
         "label": data.label,
-        "label_positive_value": str(_plain(data.positive_label)),
+        "label_positive_value": str(python_scalar(data.positive_label)),
         "label_positive_rate": round(data.positive_rate, 4),
         "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
         "auroc": float(roc_auc_score(y_true, predictions["score"])),

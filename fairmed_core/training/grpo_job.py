@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -38,6 +37,7 @@ from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
 from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.plain import json_safe
 
 __all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
            "summary_frame"]
@@ -121,16 +121,6 @@ class GRPOJobConfig:
         return cls(**values)
 
 
-def _plain(value):
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, torch.Tensor):
-        return _plain(value.item()) if value.numel() == 1 else None
-    return value
-
-
 class _MetricsLog:
     """metrics.jsonl, rewritten atomically after each record."""
 
@@ -161,7 +151,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
     groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != "UNK") & (groups["n"] > 0)]
     failures = predictions.assign(failed=~predictions["format_ok"].astype(bool))
     group_rows = [{"source": g.source, "attribute": g.attribute, "group": g.group, "metric": g.metric,
-                   "n": int(g.n), "value": _plain(g.estimate)} for g in groups.itertuples(index=False)]
+                   "n": int(g.n), "value": json_safe(g.estimate)} for g in groups.itertuples(index=False)]
     for attribute in ["overall", *attributes]:
         keys = ["source"] if attribute == "overall" else ["source", attribute]
         for key, block in failures.groupby(keys):
@@ -171,7 +161,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
                                "n": len(block), "value": float(block["failed"].mean())})
     summary = result.summary_frame()
     summary_rows = [{"source": row["source"], "attribute": row["attribute"],
-                     **{key: _plain(row[key]) for key in _SUMMARY_KEYS if key in row}}
+                     **{key: json_safe(row[key]) for key in _SUMMARY_KEYS if key in row}}
                     for _, row in summary.iterrows()]
     return {"kind": "eval", "step": step, "split": split, "n_cases": len(predictions),
             "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
@@ -214,8 +204,8 @@ class TrainingDynamicsCallback(TrainerCallback):
         if not logs:
             return
         record = {"kind": "train", "step": state.global_step}
-        record.update({key: _plain(value) for key, value in logs.items() if isinstance(
-            _plain(value), (int, float, type(None)))})
+        record.update({key: json_safe(value) for key, value in logs.items() if isinstance(
+            json_safe(value), (int, float, type(None)))})
         self.log.append(record)
 
 
@@ -286,7 +276,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         atomic_write_json(out / "config.json", {
             "kind": "grpo-training", "model_dir": str(Path(model_dir).resolve()), "manifest": str(Path(manifest)),
             "dataset": dataset.name, "job": config.to_dict(),
-            "trl": {k: _plain(v) if not isinstance(v, (list, tuple, dict)) else v
+            "trl": {k: json_safe(v) if not isinstance(v, (list, tuple, dict)) else v
                     for k, v in trl_config.to_dict().items() if isinstance(v, (str, int, float, bool, list, dict,
                                                                               type(None)))},
         })
