@@ -46,7 +46,25 @@ def ship(run: Path, method: str, target: Path, command: str) -> None:
     (target / "training").mkdir()
     for name in ("config.json", "metrics.jsonl", "training.json"):
         shutil.copy2(run / name, target / "training" / name)
+    for record in (target / "evaluation" / "run.json", target / "training" / "config.json"):
+        repo_relative_paths(record)
     write_grpo_model_card(target, method=method, command=command)
+
+
+def repo_relative_paths(record: Path) -> None:
+    """Rewrite the JSON file's string values that are paths inside this checkout as paths relative to its root:
+    a shipped record must not carry the folder it happened to be made in."""
+    prefix = str(ROOT) + os.sep
+
+    def relative(value):
+        if isinstance(value, dict):
+            return {key: relative(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [relative(item) for item in value]
+        return value[len(prefix):] if isinstance(value, str) and value.startswith(prefix) else value
+
+    record.write_text(json.dumps(relative(json.loads(record.read_text(encoding="utf-8"))), indent=2) + "\n",
+                      encoding="utf-8")
 
 
 def main() -> int:
