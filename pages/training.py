@@ -172,6 +172,7 @@ def dynamics_panel(dataset) -> None:
         st.plotly_chart(step_lines_figure(long, value="weight", series="group",
                                           title=f"FairGRPO weight 1/(T_d T_g) per domain/group: {run_name}",
                                           y_title="Weight"), width="stretch")
+    signal_panel(weights, run_name)
     finished = [run for run in selected if run.finished and (run.path / "evaluation" / "run.json").is_file()]
     if finished:
         target = st.selectbox("Audit a finished run's test evaluation", [run.name for run in finished],
@@ -179,6 +180,28 @@ def dynamics_panel(dataset) -> None:
         if st.button("Open it on the Fairness audit page", key="training_audit", icon=":material/balance:"):
             st.session_state["audit_preselect_run"] = f"{target}/evaluation"
             st.switch_page("pages/fairness_audit.py")
+
+
+def signal_panel(train: pd.DataFrame, run_name: str) -> None:
+    """Where one run's learning signal went, per source: its share of the absolute advantage used in the loss
+    over steps, and the share of its prompts whose rollouts all got the same reward (no gradient at all)."""
+    share_columns = [c for c in train.columns if str(c).startswith("advantage_share/")]
+    if not share_columns:
+        return
+    long = train.melt(id_vars=["step"], value_vars=share_columns, var_name="source", value_name="share")
+    long = long.dropna(subset=["share"]).assign(source=lambda f: f["source"].str.replace("advantage_share/", ""))
+    st.plotly_chart(step_lines_figure(long, value="share", series="source",
+                                      title=f"Share of the absolute advantage per source: {run_name}",
+                                      y_title="Share of |advantage|"), width="stretch")
+    rows = []
+    for column in share_columns:
+        source = column.removeprefix("advantage_share/")
+        zero = train.get(f"domain_zero_std/{source}")
+        rows.append({"source": source, "mean share of |advantage|": train[column].mean(),
+                     "prompts with identical rewards (no gradient)": None if zero is None else zero.mean()})
+    st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
+    st.caption("A source whose rollouts all agree (all right or all wrong) contributes no gradient, whatever "
+               "weight FairGRPO gives it: a hotter rollout temperature or more rollouts per prompt give it some.")
 
 
 st.title("Training")

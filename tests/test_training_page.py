@@ -48,7 +48,7 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     at = _page(trained_workspace, monkeypatch)
     assert at.title[0].value == "Training" and not at.error, [e.value for e in at.error]
     assert len(at.multiselect(key="training_runs").value) == 2
-    table = at.dataframe[-1].value
+    table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
     assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 2).all()
     titles = _chart_titles(at)
     assert any(t.startswith("Mean reward") for t in titles) and any("over training" in t for t in titles)
@@ -56,6 +56,10 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     at.selectbox(key="training_group_run").set_value("fairgrpo-small").run()
     assert not at.exception and not at.error
     assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))
+    assert any(t.startswith("Share of the absolute advantage per source") for t in _chart_titles(at))
+    signal = next(frame.value for frame in at.dataframe if "mean share of |advantage|" in frame.value.columns)
+    assert set(signal["source"]) <= {"synth_cxr", "synth_derm", "synth_mammo"} and len(signal) >= 1
+    assert signal["mean share of |advantage|"].between(0, 1).all()
     at.selectbox(key="training_gap").set_value("equal_opportunity_difference").run()
     assert not at.exception and not at.error
     at.selectbox(key="training_audit_run").set_value("fairgrpo-small").run()
