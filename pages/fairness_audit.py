@@ -16,7 +16,14 @@ import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRICS, AuditResult, audit, read_predictions_table, validate_predictions
+from fairmed_core.fairness import (
+    METRICS,
+    AuditResult,
+    audit,
+    one_answer_sources,
+    read_predictions_table,
+    validate_predictions,
+)
 from fairmed_core.viz import (
     METRIC_LABELS,
     group_sizes_figure,
@@ -229,6 +236,10 @@ except Exception as error:  # noqa: BLE001
     show_input_error(error)
     st.stop()
 groups, gaps, summary = result.groups_frame(), result.gaps_frame(), result.summary_frame()
+for constant in one_answer_sources(frame, mapping["pred_col"], mapping["source_col"]):
+    st.warning(f"{constant.describe()}: its true and false positive rates are the same in every group, so its "
+               "equal opportunity and equalized odds gaps are 0 because it tells no case apart, not because it "
+               "is fair. Read accuracy, recall and prevalence there.", icon=":material/warning:")
 
 v1, v2 = st.columns(2)
 sources = list(dict.fromkeys(groups["source"]))

@@ -142,3 +142,28 @@ def test_audit_page_audits_the_reference_classifier_and_saved_runs(app, default_
         next(o for o in app.selectbox(key="audit_run_choice").options if "eval-copied-run" in o)).run()
     _no_errors(app)
     assert len(app.get("plotly_chart")) == 3
+
+
+def test_audit_page_warns_where_a_model_answers_no_to_every_case(app, default_workspace):
+    import shutil
+
+    import pandas as pd
+
+    from fairmed_core.runs.workspace import TINY_MODEL
+
+    # The shipped model's evaluation with every chest X-ray answer turned into "no": its gaps there become 0.
+    run = default_workspace / "runs" / "eval-silent-cxr"
+    shutil.copytree(TINY_MODEL / "evaluation", run)
+    predictions = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    n_cxr = int((predictions["source"] == "synth_cxr").sum())
+    predictions.loc[predictions["source"] == "synth_cxr", "y_pred"] = "no"
+    predictions.to_csv(run / "predictions.csv", index=False)
+    app.session_state["audit_preselect_run"] = "eval-silent-cxr"
+    app.switch_page("pages/fairness_audit.py").run()
+    app.radio(key="audit_source_kind").set_value("A saved evaluation run").run()
+    _no_errors(app)
+    warnings = [w.value for w in app.warning if "answers 'no' to all" in w.value]
+    assert warnings == [f"In synth_cxr, the model answers 'no' to all {n_cxr:,} cases: its true and false positive "
+                        "rates are the same in every group, so its equal opportunity and equalized odds gaps are 0 "
+                        "because it tells no case apart, not because it is fair. Read accuracy, recall and "
+                        "prevalence there."]

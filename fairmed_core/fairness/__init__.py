@@ -12,6 +12,7 @@ undefined value (a zero denominator) is NaN with a reason where scikit-learn and
 
 from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
+from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
 from fairmed_core.fairness._predictions import (
     MISSING_GROUP,
     load_predictions,
@@ -34,6 +35,7 @@ __all__ = [
     "MEAN_OVER_SOURCES",
     "MISSING_GROUP",
     "AuditResult",
+    "OneAnswer",
     "AuditSettings",
     "Estimate",
     "FairnessSummary",
@@ -45,4 +47,5 @@ __all__ = [
     "load_predictions",
     "read_predictions_table",
     "validate_predictions",
+    "one_answer_sources",
 ]
