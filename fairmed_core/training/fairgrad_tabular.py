@@ -23,11 +23,11 @@ import pandas as pd
 
 from fairmed_core.data.tabular import TabularData, read_tabular, tabular_pipeline
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.plain import python_scalar
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.runs.evaluation_job import audit_predictions
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
 from fairmed_core.training.fairgrad_images import write_training_history
-from fairmed_core.plain import python_scalar
 
 __all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
 

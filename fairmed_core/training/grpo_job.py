@@ -34,10 +34,10 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
+from fairmed_core.plain import json_safe
 from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
 from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
-from fairmed_core.plain import json_safe
 
 __all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
            "summary_frame"]
@@ -204,8 +204,8 @@ class TrainingDynamicsCallback(TrainerCallback):
         if not logs:
             return
         record = {"kind": "train", "step": state.global_step}
-        record.update({key: json_safe(value) for key, value in logs.items() if isinstance(
-            json_safe(value), (int, float, type(None)))})
+        plain = {key: json_safe(value) for key, value in logs.items()}
+        record.update({key: value for key, value in plain.items() if isinstance(value, (int, float, type(None)))})
         self.log.append(record)
 
 
@@ -276,9 +276,8 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         atomic_write_json(out / "config.json", {
             "kind": "grpo-training", "model_dir": str(Path(model_dir).resolve()), "manifest": str(Path(manifest)),
             "dataset": dataset.name, "job": config.to_dict(),
-            "trl": {k: json_safe(v) if not isinstance(v, (list, tuple, dict)) else v
-                    for k, v in trl_config.to_dict().items() if isinstance(v, (str, int, float, bool, list, dict,
-                                                                              type(None)))},
+            "trl": {k: json_safe(v) for k, v in trl_config.to_dict().items()
+                    if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
         })
     step_of_checkpoint = int(resume_from.name.split("-")[-1]) if resume_from is not None else None
     log = _MetricsLog(out / METRICS_FILE, keep_until_step=step_of_checkpoint)
