@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--device cpu on a CUDA machine: restart with CUDA_VISIBLE_DEVICES= for a CPU run", file=sys.stderr)
         return 2
     if args.device == "cpu":
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        torch.set_num_threads(1)  # a smoke test on a small machine: more threads only contend
     work = args.out or Path(tempfile.mkdtemp(prefix="gpu-fairgrpo-"))
     work.mkdir(parents=True, exist_ok=True)
 
