@@ -190,9 +190,12 @@ def signal_panel(train: pd.DataFrame, run_name: str) -> None:
         return
     long = train.melt(id_vars=["step"], value_vars=share_columns, var_name="source", value_name="share")
     long = long.dropna(subset=["share"]).assign(source=lambda f: f["source"].str.replace("advantage_share/", ""))
+    # One batch of 8 prompts is a noisy draw of sources: the mean over the last 10 steps shows the trend.
+    long = long.sort_values("step").assign(
+        share=lambda f: f.groupby("source")["share"].transform(lambda s: s.rolling(10, min_periods=1).mean()))
     st.plotly_chart(step_lines_figure(long, value="share", series="source",
-                                      title=f"Share of the absolute advantage per source: {run_name}",
-                                      y_title="Share of |advantage|"), width="stretch")
+                                      title=f"Share of the absolute advantage per source (mean of 10 steps): "
+                                      f"{run_name}", y_title="Share of |advantage|"), width="stretch")
     rows = []
     for column in share_columns:
         source = column.removeprefix("advantage_share/")
