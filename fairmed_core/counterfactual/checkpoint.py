@@ -20,7 +20,6 @@ killed at any moment resumes from its last complete checkpoint. Files in DIR tha
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.folder_json import read_folder_json
 
 __all__ = [
     "CONFIG_FILE",
@@ -120,17 +120,9 @@ def read_metadata(folder: str | Path) -> dict:
     """``generator_config.json`` of a generator folder, checked to be one (after finishing an interrupted swap)."""
     folder = Path(folder).expanduser()
     recover(folder)
-    if not folder.is_dir():
-        raise FairMedInputError("generator folder not found", source=str(folder),
-                                hint="train one with train_generator, or give the folder of a shipped generator")
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise FairMedInputError(f"missing {CONFIG_FILE}", source=str(folder),
-                                hint="is this a folder written by train_generator?")
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FairMedInputError(f"unreadable {CONFIG_FILE}: {error}", source=str(path)) from error
+    path, metadata = read_folder_json(
+        folder, CONFIG_FILE, what="generator", written_by="train_generator",
+        folder_hint="train one with train_generator, or give the folder of a shipped generator")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise FairMedInputError(f"{CONFIG_FILE} is not a counterfactual generator's", source=str(path),
                                 hint=f"expected \"format\": \"{FORMAT}\"")

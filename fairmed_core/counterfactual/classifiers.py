@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from fairmed_core.data.schema import NO, YES
 from fairmed_core.data.synth import RENDER_KEYWORDS, SynthCase, render_many
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.folder_json import read_folder_json
 from fairmed_core.training.fairgrad import SmallCNN
 
 __all__ = [
@@ -278,17 +279,9 @@ def load_image_classifier(folder: str | Path) -> ImageClassifier:
     with pickled weights is refused unread. Raises ``FairMedInputError`` naming the file for a missing folder,
     config or weights, a garbled file, or weights that do not fit the config."""
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FairMedInputError("classifier folder not found", source=str(folder),
-                                hint="give a folder written by ImageClassifier.save")
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise FairMedInputError(f"missing {CONFIG_FILE}", source=str(folder),
-                                hint="is this a folder written by ImageClassifier.save?")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FairMedInputError(f"unreadable {CONFIG_FILE}: {error}", source=str(config_path)) from None
+    config_path, data = read_folder_json(folder, CONFIG_FILE, what="classifier",
+                                         folder_hint="give a folder written by ImageClassifier.save",
+                                         written_by="ImageClassifier.save")
     config = ImageClassifierConfig.from_dict(data, source_file=str(config_path))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
