@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._bootstrap import percentile_interval
+from fairmed_core.fairness._bootstrap import multinomial_rows, percentile_interval
 from fairmed_core.fairness._calibration import (
     N_ECE_BINS,
     N_FINE_BINS,
@@ -238,16 +238,6 @@ def _partition_cells(layout: Layout, unit_cells: np.ndarray) -> dict[int, np.nda
     return cells
 
 
-def _multinomial_rows(cells: np.ndarray, b: int, rng) -> np.ndarray:
-    """A multinomial resample ``(b, rows, c)`` of every non-empty row of ``cells`` ``(rows, c)``; empty rows stay 0."""
-    out = np.zeros((b, *cells.shape))
-    sizes = cells.sum(axis=1)
-    full = sizes > 0
-    if full.any():
-        out[:, full] = rng.multinomial(sizes[full].astype(np.int64), cells[full] / sizes[full, None], size=(b, int(full.sum())))
-    return out
-
-
 def _partition_bootstrap(
     table: EncodedTable, layout: Layout, cells: Mapping[int, np.ndarray], *, n_boot: int, rng
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -268,13 +258,13 @@ def _partition_bootstrap(
         drawn: dict[int, np.ndarray] = {}
         for index, block in enumerate(layout.blocks):
             if block.scope_index is not None:
-                drawn[index] = _multinomial_rows(cells[index][0], b, rng)
+                drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
                 pooled[block.attribute] = pooled.get(block.attribute, 0.0) + drawn[index]
         for index, block in enumerate(layout.blocks):
             if block.scope_index is None:
                 drawn[index] = pooled.get(block.attribute)
                 if drawn[index] is None:  # no sources: the pooled scope is the only stratum
-                    drawn[index] = _multinomial_rows(cells[index][0], b, rng)
+                    drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
             draws = drawn[index].reshape(b, len(block.groups), k, k)
             groups[start : start + b, block.units] = confusion_metrics(draws, binary=table.binary)
             unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), binary=table.binary)
