@@ -389,8 +389,9 @@ def _group_intervals(
     confidence: float,
     method: str,
 ) -> _GroupIntervals:
-    """Score (Wilson) or exact (Clopper-Pearson) intervals for the proportions of a binary task; the
-    percentile bootstrap of the reported partition for everything else, where the group has enough cases."""
+    """Score (Wilson) or exact (Clopper-Pearson) intervals for the proportions of a binary task and for F1
+    (through the Jaccard index, of which it is a monotone function); the percentile bootstrap of the reported
+    partition for everything else, where the group has enough cases."""
     shape = estimates.shape
     low, high = np.full(shape, np.nan), np.full(shape, np.nan)
     methods = np.full(shape, "", dtype=object)
@@ -407,14 +408,16 @@ def _group_intervals(
         denominators = np.zeros(shape)
     for column, name in enumerate(METRICS):
         spec = SPEC_BY_NAME[name]
-        if table.binary and spec.proportion:
+        if table.binary and spec.closed_form:
             x = unit_cells[:, list(spec.success_cells)].sum(axis=1)
             n = unit_cells[:, list(spec.denominator_cells)].sum(axis=1)
-            denominators_all[:, column] = n
+            if spec.proportion:
+                denominators_all[:, column] = n
             if closed_form:
                 successes[:, column], denominators[:, column] = x, n
-                low[:, column], high[:, column] = proportion_interval(x, n, confidence=confidence, method=method)
-                methods[:, column] = method
+                p_low, p_high = proportion_interval(x, n, confidence=confidence, method=method)
+                low[:, column], high[:, column] = spec.from_proportion(p_low), spec.from_proportion(p_high)
+                methods[:, column] = method if spec.proportion else f"{method} on the Jaccard index"
                 continue
         if draws is None:
             methods[:, column] = ""
@@ -501,8 +504,9 @@ def audit(
     Intervals (``interval_method``, validated by simulation in ``benchmarks/audit_validity.py``): on a
     binary task the proportions (accuracy, precision, recall, specificity, FPR, FDR, selection rate) get the
     Wilson score interval ("wilson", default) or the Clopper-Pearson exact interval ("clopper-pearson") from
-    their counts, and differences between two groups Newcombe's score interval; F1, AUROC, ECE, every
-    multi-class metric and the summaries use the percentile bootstrap of the reported partition: each
+    their counts, F1 the same interval of the Jaccard index J = TP / (TP + FP + FN) mapped through
+    F1 = 2J / (1 + J), and differences between two groups Newcombe's score interval (MOVER for F1); AUROC,
+    ECE, every multi-class metric and the summaries use the percentile bootstrap of the reported partition: each
     (source, group) of the attribute keeps its size and is resampled as one multinomial draw of its
     confusion cells (a pooled group is the sum of its sources' draws), so the cost does not grow with the
     number of rows and a small group is never fixed by stratifying on other attributes. A bootstrap
@@ -636,7 +640,7 @@ def audit(
             if draws is not None:
                 boot = draws[:, units, column]
                 overall_boot = union_draws[:, index, column]
-            closed_form = interval.successes is not None and SPEC_BY_NAME[metric].proportion
+            closed_form = interval.successes is not None and SPEC_BY_NAME[metric].closed_form
             pair_p = range_p = None
             if tests is not None and metric in tests.pairs:
                 pair_p = {
@@ -657,6 +661,8 @@ def audit(
                         overall_estimate=float(estimates[overall_unit, column]),
                         overall_boot=overall_boot,
                         reference=reference,
+                        group_low=interval.low[units, column] if closed_form else None,
+                        group_high=interval.high[units, column] if closed_form else None,
                         successes=interval.successes[units, column] if closed_form else None,
                         denominators=interval.denominators[units, column] if closed_form else None,
                         pair_p_values=pair_p,
@@ -743,8 +749,9 @@ def audit(
             f"cells with {n_fine} fine bins in {N_ECE_BINS} ECE bins"
         ),
         interval_method=(
-            f"{interval_method} for proportions of a binary task, Newcombe hybrid score for their "
-            "differences; percentile bootstrap for F1, AUROC, ECE, multi-class metrics and summaries"
+            f"{interval_method} for proportions of a binary task and for F1 (on the Jaccard index, F1 = 2J / "
+            "(1 + J)); Newcombe hybrid score / MOVER for differences of two groups; percentile bootstrap for "
+            "AUROC, ECE, multi-class metrics, group-vs-overall differences and summaries"
             if table.binary and interval_method != "bootstrap"
             else "percentile bootstrap for every metric and difference"
         ),

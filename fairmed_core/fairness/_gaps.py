@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from fairmed_core.fairness._bootstrap import bootstrap_standard_error, percentile_interval
-from fairmed_core.fairness._intervals import minimum_detectable_gap, newcombe_difference_interval
+from fairmed_core.fairness._intervals import minimum_detectable_gap, mover_difference_interval
 from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
 from fairmed_core.fairness._results import Estimate, GapEstimate
 
@@ -121,6 +121,8 @@ class MetricPartition:
     overall_estimate: float
     overall_boot: np.ndarray | None
     reference: str | None
+    group_low: np.ndarray | None = None
+    group_high: np.ndarray | None = None
     successes: np.ndarray | None = None
     denominators: np.ndarray | None = None
     pair_p_values: Mapping[tuple[int, int], float] | None = None
@@ -129,7 +131,9 @@ class MetricPartition:
 
     @property
     def interval_method(self) -> str:
-        return "Newcombe hybrid score" if self.successes is not None else "percentile bootstrap"
+        if self.group_low is None:
+            return "percentile bootstrap"
+        return "Newcombe hybrid score" if SPEC_BY_NAME[self.metric].proportion else "MOVER from score intervals"
 
 
 def _name_groups(names: Sequence[str]) -> str:
@@ -199,15 +203,22 @@ class _PairStatistics:
     minimum_detectable_gap: np.ndarray
 
 
-def _detectable_gap(part: MetricPartition, a_index: np.ndarray, b_index: np.ndarray, se: np.ndarray) -> np.ndarray:
+def _detectable_gap(
+    part: MetricPartition, a_index: np.ndarray, b_index: np.ndarray, se: np.ndarray, *, confidence: float
+) -> np.ndarray:
     """Minimum gap from group b that a test at 5% detects with 80% power, given both groups' sizes.
 
     Proportions: Cohen's arcsine rule on the counts, in the direction that is worse for group a;
-    other metrics: 2.80 bootstrap standard errors of the difference (normal approximation).
+    other metrics: 2.80 standard errors of the difference (normal approximation), the standard error read
+    off the closed-form difference interval where there is one, else the bootstrap's.
     """
-    if part.successes is None:
-        return _Z_SUM * se
     spec = SPEC_BY_NAME[part.metric]
+    if part.successes is None or not spec.proportion:
+        if part.group_low is not None:
+            low, high = _mover(part, a_index, b_index)
+            z = float(ndtri(0.5 + confidence / 2.0))
+            return _Z_SUM * (high - low) / (2.0 * z)
+        return _Z_SUM * se
     direction = {True: "lower", False: "higher", None: "either"}[spec.higher_is_better]
     with np.errstate(invalid="ignore", divide="ignore"):
         rate_b = part.successes[b_index] / part.denominators[b_index]
@@ -219,6 +230,14 @@ def _detectable_gap(part: MetricPartition, a_index: np.ndarray, b_index: np.ndar
         power=POWER,
         direction=direction,
     )
+
+
+def _mover(part: MetricPartition, a_index: np.ndarray, b_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    low, high = mover_difference_interval(
+        part.estimate[a_index], part.group_low[a_index], part.group_high[a_index],
+        part.estimate[b_index], part.group_low[b_index], part.group_high[b_index],
+    )  # fmt: skip
+    return np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
 
 
 def _pair_statistics(
@@ -245,15 +264,9 @@ def _pair_statistics(
     detectable = nan.copy()
     if between_groups:
         b_index = np.array([b for _, b in pairs], dtype=np.int64)
-        detectable = _detectable_gap(part, a_index, b_index, se)
-        if part.successes is not None:  # two independent groups: Newcombe's score interval
-            low, high = newcombe_difference_interval(
-                part.successes[a_index],
-                part.denominators[a_index],
-                part.successes[b_index],
-                part.denominators[b_index],
-                confidence=confidence,
-            )
+        detectable = _detectable_gap(part, a_index, b_index, se, confidence=confidence)
+        if part.group_low is not None:  # two independent groups: MOVER (Newcombe for proportions)
+            low, high = _mover(part, a_index, b_index)
     undefined = np.isnan(difference)
     low, high = np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
     return _PairStatistics(difference, ratio, low, high, se, count, detectable)
