@@ -11,6 +11,9 @@ Two methods on the same tables:
 
 * old: the audit before this change, rebuilt here from the same building blocks: percentile bootstrap
   stratified by source x every sensitive attribute, pairwise Wald tests on the bootstrap SE.
+Every table also has a score column (Beta-distributed given the label, the same in every group; true AUROC
+and 10-bin ECE by numerical integration), so AUROC and ECE intervals and tests are checked too.
+
 * new: ``fairmed_core.fairness.audit`` as it is (Wilson for proportions and for F1 through the Jaccard index,
   Newcombe/MOVER for differences, permutation tests within source).
 
@@ -32,6 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -50,6 +54,13 @@ from fairmed_core.fairness._bootstrap import (  # noqa: E402
     multinomial_rows,
     percentile_interval,
 )
+from fairmed_core.fairness._calibration import (  # noqa: E402
+    N_FINE_BINS,
+    bootstrap_partition,
+    calibration_cells,
+    exact_auroc_by_group,
+    exact_ece,
+)
 from fairmed_core.fairness._counts import (  # noqa: E402
     OVERALL_ATTRIBUTE,
     build_layout,
@@ -67,7 +78,10 @@ ATTRIBUTES = {
     "skin_tone": (("light", "medium", "dark"), (0.7, 0.2, 0.1)),
 }
 SOURCES = (("source_a", 0.6), ("source_b", 0.4))
-METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate")
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate", "auroc", "ece")
+CONFUSION = METRICS[:8]
+SCORE_BETA = {1: (4.0, 2.0), 0: (2.0, 3.5)}
+"""Score | label ~ Beta(a, b), the same in every group: true AUROC and ECE follow by numerical integration."""
 BANDS = ((10, 29, "10-29"), (30, 99, "30-99"), (100, 10**9, "100+"))
 
 
@@ -81,6 +95,8 @@ class Truth:
     fpr: float
 
     def metric(self, name: str) -> float:
+        if name in ("auroc", "ece"):
+            return _score_truth(self.prevalence)[name]
         pi, tpr, fpr = self.prevalence, self.tpr, self.fpr
         tp, fn, fp, tn = pi * tpr, pi * (1 - tpr), (1 - pi) * fpr, (1 - pi) * (1 - fpr)
         return {
@@ -93,6 +109,26 @@ class Truth:
             "fdr": fp / (tp + fp),
             "selection_rate": tp + fp,
         }[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _score_truth(prevalence: float) -> dict[str, float]:
+    """Population AUROC = P(S+ > S-) and 10-bin ECE of the score model ``SCORE_BETA``."""
+    from scipy import integrate, stats
+
+    positive, negative = stats.beta(*SCORE_BETA[1]), stats.beta(*SCORE_BETA[0])
+    auroc = integrate.quad(lambda t: negative.cdf(t) * positive.pdf(t), 0.0, 1.0)[0]
+    ece = 0.0
+    for k in range(10):
+        low, high = k / 10, (k + 1) / 10
+        mass_pos = prevalence * (positive.cdf(high) - positive.cdf(low))
+        mass_neg = (1 - prevalence) * (negative.cdf(high) - negative.cdf(low))
+        mean_score = (
+            prevalence * integrate.quad(lambda t: t * positive.pdf(t), low, high)[0]
+            + (1 - prevalence) * integrate.quad(lambda t: t * negative.pdf(t), low, high)[0]
+        )
+        ece += abs(mass_pos - mean_score)  # P(bin) * |P(y=1 | bin) - E[score | bin]|
+    return {"auroc": auroc, "ece": ece}
 
 
 TRUTHS = (Truth("moderate", 0.3, 0.70, 0.15), Truth("extreme", 0.3, 0.93, 0.04))
@@ -109,11 +145,13 @@ def simulate(n_rows: int, n_attributes: int, truth: Truth, rng, *, tpr_by_sex=No
     if tpr_by_sex is not None:
         tpr = np.where(frame["sex"] == "F", tpr_by_sex["F"], tpr_by_sex["M"])
     pred = np.where(y == 1, rng.random(n_rows) < tpr, rng.random(n_rows) < truth.fpr).astype(int)
-    return pd.DataFrame({"y": y, "pred": pred, **frame})
+    a = np.where(y == 1, SCORE_BETA[1][0], SCORE_BETA[0][0])
+    b = np.where(y == 1, SCORE_BETA[1][1], SCORE_BETA[0][1])
+    return pd.DataFrame({"y": y, "pred": pred, "score": rng.beta(a, b), **frame})
 
 
 def _denominators(counts: np.ndarray) -> np.ndarray:
-    """Per unit and metric, the number of cases the metric is a share of (group size for F1)."""
+    """Per unit and confusion metric, the number of cases the metric is a share of (group size for F1)."""
     flat = counts.reshape(counts.shape[0], -1)
     out = np.repeat(flat.sum(axis=1)[:, None], len(CONFUSION_METRICS), axis=1)
     for column, name in enumerate(CONFUSION_METRICS):
@@ -123,13 +161,42 @@ def _denominators(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _old_score_rows(table, block, n_boot: int, rng, group_rows: list, pair_rows: list):
+    """AUROC/ECE rows of the old audit for one block: per-partition binned bootstrap, Wald tests."""
+    in_scope = np.ones(table.n_rows, dtype=bool) if block.scope_index is None else table.source_codes == block.scope_index
+    group = table.attributes[block.attribute_index].codes[in_scope]
+    n_groups = len(block.groups)
+    score, target = table.score[in_scope], table.calibration_target[in_scope]
+    counts, sums = calibration_cells(score, target, group, n_groups, n_fine=N_FINE_BINS)
+    auroc = exact_auroc_by_group(score, target, group, n_groups)
+    ece = exact_ece(counts, sums)
+    draws = bootstrap_partition(counts, sums, auroc, float("nan"), n_boot=n_boot, rng=rng).groups
+    low, high = percentile_interval(draws.reshape(n_boot, -1), confidence=0.95)
+    low, high = low.reshape(n_groups, 2), high.reshape(n_groups, 2)
+    sizes = counts.sum(axis=1)
+    estimates = np.stack([auroc, ece], axis=1)
+    for column, metric in enumerate(("auroc", "ece")):
+        for g, name in enumerate(block.groups):
+            group_rows.append((block.scope, block.attribute, name, metric, estimates[g, column], low[g, column],
+                               high[g, column], int(sizes[g])))  # fmt: skip
+        present = [g for g in range(n_groups) if sizes[g] > 0]
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                difference = estimates[a, column] - estimates[b, column]
+                se, _ = bootstrap_standard_error((draws[:, a, column] - draws[:, b, column])[:, None])
+                pair_rows.append((block.scope, block.attribute, metric, float(wald_p_value(difference, se[0]))))
+    return group_rows, pair_rows
+
+
 def old_method(frame: pd.DataFrame, sensitive: list[str], *, n_boot: int, seed: int):
     """The audit before this change: strata = source x every attribute, percentile bootstrap, Wald tests.
 
+    AUROC/ECE were already resampled per reported partition (``bootstrap_partition``) and are reproduced with
+    that function; their pairwise tests were Wald tests on the bootstrap SE, as for every metric.
     Returns (group rows, pairwise rows) as DataFrames shaped like the new audit's frames.
     """
     table = encode_table(
-        frame, label_col="y", pred_col="pred", sensitive=sensitive, score_col=None, source_col="source",
+        frame, label_col="y", pred_col="pred", sensitive=sensitive, score_col="score", source_col="source",
         positive_label=None, intersect=False, source_name="<simulation>",
     )  # fmt: skip
     layout = build_layout(table)
@@ -149,6 +216,7 @@ def old_method(frame: pd.DataFrame, sensitive: list[str], *, n_boot: int, seed: 
         if block.attribute == OVERALL_ATTRIBUTE:
             continue
         units = np.arange(block.units.start, block.units.stop)
+        group_rows, pair_rows = _old_score_rows(table, block, n_boot, rng, group_rows, pair_rows)
         for column, metric in enumerate(CONFUSION_METRICS):
             for offset, group in enumerate(block.groups):
                 unit = units[offset]
@@ -169,7 +237,8 @@ def old_method(frame: pd.DataFrame, sensitive: list[str], *, n_boot: int, seed: 
 
 def new_method(frame: pd.DataFrame, sensitive: list[str], *, n_boot: int, seed: int, interval_method="wilson"):
     result = audit(
-        frame, label_col="y", pred_col="pred", sensitive=sensitive, source_col="source", metrics=METRICS,
+        frame, label_col="y", pred_col="pred", sensitive=sensitive, source_col="source", score_col="score",
+        metrics=METRICS,
         n_boot=n_boot, seed=seed, interval_method=interval_method,
     )  # fmt: skip
     groups = result.groups_frame()

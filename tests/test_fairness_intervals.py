@@ -142,7 +142,7 @@ def test_every_number_records_how_its_interval_and_test_were_made():
     pairs = result.gaps_frame().query("comparison == 'pairwise'").set_index("metric")
     assert pairs.loc["recall"].interval_method == "Newcombe hybrid score"
     assert pairs.loc["f1"].interval_method == "MOVER from score intervals"
-    assert pairs.loc["auroc"].test_method.startswith("Wald")
+    assert pairs.loc["auroc"].test_method.startswith("permutation")
     assert pairs.loc["recall"].minimum_detectable_gap > 0
     payload = result.to_json_dict()
     assert payload["settings"]["tests"] and payload["groups"][1]["recall"]["interval_method"] == "wilson"

@@ -17,6 +17,7 @@ from fairmed_core.fairness._calibration import (
     N_FINE_BINS,
     N_FINE_BINS_ECE_ONLY,
     bootstrap_partition,
+    _resampled_statistics,
     calibration_cells,
     exact_auroc_by_group,
     exact_ece,
@@ -33,7 +34,6 @@ from fairmed_core.fairness._counts import (
 from fairmed_core.fairness._encode import EncodedTable, encode_table
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
-    WALD_TEST,
     MetricPartition,
     SummaryInputs,
     mean_over,
@@ -361,6 +361,80 @@ def _partition_tests(
 
 
 
+N_FINE_BINS_TESTS = 100
+"""Fine score bins for the permutation tests of AUROC and ECE: pairs inside a 0.01-wide bin count as ties in
+the test statistic. The observed and the permuted statistics use the same bins, so the test stays exact."""
+
+
+def _score_cells_by_stratum(table: EncodedTable, block: Block) -> tuple[np.ndarray, np.ndarray]:
+    """(label, fine score bin) counts and score sums of the block's groups per stratum, ``(S, G, 2 * n_fine)``;
+    the strata are the sources of a pooled block, or the one source of a source's block."""
+    in_scope = np.ones(table.n_rows, dtype=bool) if block.scope_index is None else table.source_codes == block.scope_index
+    n_groups = len(block.groups)
+    group = (
+        np.zeros(int(in_scope.sum()), dtype=np.int64)
+        if block.attribute_index is None
+        else table.attributes[block.attribute_index].codes[in_scope]
+    )
+    if block.scope_index is None and table.sources:
+        stratum, n_strata = table.source_codes[in_scope], len(table.sources)
+    else:
+        stratum, n_strata = np.zeros(group.size, dtype=np.int64), 1
+    counts, sums = calibration_cells(
+        table.score[in_scope], table.calibration_target[in_scope], stratum * n_groups + group,
+        n_strata * n_groups, n_fine=N_FINE_BINS_TESTS,
+    )  # fmt: skip
+    return counts.reshape(n_strata, n_groups, -1), sums.reshape(n_strata, n_groups, -1)
+
+
+def _score_partition_tests(
+    counts: np.ndarray, sums: np.ndarray, kept: Sequence[int], metrics: Sequence[str], *, n_permutations: int, rng
+) -> _PartitionTests:
+    """Permutation tests of AUROC and ECE between the groups of one block (labels exchanged within strata).
+
+    Statistics come from the binned cells with each cell's pooled mean score, for the observed split and
+    every permuted split alike."""
+    total = counts.sum(axis=(0, 1))
+    used = np.flatnonzero(total > 0)
+    mean_score = sums.sum(axis=(0, 1))[used] / total[used]
+    cells = counts[:, :, used].astype(np.int64)
+    columns = [_SCORE_METRICS.index(m) for m in metrics]
+
+    def statistics(group_counts: np.ndarray) -> np.ndarray:
+        """(..., G, c) counts -> (..., G, metrics)."""
+        lead = group_counts.shape[:-1]
+        auroc, ece, _ = _resampled_statistics(
+            group_counts.reshape(-1, used.size).astype(float), used, mean_score, n_fine=N_FINE_BINS_TESTS
+        )
+        return np.stack([auroc, ece], axis=-1).reshape(*lead, 2)[..., columns]
+
+    present = [g for g in kept if cells[:, g].sum() > 0]
+    pairs: dict[str, dict[tuple[int, int], float]] = {m: {} for m in metrics}
+    all_groups: dict[str, float] = {}
+    parts = (np.arange(used.size),)
+
+    def observed_and_permuted(members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        sub = cells[:, members]
+        permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
+        return statistics(sub.sum(axis=0)), statistics(permuted)
+
+    for position, i in enumerate(present):
+        for j in present[position + 1 :]:
+            observed, values = observed_and_permuted([i, j])
+            statistic = np.abs(observed[0] - observed[1])
+            permuted = np.nan_to_num(np.abs(values[:, 0] - values[:, 1]), nan=0.0)
+            for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
+                pairs[name][(i, j)] = float(p)
+    if len(present) >= 2:
+        observed, values = observed_and_permuted(present)
+        defined_observed = (~np.isnan(observed)).sum(axis=0) >= 2
+        statistic = np.where(defined_observed, _defined_range(observed.T), np.nan)
+        permuted = _defined_range(np.moveaxis(values, 1, 2))
+        for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
+            all_groups[name] = float(p)
+    return _PartitionTests(pairs=pairs, all_groups=all_groups)
+
+
 @dataclass(frozen=True, eq=False)
 class _GroupIntervals:
     """Interval of every (unit, metric) with its method and, where there is none, why.
@@ -516,8 +590,8 @@ def audit(
 
     Tests: every pairwise and max-min gap of a confusion metric has a permutation test of the group labels
     within each source (and within the metric's denominator: positives for recall, predicted positives for
-    precision), with ``n_boot`` permutations; exact at any group size. AUROC/ECE gaps use a Wald test on
-    the bootstrap SE (approximate). ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
+    precision), with ``n_boot`` permutations; exact at any group size. AUROC/ECE gaps are permutation
+    tests too, on (label, score bin) cells with 100 score bins. ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
     bootstrap intervals and p-values are NaN.
     Results are deterministic for a given ``seed``.
     """
@@ -632,6 +706,14 @@ def audit(
         if n_boot and tested_metrics:
             tests = _partition_tests(
                 table, partition_cells[index], kept, tested_metrics, n_permutations=n_boot, rng=test_rng
+            )
+        score_tested = [m for m in _SCORE_METRICS if m in reported and score_col is not None]
+        if n_boot and score_tested:
+            score_tests = _score_partition_tests(
+                *_score_cells_by_stratum(table, block), kept, score_tested, n_permutations=n_boot, rng=test_rng
+            )
+            tests = score_tests if tests is None else _PartitionTests(
+                pairs={**tests.pairs, **score_tests.pairs}, all_groups={**tests.all_groups, **score_tests.all_groups}
             )
         position_of = {unit_group: position for position, unit_group in enumerate(kept)}
         for metric in reported:
@@ -756,9 +838,9 @@ def audit(
             else "percentile bootstrap for every metric and difference"
         ),
         tests=(
-            f"{PERMUTATION_TEST}, {n_boot} permutations, for pairwise and max-min gaps of confusion "
-            f"metrics; {WALD_TEST} for AUROC/ECE; {correction_key} correction within each (source, "
-            "attribute, metric)"
+            f"{PERMUTATION_TEST}, {n_boot} permutations, for pairwise and max-min gaps (within the "
+            "metric's denominator for proportions; AUROC/ECE on (label, score bin) cells with "
+            f"{N_FINE_BINS_TESTS} bins); {correction_key} correction within each (source, attribute, metric)"
             if n_boot
             else "none (n_boot = 0)"
         ),

@@ -73,7 +73,7 @@ class GapEstimate:
     (``group_b`` = "ALL"). The interval is for the difference (``interval_method``: Newcombe's score
     interval for proportions, the percentile bootstrap otherwise). ``p_value_raw`` is a two-sided test of "no
     difference" (``test_method``: a permutation test of the group labels within the source, exact at every
-    group size; a Wald test for AUROC and ECE); ``p_value`` is corrected for multiple comparisons within the
+    group size); ``p_value`` is corrected for multiple comparisons within the
     (source, attribute, metric) family of pairwise tests (vs-reference rows reuse the corresponding pairwise
     test; the max-min row holds the uncorrected permutation test that all groups are equal; vs-overall rows
     are not tested and hold NaN). ``minimum_detectable_gap`` is the smallest difference from ``group_b``
