@@ -30,6 +30,13 @@ from fairmed_core.fairness._counts import (
     unit_counts,
 )
 from fairmed_core.fairness._encode import EncodedTable, encode_table
+from fairmed_core.fairness._format_failures import (
+    FORMAT_FAILURE,
+    apply_policy,
+    check_policy,
+    failure_rates,
+    is_format_failure,
+)
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
     MetricPartition,
@@ -40,7 +47,8 @@ from fairmed_core.fairness._gaps import (
     to_estimate,
 )
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
-from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
+from fairmed_core.fairness._paper_protocol import paper_protocol
+from fairmed_core.fairness._predictions import MISSING_GROUP, implicit_positive_label, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
     SUMMARY_STATISTICS,
@@ -147,7 +155,9 @@ def _confusion_bootstrap(
     for draws in stratified_count_draws(stratum_counts, n_boot=n_boot, rng=rng):
         units = unit_counts(layout, draws)  # (b, n_units, k * k)
         b = units.shape[0]
-        out[done : done + b] = confusion_metrics(units.reshape(b, layout.n_units, k, k), binary=table.binary)
+        out[done : done + b] = confusion_metrics(
+            units.reshape(b, layout.n_units, k, k), binary=table.binary, failure_class=table.failure_class
+        )
         done += b
     return out
 
@@ -266,6 +276,8 @@ def audit(
     min_group_size: int = 30,
     seed: int = 0,
     unknown_in_gaps: bool = False,
+    format_failures: str = "wrong",
+    protocol: str = "fairmed",
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
@@ -293,7 +305,19 @@ def audit(
     does not grow with the number of rows; AUROC/ECE resample binned scores (see
     ``fairmed_core.fairness._calibration``). ``n_boot=0`` skips the bootstrap (intervals and p-values NaN).
     Results are deterministic for a given ``seed``.
+
+    Predictions equal to "(format failure)" are scored by ``format_failures`` ("wrong", "other_label" or
+    "abstain"; see ``fairmed_core.fairness._format_failures``) and their rate per group is attached. With
+    ``protocol="fairgrpo_paper"`` the FairGRPO paper's own statistics (the authors' evaluation code, see
+    ``fairmed_core.fairness._paper_protocol``) are attached as ``paper_summary`` beside FairMed's, which are
+    unchanged; ``protocol="fairmed"`` (default) computes FairMed's alone.
     """
+    if protocol not in PROTOCOLS:
+        raise FairMedInputError(
+            f"unknown protocol {protocol!r}",
+            hint="use 'fairmed' (FairMed's clinical convention) or 'fairgrpo_paper' (the FairGRPO paper's)",
+        )
+    format_failures = check_policy(format_failures)
     metrics_requested, correction_key = _check_settings(
         metrics=metrics,
         n_boot=n_boot,
@@ -313,8 +337,14 @@ def audit(
         source_col=source_col,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
+    failed = is_format_failure(frame[pred_col])
+    rates = failure_rates(frame, failed, sensitive=sensitive, source_col=source_col, pooled=POOLED_SCOPE)
+    scored_frame = apply_policy(
+        frame, failed, label_col=label_col, pred_col=pred_col, policy=format_failures,
+        positive_label=_positive_of(frame, label_col, pred_col, positive_label),
+    )
     table = encode_table(
-        frame,
+        scored_frame,
         label_col=label_col,
         pred_col=pred_col,
         sensitive=sensitive,
@@ -335,13 +365,13 @@ def audit(
     stratum_counts = stratum_confusion_counts(table, layout)
     counts = unit_counts(layout, stratum_counts).reshape(layout.n_units, k, k)
     unit_n = counts.sum(axis=(1, 2))
-    class_counts = counts.sum(axis=2)  # true cases per class
+    class_counts = counts.sum(axis=2)[:, : table.n_scored_classes]  # true cases per class
 
     estimates = np.full((layout.n_units, len(METRICS)), np.nan)
     reasons = np.full((layout.n_units, len(METRICS)), "", dtype=object)
     n_confusion = len(CONFUSION_METRICS)
-    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary)
-    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary)
+    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary, failure_class=table.failure_class)
+    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary, failure_class=table.failure_class)
     draws = np.full((n_boot, layout.n_units, len(METRICS)), np.nan) if n_boot else None
     if n_boot:
         draws[:, :, :n_confusion] = _confusion_bootstrap(
@@ -482,8 +512,43 @@ def audit(
             f"AUROC/ECE from multinomial draws of (label, score bin) cells with {n_fine} fine bins "
             f"in {N_ECE_BINS} ECE bins"
         ),
+        format_failures=format_failures,
+        protocol=protocol,
     )
-    return AuditResult(settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries))
+    paper = None
+    if protocol == "fairgrpo_paper":
+        paper = _paper_summary(frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive,
+                               source_col=source_col)
+    return AuditResult(
+        settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
+        format_failure_rates=rates if failed.any() else (), paper_summary=paper,
+    )
+
+
+PROTOCOLS = ("fairmed", "fairgrpo_paper")
+"""Conventions an audit can report: FairMed's (clinical default) and, beside it, the FairGRPO paper's."""
+
+
+def _positive_of(frame: pd.DataFrame, label_col: str, pred_col: str, positive_label) -> object:
+    """The positive label given or implied (ignoring the format-failure marker); None on multi-class data."""
+    if positive_label is not None:
+        return positive_label
+    values = set(pd.unique(frame[label_col]).tolist()) | set(pd.unique(frame[pred_col]).tolist())
+    return implicit_positive_label(values - {FORMAT_FAILURE})
+
+
+def _paper_summary(frame: pd.DataFrame, *, label_col: str, pred_col: str, sensitive: Sequence[str],
+                   source_col: str | None):
+    """The FairGRPO paper's protocol on the unscored predictions (a format failure names no condition)."""
+    names = list(sensitive)
+    sex = next((a for a in names if a.lower() in ("sex", "gender")), None)
+    age = next((a for a in names if a.lower() in ("age_group", "age")), None)
+    return paper_protocol(
+        frame[label_col].astype(object).to_numpy(), frame[pred_col].astype(object).to_numpy(),
+        sources=None if source_col is None else frame[source_col].astype(str).to_numpy(),
+        attributes={a: frame[a].astype(str).to_numpy() for a in names},
+        sex_attribute=sex, age_attribute=age,
+    )
 
 
 def _is_unknown_group(group: str) -> bool:
