@@ -4,15 +4,26 @@ Public surface::
 
     result = audit(frame, label_col="y", pred_col="y_hat", sensitive=["sex", "age_group"])
     result.groups_frame(); result.gaps_frame(); result.summary_frame(); result.to_json_dict()
+    audit(..., protocol="fairgrpo_paper").paper_summary   # the FairGRPO paper's statistics, beside FairMed's
+    audit(..., format_failures="abstain")                  # how "(format failure)" predictions are scored
     frame = load_predictions("preds.csv", label_col="y", pred_col="y_hat", sensitive=["sex"])
 
 Point estimates equal fairlearn's ``MetricFrame`` with scikit-learn metrics on the same data, except that an
 undefined value (a zero denominator) is NaN with a reason where scikit-learn and fairlearn return 0.
 """
 
-from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
+from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, PROTOCOLS, audit
+from fairmed_core.fairness._format_failures import FORMAT_FAILURE, FORMAT_FAILURE_POLICIES, FormatFailureRate
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
 from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
+from fairmed_core.fairness._paper_protocol import (
+    PaperAggregate,
+    PaperAttributeSummary,
+    PaperGroupMetrics,
+    PaperSourceSummary,
+    PaperSummary,
+    paper_protocol,
+)
 from fairmed_core.fairness._predictions import (
     MISSING_GROUP,
     load_predictions,
@@ -30,22 +41,32 @@ from fairmed_core.fairness._results import (
 )
 
 __all__ = [
+    "FORMAT_FAILURE",
+    "FORMAT_FAILURE_POLICIES",
     "METRICS",
     "MEAN_OVER_ATTRIBUTES",
     "MEAN_OVER_SOURCES",
     "MISSING_GROUP",
+    "PROTOCOLS",
     "AuditResult",
     "AuditSettings",
     "Estimate",
     "FairnessSummary",
+    "FormatFailureRate",
     "GapEstimate",
     "GroupEstimate",
     "OneAnswer",
+    "PaperAggregate",
+    "PaperAttributeSummary",
+    "PaperGroupMetrics",
+    "PaperSourceSummary",
+    "PaperSummary",
     "audit",
     "benjamini_hochberg",
     "holm",
     "load_predictions",
     "one_answer_sources",
+    "paper_protocol",
     "read_predictions_table",
     "validate_predictions",
 ]
