@@ -351,3 +351,29 @@ def test_audit_rejects_an_unknown_protocol():
     frame = pd.DataFrame({"y": [0, 1, 1, 0], "y_hat": [0, 1, 0, 0], "sex": ["M", "F", "M", "F"]})
     with pytest.raises(FairMedInputError, match="protocol"):
         audit(frame, label_col="y", pred_col="y_hat", sensitive=["sex"], n_boot=0, protocol="paper")
+
+
+def test_cli_audit_reports_the_paper_protocol_beside_fairmeds(tmp_path, capsys):
+    from fairmed_core.cli import AUDIT_FORMAT_FAILURES, AUDIT_PROTOCOLS, main
+    from fairmed_core.fairness import FORMAT_FAILURE_POLICIES, PROTOCOLS
+    from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS
+
+    assert AUDIT_PROTOCOLS == PROTOCOLS and AUDIT_FORMAT_FAILURES == FORMAT_FAILURE_POLICIES
+    out = tmp_path / "audit.json"
+    args = ["audit", str(REFERENCE_PREDICTIONS), "--sensitive", "sex", "--sensitive", "age_group",
+            "--label-col", "y_true", "--pred-col", "y_pred", "--source-col", "source", "--n-boot", "0"]
+    assert main([*args, "--protocol", "fairgrpo_paper", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "FairGRPO paper protocol" in printed
+    payload = __import__("json").loads(out.read_text())
+    frame = pd.read_csv(REFERENCE_PREDICTIONS, keep_default_na=False)
+    direct = paper_protocol(frame["y_true"], frame["y_pred"], sources=frame["source"],
+                            attributes={"sex": frame["sex"], "age_group": frame["age_group"]})
+    assert payload["settings"]["protocol"] == "fairgrpo_paper"
+    assert payload["paper_protocol"]["aggregate"]["predictive_parity"] == pytest.approx(
+        direct.aggregate.predictive_parity)
+    assert f"PP {direct.aggregate.predictive_parity:.2f}" in printed
+    assert main([*args]) == 0 and "FairGRPO paper protocol" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--protocol", "paper"])
+    assert exit_info.value.code == 2
