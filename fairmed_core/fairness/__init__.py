@@ -12,11 +12,12 @@ Point estimates equal fairlearn's ``MetricFrame`` with scikit-learn metrics on t
 undefined value (a zero denominator) is NaN with a reason where scikit-learn and fairlearn return 0.
 """
 
-from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, PROTOCOLS, audit
+from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
 from fairmed_core.fairness._format_failures import FORMAT_FAILURE, FORMAT_FAILURE_POLICIES, FormatFailureRate
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
 from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
 from fairmed_core.fairness._paper_protocol import (
+    PROTOCOLS,
     PaperAggregate,
     PaperAttributeSummary,
     PaperGroupMetrics,

@@ -30,13 +30,7 @@ from fairmed_core.fairness._counts import (
     unit_counts,
 )
 from fairmed_core.fairness._encode import EncodedTable, encode_table
-from fairmed_core.fairness._format_failures import (
-    FORMAT_FAILURE,
-    apply_policy,
-    check_policy,
-    failure_rates,
-    is_format_failure,
-)
+from fairmed_core.fairness._format_failures import check_policy, score_format_failures
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
     MetricPartition,
@@ -47,8 +41,8 @@ from fairmed_core.fairness._gaps import (
     to_estimate,
 )
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
-from fairmed_core.fairness._paper_protocol import paper_protocol
-from fairmed_core.fairness._predictions import MISSING_GROUP, implicit_positive_label, validate_predictions
+from fairmed_core.fairness._paper_protocol import check_protocol, paper_protocol_of_table
+from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
     SUMMARY_STATISTICS,
@@ -312,12 +306,7 @@ def audit(
     ``fairmed_core.fairness._paper_protocol``) are attached as ``paper_summary`` beside FairMed's, which are
     unchanged; ``protocol="fairmed"`` (default) computes FairMed's alone.
     """
-    if protocol not in PROTOCOLS:
-        raise FairMedInputError(
-            f"unknown protocol {protocol!r}",
-            hint="use 'fairmed' (FairMed's clinical convention) or 'fairgrpo_paper' (the FairGRPO paper's)",
-        )
-    format_failures = check_policy(format_failures)
+    protocol, format_failures = check_protocol(protocol), check_policy(format_failures)
     metrics_requested, correction_key = _check_settings(
         metrics=metrics,
         n_boot=n_boot,
@@ -337,11 +326,9 @@ def audit(
         source_col=source_col,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
-    failed = is_format_failure(frame[pred_col])
-    rates = failure_rates(frame, failed, sensitive=sensitive, source_col=source_col, pooled=POOLED_SCOPE)
-    scored_frame = apply_policy(
-        frame, failed, label_col=label_col, pred_col=pred_col, policy=format_failures,
-        positive_label=_positive_of(frame, label_col, pred_col, positive_label),
+    scored_frame, failure_rates = score_format_failures(
+        frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col,
+        policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
     )
     table = encode_table(
         scored_frame,
@@ -516,38 +503,13 @@ def audit(
         protocol=protocol,
     )
     paper = None
-    if protocol == "fairgrpo_paper":
-        paper = _paper_summary(frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive,
-                               source_col=source_col)
+    if protocol == "fairgrpo_paper":  # on the unscored table: the paper scores a failure as no condition
+        paper = paper_protocol_of_table(
+            frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col
+        )
     return AuditResult(
         settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
-        format_failure_rates=rates if failed.any() else (), paper_summary=paper,
-    )
-
-
-PROTOCOLS = ("fairmed", "fairgrpo_paper")
-"""Conventions an audit can report: FairMed's (clinical default) and, beside it, the FairGRPO paper's."""
-
-
-def _positive_of(frame: pd.DataFrame, label_col: str, pred_col: str, positive_label) -> object:
-    """The positive label given or implied (ignoring the format-failure marker); None on multi-class data."""
-    if positive_label is not None:
-        return positive_label
-    values = set(pd.unique(frame[label_col]).tolist()) | set(pd.unique(frame[pred_col]).tolist())
-    return implicit_positive_label(values - {FORMAT_FAILURE})
-
-
-def _paper_summary(frame: pd.DataFrame, *, label_col: str, pred_col: str, sensitive: Sequence[str],
-                   source_col: str | None):
-    """The FairGRPO paper's protocol on the unscored predictions (a format failure names no condition)."""
-    names = list(sensitive)
-    sex = next((a for a in names if a.lower() in ("sex", "gender")), None)
-    age = next((a for a in names if a.lower() in ("age_group", "age")), None)
-    return paper_protocol(
-        frame[label_col].astype(object).to_numpy(), frame[pred_col].astype(object).to_numpy(),
-        sources=None if source_col is None else frame[source_col].astype(str).to_numpy(),
-        attributes={a: frame[a].astype(str).to_numpy() for a in names},
-        sex_attribute=sex, age_attribute=age,
+        format_failure_rates=failure_rates, paper_summary=paper,
     )
 
 

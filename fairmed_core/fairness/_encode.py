@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._format_failures import FORMAT_FAILURE
-from fairmed_core.fairness._predictions import _natural_key, implicit_positive_label
+from fairmed_core.fairness._predictions import FORMAT_FAILURE, _natural_key, implicit_positive_label
 from fairmed_core.plain import python_scalar
 
 INTERSECTION_JOIN = " x "

@@ -25,11 +25,9 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness._predictions import FORMAT_FAILURE, implicit_positive_label
 
-__all__ = ["FORMAT_FAILURE", "FORMAT_FAILURE_POLICIES", "FormatFailureRate"]
-
-FORMAT_FAILURE = "(format failure)"
-"""The prediction value that marks an answer that could not be parsed."""
+__all__ = ["FORMAT_FAILURE", "FORMAT_FAILURE_POLICIES", "FormatFailureRate", "score_format_failures"]
 
 FORMAT_FAILURE_POLICIES = ("wrong", "other_label", "abstain")
 
@@ -87,6 +85,31 @@ def failure_rates(
                 count = int(failed[rows_in].sum())
                 rows.append(FormatFailureRate(scope, attribute, str(group), n, count, count / n))
     return tuple(rows)
+
+
+def score_format_failures(
+    frame: pd.DataFrame,
+    *,
+    label_col: str,
+    pred_col: str,
+    sensitive: Sequence[str],
+    source_col: str | None,
+    policy: str,
+    positive_label: object,
+    pooled: str,
+) -> tuple[pd.DataFrame, tuple[FormatFailureRate, ...]]:
+    """The table the metrics are computed on under ``policy``, and the failure rates per group (empty when no
+    prediction is a format failure). ``frame`` is a validated predictions table."""
+    failed = is_format_failure(frame[pred_col])
+    if not failed.any():
+        return frame, ()
+    if positive_label is None:
+        values = set(pd.unique(frame[label_col]).tolist()) | set(pd.unique(frame[pred_col]).tolist())
+        positive_label = implicit_positive_label(values - {FORMAT_FAILURE})
+    rates = failure_rates(frame, failed, sensitive=sensitive, source_col=source_col, pooled=pooled)
+    scored = apply_policy(frame, failed, label_col=label_col, pred_col=pred_col, policy=policy,
+                          positive_label=positive_label)
+    return scored, rates
 
 
 def apply_policy(

@@ -45,10 +45,12 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
+from fairmed_core.errors import FairMedInputError
 from fairmed_core.plain import json_safe
 
 __all__ = [
     "PAPER_METRICS",
+    "PROTOCOLS",
     "PaperAggregate",
     "PaperAttributeSummary",
     "PaperGroupMetrics",
@@ -56,7 +58,11 @@ __all__ = [
     "PaperSummary",
     "conditions_of",
     "paper_protocol",
+    "paper_protocol_of_table",
 ]
+
+PROTOCOLS = ("fairmed", "fairgrpo_paper")
+"""Conventions an audit reports: FairMed's (the clinical default) and, beside it, the FairGRPO paper's."""
 
 PAPER_METRICS = ("precision", "recall", "f1", "accuracy", "fpr", "fdr", "specificity")
 """Per-group metrics of the paper's protocol (recall is the TPR)."""
@@ -516,4 +522,32 @@ def _aggregate(sources: Sequence[PaperSourceSummary]) -> PaperAggregate | None:
         f1_gap=mean_of("f1_gap"),
         accuracy_gap=mean_of("accuracy_gap"),
         fpr_gap=mean_of("fpr_gap"),
+    )
+
+
+def check_protocol(protocol: object) -> str:
+    """The protocol name, or an error naming the choices."""
+    if protocol not in PROTOCOLS:
+        raise FairMedInputError(
+            f"unknown protocol {protocol!r}",
+            hint="use 'fairmed' (FairMed's clinical convention) or 'fairgrpo_paper' (the FairGRPO paper's)",
+        )
+    return str(protocol)
+
+
+def paper_protocol_of_table(
+    frame: pd.DataFrame, *, label_col: str, pred_col: str, sensitive: Sequence[str], source_col: str | None
+) -> PaperSummary:
+    """The paper's protocol on a validated predictions table; the attribute named sex (or gender) and the one
+    named age_group (or age) are the paper's two."""
+    names = list(sensitive)
+    sex = next((a for a in names if a.lower() in ("sex", "gender")), None)
+    age = next((a for a in names if a.lower() in ("age_group", "age")), None)
+    return paper_protocol(
+        frame[label_col].astype(object).to_numpy(),
+        frame[pred_col].astype(object).to_numpy(),
+        sources=None if source_col is None else frame[source_col].astype(str).to_numpy(),
+        attributes={a: frame[a].astype(str).to_numpy() for a in names},
+        sex_attribute=sex,
+        age_attribute=age,
     )

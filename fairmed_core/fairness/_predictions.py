@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._format_failures import FORMAT_FAILURE
+
+FORMAT_FAILURE = "(format failure)"
+"""The prediction that marks an answer that could not be parsed: an outcome to score and count, not a label
+(see ``fairmed_core.fairness._format_failures``)."""
 
 MISSING_GROUP = "UNK"
 """Group name given to missing attribute values; such rows are reported as their own group, never dropped."""
