@@ -57,7 +57,9 @@ def check_policy(policy: object) -> str:
 
 def is_format_failure(predictions: pd.Series) -> np.ndarray:
     """Rows whose prediction is the format-failure marker."""
-    return (predictions.astype(object) == FORMAT_FAILURE).to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(predictions) or pd.api.types.is_bool_dtype(predictions):
+        return np.zeros(len(predictions), dtype=bool)  # a numeric column cannot hold the marker
+    return np.asarray(predictions.to_numpy(dtype=object) == FORMAT_FAILURE, dtype=bool)
 
 
 def failure_rates(
