@@ -32,6 +32,7 @@ from fairmed_core.fairness._counts import (
     unit_counts,
 )
 from fairmed_core.fairness._encode import EncodedTable, encode_table
+from fairmed_core.fairness._format_failures import check_policy, score_format_failures
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
     MetricPartition,
@@ -45,6 +46,7 @@ from fairmed_core.fairness._intervals import INTERVAL_METHODS, proportion_interv
 from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
 from fairmed_core.fairness._permutation import cell_parts, permutation_p_value, permuted_group_counts
+from fairmed_core.fairness._paper_protocol import check_protocol, paper_protocol_of_table
 from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
@@ -248,6 +250,7 @@ def _partition_bootstrap(
     resamples. Different attributes are resampled independently (each is its own report).
     """
     k = table.n_classes
+    scoring = {"binary": table.binary, "failure_class": table.failure_class}
     n_metrics = len(CONFUSION_METRICS)
     groups = np.empty((n_boot, layout.n_units, n_metrics))
     unions = np.empty((n_boot, len(layout.blocks), n_metrics))
@@ -266,8 +269,8 @@ def _partition_bootstrap(
                 if drawn[index] is None:  # no sources: the pooled scope is the only stratum
                     drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
             draws = drawn[index].reshape(b, len(block.groups), k, k)
-            groups[start : start + b, block.units] = confusion_metrics(draws, binary=table.binary)
-            unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), binary=table.binary)
+            groups[start : start + b, block.units] = confusion_metrics(draws, **scoring)
+            unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), **scoring)
     return groups, unions
 
 
@@ -296,7 +299,9 @@ def _source_stratified_unit_metrics(
             if n:
                 draws[:, strata] = rng.multinomial(n, flat / n, size=b).reshape(b, strata.size, k * k)
         units = unit_counts(layout, draws).reshape(b, layout.n_units, k, k)
-        out[start : start + b] = confusion_metrics(units, binary=table.binary)
+        out[start : start + b] = confusion_metrics(
+            units, binary=table.binary, failure_class=table.failure_class
+        )
     return out
 
 
@@ -335,10 +340,14 @@ def _partition_tests(
 
         def observed_and_permuted(members: list[int]) -> tuple[np.ndarray, np.ndarray]:
             sub = cells[:, members]
-            observed = confusion_metrics(sub.sum(axis=0).reshape(len(members), k, k), binary=table.binary)
+            observed = confusion_metrics(
+                sub.sum(axis=0).reshape(len(members), k, k), binary=table.binary, failure_class=table.failure_class
+            )
             permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
             values = confusion_metrics(
-                permuted.reshape(n_permutations, len(members), k, k), binary=table.binary
+                permuted.reshape(n_permutations, len(members), k, k),
+                binary=table.binary,
+                failure_class=table.failure_class,
             )
             return observed[:, columns], values[..., columns]  # (groups, m), (P, groups, m)
 
@@ -553,6 +562,8 @@ def audit(
     seed: int = 0,
     unknown_in_gaps: bool = False,
     interval_method: str = "wilson",
+    format_failures: str = "wrong",
+    protocol: str = "fairmed",
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
@@ -594,11 +605,18 @@ def audit(
     tests too, on (label, score bin) cells with 100 score bins. ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
     bootstrap intervals and p-values are NaN.
     Results are deterministic for a given ``seed``.
+
+    Predictions equal to "(format failure)" are scored by ``format_failures`` ("wrong", "other_label" or
+    "abstain"; see ``fairmed_core.fairness._format_failures``) and their rate per group is attached. With
+    ``protocol="fairgrpo_paper"`` the FairGRPO paper's own statistics (the authors' evaluation code, see
+    ``fairmed_core.fairness._paper_protocol``) are attached as ``paper_summary`` beside FairMed's, which are
+    unchanged; ``protocol="fairmed"`` (default) computes FairMed's alone.
     """
     if interval_method not in INTERVAL_METHODS:
         raise FairMedInputError(
             f"unknown interval method {interval_method!r}", hint=f"choose from {', '.join(INTERVAL_METHODS)}"
         )
+    protocol, format_failures = check_protocol(protocol), check_policy(format_failures)
     metrics_requested, correction_key = _check_settings(
         metrics=metrics,
         n_boot=n_boot,
@@ -618,8 +636,12 @@ def audit(
         source_col=source_col,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
+    scored_frame, failure_rates = score_format_failures(
+        frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col,
+        policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
+    )
     table = encode_table(
-        frame,
+        scored_frame,
         label_col=label_col,
         pred_col=pred_col,
         sensitive=sensitive,
@@ -643,14 +665,14 @@ def audit(
     unit_cells = unit_counts(layout, stratum_counts)  # (n_units, K * K)
     counts = unit_cells.reshape(layout.n_units, k, k)
     unit_n = counts.sum(axis=(1, 2))
-    class_counts = counts.sum(axis=2)  # true cases per class
+    class_counts = counts.sum(axis=2)[:, : table.n_scored_classes]  # true cases per class
     partition_cells = _partition_cells(layout, unit_cells)
 
     estimates = np.full((layout.n_units, len(METRICS)), np.nan)
     reasons = np.full((layout.n_units, len(METRICS)), "", dtype=object)
     n_confusion = len(CONFUSION_METRICS)
-    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary)
-    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary)
+    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary, failure_class=table.failure_class)
+    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary, failure_class=table.failure_class)
     draws = np.full((n_boot, layout.n_units, len(METRICS)), np.nan) if n_boot else None
     union_draws = np.full((n_boot, len(layout.blocks), len(METRICS)), np.nan) if n_boot else None
     joint_draws = None
@@ -844,8 +866,18 @@ def audit(
             if n_boot
             else "none (n_boot = 0)"
         ),
+        format_failures=format_failures,
+        protocol=protocol,
     )
-    return AuditResult(settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries))
+    paper = None
+    if protocol == "fairgrpo_paper":  # on the unscored table: the paper scores a failure as no condition
+        paper = paper_protocol_of_table(
+            frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col
+        )
+    return AuditResult(
+        settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
+        format_failure_rates=failure_rates, paper_summary=paper,
+    )
 
 
 def _is_unknown_group(group: str) -> bool:
