@@ -17,9 +17,10 @@ from pathlib import Path
 from fairmed_core.errors import FairMedInputError
 
 # The audit's choices, spelled here so that parsing does not import the fairness engine (a test keeps them equal
-# to fairmed_core.fairness.FORMAT_FAILURE_POLICIES and PROTOCOLS).
+# to fairmed_core.fairness.FORMAT_FAILURE_POLICIES, PROTOCOLS and INTERVAL_METHODS).
 AUDIT_FORMAT_FAILURES = ("wrong", "other_label", "abstain")
 AUDIT_PROTOCOLS = ("fairmed", "fairgrpo_paper")
+AUDIT_INTERVAL_METHODS = ("wilson", "clopper-pearson", "bootstrap")
 
 EXIT_USER_ERROR = 2
 
@@ -117,6 +118,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         unknown_in_gaps=args.unknown_in_gaps,
         format_failures=args.format_failures,
         protocol=args.protocol,
+        interval_method=args.interval_method,
     )
     payload = result.to_json_dict()
     if args.json:
@@ -144,6 +146,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             print(f"  PP {row.predictive_parity:.2f}  EOD {row.equal_opportunity_difference:.2f}  "
                   f"sigma F1 {row.sigma_f1:.4f}  F1 {row.f1:.4f}  Acc {100 * row.accuracy:.2f}%  "
                   f"F1_ES {row.f1_es:.4f}  over {row.n_sources} source(s)")
+    print(f"intervals: {result.settings.interval_method}")
+    print(f"tests: {result.settings.tests}")
     small = {(g["source"], g["attribute"], g["group"]) for g in payload["groups"] if g["small_group"]}
     if small:
         print(f"warning: {len(small)} group(s) too small to support a claim; see 'small_group_reason' in the JSON")
@@ -550,7 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--positive-label", help="the positive class (binary audit); default: inferred")
     audit.add_argument("--label-values", nargs="+", metavar="VALUE",
                        help="the declared label set; any other label or prediction is an error")
-    audit.add_argument("--n-boot", type=_non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
+    audit.add_argument("--n-boot", type=_non_negative_int, default=1000,
+                       help="bootstrap resamples and permutations per gap test (default 1000; 0: no tests)")
+    audit.add_argument("--interval-method", choices=AUDIT_INTERVAL_METHODS, default="wilson",
+                       help="interval of proportions and F1 on binary data: wilson (score, default), clopper-pearson "
+                            "(exact, conservative) or bootstrap (percentile); see docs/RESULTS.md for coverage")
     audit.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     audit.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                        help="multiple-comparison correction for pairwise gap tests (default holm)")

@@ -146,3 +146,21 @@ def test_every_number_records_how_its_interval_and_test_were_made():
     assert pairs.loc["recall"].minimum_detectable_gap > 0
     payload = result.to_json_dict()
     assert payload["settings"]["tests"] and payload["groups"][1]["recall"]["interval_method"] == "wilson"
+
+
+def test_cli_audit_takes_the_interval_method_and_says_how_numbers_were_made(tmp_path, capsys):
+    from fairmed_core.cli import AUDIT_INTERVAL_METHODS, main
+    from fairmed_core.fairness import INTERVAL_METHODS
+    from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS
+
+    assert AUDIT_INTERVAL_METHODS == INTERVAL_METHODS
+    out = tmp_path / "audit.json"
+    args = ["audit", str(REFERENCE_PREDICTIONS), "--sensitive", "sex", "--label-col", "y_true", "--pred-col",
+            "y_pred", "--source-col", "source", "--n-boot", "50", "--json", str(out)]  # fmt: skip
+    assert main([*args, "--interval-method", "clopper-pearson"]) == 0
+    printed = capsys.readouterr().out
+    assert "intervals: clopper-pearson" in printed and "tests: permutation test" in printed
+    payload = __import__("json").loads(out.read_text())
+    recall = next(g["recall"] for g in payload["groups"] if g["attribute"] == "sex")
+    assert recall["interval_method"] == "clopper-pearson"
+    assert main([*args, "--interval-method", "normal"]) == 2
