@@ -49,6 +49,11 @@ RUN = "A saved evaluation run"
 UPLOAD = "Upload a predictions file"
 NONE = "(none)"
 DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr")
+INTERVAL_LABELS = {
+    "wilson": "Wilson score (default)",
+    "clopper-pearson": "Clopper-Pearson exact (conservative)",
+    "bootstrap": "percentile bootstrap (undercovers small groups)",
+}
 PROTOCOL_LABELS = {
     "fairmed": "FairMed clinical default (scikit-learn convention)",
     "fairgrpo_paper": "FairGRPO paper protocol (Table 1 convention)",
@@ -191,8 +196,10 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
 
 st.title("Fairness audit")
 st.markdown(
-    "Per-group performance with 95% bootstrap intervals, the gaps between groups with multiple-comparison "
-    "corrected p-values, and warnings where a group is too small to support a claim. "
+    "Per-group performance with 95% intervals (score intervals for rates and F1, bootstrap for AUROC and "
+    "calibration), the gaps between groups with exact permutation tests and multiple-comparison corrected "
+    "p-values, the smallest gap each group's size could detect, and warnings where a group is too small to "
+    "support a claim. "
     "A gap is a **disparity** to investigate and, where it is real, to **mitigate**; an interval that "
     "crosses zero means the data cannot tell the groups apart."
 )
@@ -215,7 +222,15 @@ with st.expander("Audit settings", expanded=True):
     available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
     metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
                              format_func=lambda m: METRIC_LABELS[m], key="audit_metrics")
-    n_boot = s2.select_slider("Bootstrap resamples", [200, 500, 1000, 2000], value=1000, key="audit_n_boot")
+    n_boot = s2.select_slider("Bootstrap resamples and permutations", [200, 500, 1000, 2000], value=1000,
+                              key="audit_n_boot")
+    interval_method = s2.selectbox(
+        "Intervals for rates and F1", list(INTERVAL_LABELS), format_func=INTERVAL_LABELS.get,
+        key="audit_interval_method",
+        help="Wilson score intervals hold their 95% coverage at small group sizes and near 0% or 100%, where "
+        "the percentile bootstrap does not (coverage study in docs/RESULTS.md). Clopper-Pearson is never below "
+        "95% but wider.",
+    )
     correction = s3.selectbox("Multiple-comparison correction", ["holm", "bh", "none"],
                               format_func={"holm": "Holm (family-wise)", "bh": "Benjamini-Hochberg (FDR)",
                                            "none": "none"}.get, key="audit_correction")
@@ -246,6 +261,7 @@ settings = dict(
     score_col=mapping["score_col"], source_col=mapping["source_col"], metrics=metrics, n_boot=int(n_boot),
     correction=correction, min_group_size=int(min_group_size), reference_groups=reference_groups or None,
     unknown_in_gaps=unknown_in_gaps, protocol=protocol, format_failures=format_failures,
+    interval_method=interval_method,
 )
 try:
     result = _run_audit(frame, json.dumps(settings, sort_keys=True))
@@ -296,6 +312,29 @@ if not undefined.empty:
     st.info("Undefined (shown as n/a): " + "; ".join(
         f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
 
+with st.expander("Intervals and the smallest detectable gap, per group"):
+    detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS))
+    st.dataframe(
+        detail[["group", "metric", "denominator", "estimate", "ci_low", "ci_high", "interval_method",
+                "minimum_detectable_gap", "interval_note"]],
+        hide_index=True, width="stretch",
+        column_config={
+            "denominator": st.column_config.NumberColumn("cases behind it (n)", format="%d"),
+            "estimate": st.column_config.NumberColumn(format="%.3f"),
+            "ci_low": st.column_config.NumberColumn("95% low", format="%.3f"),
+            "ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
+            "interval_method": "interval",
+            "minimum_detectable_gap": st.column_config.NumberColumn(
+                "smallest detectable gap to reference", format="%.3f",
+                help="The gap to the reference group that a test at 5% would find with 80% power at these group "
+                "sizes (same scale as the metric). A smaller true gap would usually go unseen: absence of a "
+                "significant gap is not evidence of no gap.",
+            ),
+            "interval_note": "note",
+        },
+    )
+    st.caption(f"Intervals: {result.settings.interval_method}. Tests: {result.settings.tests}.")
+
 if attribute.count(" x ") == 1:
     st.subheader(f"Intersectional map: {attribute}")
     heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
@@ -318,16 +357,21 @@ shown = shown.assign(
 )
 st.dataframe(
     shown[["comparison", "metric", "group_a", "group_b", "difference", "ci_low", "ci_high", "ratio",
-           "outside_band", "p_value_raw", "p_value", "significant", "note"]],
+           "outside_band", "p_value_raw", "p_value", "significant", "minimum_detectable_gap", "interval_method",
+           "test_method", "note"]],
     hide_index=True, width="stretch",
     column_config={c: st.column_config.NumberColumn(format="%.3f")
                    for c in ("difference", "ci_low", "ci_high", "ratio")}
     | {"p_value": st.column_config.NumberColumn("p (corrected)", format="%.4f"),
-       "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f")},
+       "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f"),
+       "minimum_detectable_gap": st.column_config.NumberColumn("smallest detectable gap", format="%.3f"),
+       "interval_method": "interval", "test_method": "test"},
 )
 st.caption(
-    f"Difference = group_a minus group_b with its 95% bootstrap interval. Pairwise p-values: Wald "
-    f"test on the bootstrap standard error, corrected within each attribute and metric ({correction})."
+    "Difference = group_a minus group_b with its 95% interval (Newcombe's score interval for rates, MOVER for "
+    "F1, bootstrap otherwise). p-values: permutation tests of the group labels within each source (exact at "
+    f"any group size), pairwise rows corrected within each attribute and metric ({correction}); the max-min row "
+    "tests whether all groups are equal."
 )
 
 st.subheader("FairGRPO summary (per source and attribute)")

@@ -61,9 +61,16 @@ def test_audit_page_audits_the_shipped_predictions(app):
     assert len(charts) == 3
     subheaders = [s.value for s in app.subheader]
     assert subheaders.index("Group sizes: sex") < subheaders.index("Metrics per group: sex")
-    gap_table = app.dataframe[1].value
-    assert {"difference", "ci_low", "ci_high", "p_value"} <= set(gap_table.columns)
+    tables = [d.value for d in app.dataframe]
+    gap_table = next(t for t in tables if "comparison" in t.columns)
+    assert {"difference", "ci_low", "ci_high", "p_value", "test_method", "minimum_detectable_gap"} <= set(
+        gap_table.columns
+    )
     assert set(gap_table["comparison"]) == {"max-min", "vs-reference"}
+    assert gap_table["test_method"].str.startswith("permutation").all()
+    detail = next(t for t in tables if "interval_method" in t.columns and "denominator" in t.columns)
+    assert set(detail["interval_method"]) <= {"wilson", "wilson on the Jaccard index"}
+    assert (detail["minimum_detectable_gap"].dropna() > 0).all()
 
 
 def test_audit_page_follows_attribute_source_and_intersection(app):
