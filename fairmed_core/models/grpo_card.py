@@ -89,7 +89,7 @@ Held-out accuracy during training ({config.get('eval_split', 'val')} split, firs
 ## Evaluation
 Greedy decoding on the `{info.get('split')}` split ({info.get('n_cases')} cases): accuracy
 {info.get('accuracy', float('nan')):.3f}, format failures {100 * info.get('format_failure_rate', 0.0):.1f}%.
-The predictions and the full audit are in `evaluation/`; intervals are 95% bootstrap intervals.
+The predictions and the full audit are in `evaluation/`; intervals are 95%: {result.settings.interval_method}.
 
 ### Against the SFT start (mean over sources and attributes; PP and EOD in percentage points)
 {comparison}

@@ -1,0 +1,62 @@
+"""Re-audit every shipped evaluation with the current audit engine and rewrite the model cards from it.
+
+The shipped models' predictions (``assets/models/*/evaluation/predictions.csv``) are what the models answered;
+the audits and cards beside them are computed from those predictions. When the audit engine changes (intervals,
+tests, format-failure scoring), this script recomputes ``evaluation/audit/`` and ``README.md`` of each shipped
+model from the stored predictions, without re-running any model. Run it from the repository root:
+
+    .venv/bin/python benchmarks/regenerate_shipped_audits.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from fairmed_core.models.grpo_card import write_grpo_model_card  # noqa: E402
+from fairmed_core.models.loading import estimate_parameter_count  # noqa: E402
+from fairmed_core.models.model_card import write_model_card  # noqa: E402
+from fairmed_core.runs.audit_store import save_audit  # noqa: E402
+from fairmed_core.runs.evaluation_job import audit_predictions  # noqa: E402
+
+MODELS = ROOT / "assets" / "models"
+
+
+def reaudit(model_dir: Path):
+    """Recompute ``evaluation/audit/`` from the stored predictions with the run's recorded settings."""
+    evaluation = model_dir / "evaluation"
+    info = json.loads((evaluation / "run.json").read_text(encoding="utf-8"))
+    predictions = pd.read_csv(evaluation / "predictions.csv", keep_default_na=False, na_values=[""])
+    result = audit_predictions(predictions, info["attributes"], positive_label=info["positive_label"])
+    save_audit(result, evaluation / "audit")
+    return info, result
+
+
+def main() -> None:
+    sft = MODELS / "tiny-fairmedgemma"
+    info, result = reaudit(sft)
+    training = json.loads((sft / "training_config.json").read_text(encoding="utf-8"))
+    write_model_card(
+        sft, name=sft.name, training=training, evaluation=info, result=result,
+        parameter_count=estimate_parameter_count((sft / "model.safetensors",)),
+        architecture=training["config"]["model"],
+    )  # fmt: skip
+    print(f"re-audited {sft.name}")
+    for method in ("grpo", "fairgrpo"):
+        folder = MODELS / f"tiny-fairmedgemma-{method}"
+        reaudit(folder)
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        command = re.search(rf"`(fairmed train {method} [^`]+)`", card).group(1)
+        write_grpo_model_card(folder, method=method, command=command)
+        print(f"re-audited {folder.name}")
+
+
+if __name__ == "__main__":
+    main()
