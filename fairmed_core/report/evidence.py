@@ -207,7 +207,7 @@ class Evidence:
     pairwise_gaps: tuple[GapEstimate, ...]
     intersections: tuple[IntersectionCell, ...]
     format_failures: tuple[FormatFailureRow, ...]
-    comparison: Comparison | None
+    comparisons: tuple[Comparison, ...]
     robustness: Robustness
     training: TrainingProvenance | None
     limitations: tuple[str, ...]
@@ -513,20 +513,19 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     data_card, missing = _data_card(frame, attributes, positive)
     format_failures = _format_failures(frame, attributes, plan.confidence)
 
-    compared, comparison = [], None
-    if compare:
-        frames, names = [frame], [_run_name(run_dir)]
-        for other in compare:
-            other = Path(other)
-            other_info, other_frame = _read_run(other)
-            frames.append(other_frame)
-            name = _run_name(other)
-            names.append(name if name not in names else f"{name}-{len(names)}")
-            compared.append(_run_identity(other, other_info, other_frame, names[-1]))
-        comparison = compare_runs(frames, names, attributes=attributes,
-                                  metrics=[m for m in plan.metric_names if m in COMPARABLE_METRICS],
-                                  positive_label=positive, n_boot=plan.n_boot, confidence=plan.confidence,
-                                  seed=plan.seed)
+    # The model under review is the candidate; each --compare run is a baseline it is measured against.
+    compared, comparisons = [], []
+    reviewed_name = _run_name(run_dir)
+    for other in compare:
+        other = Path(other)
+        other_info, other_frame = _read_run(other)
+        name = _run_name(other)
+        name = name if name != reviewed_name else f"{name} ({other})"
+        compared.append(_run_identity(other, other_info, other_frame, name))
+        comparisons.append(compare_runs(
+            [other_frame, frame], [name, reviewed_name], attributes=attributes,
+            metrics=[m for m in plan.metric_names if m in COMPARABLE_METRICS], positive_label=positive,
+            n_boot=plan.n_boot, confidence=plan.confidence, seed=plan.seed))
 
     folder, cf_attribute, n_pairs, n_valid, flips, ci_p = _counterfactual(Path(counterfactual) if counterfactual else None)
     scope, worst_attribute, worst_group, worst_why = _worst_group(result, plan)
@@ -553,7 +552,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     limitations = _limitations(parts, plan, frame, info)
     has_images = any(c.image_data_uri for c in failure_cases)
     checklist = checklist_crosswalk(
-        every_subgroup_has_reason=all(s.why.strip() for s in plan.subgroups), has_comparison=comparison is not None,
+        every_subgroup_has_reason=all(s.why.strip() for s in plan.subgroups), has_comparison=bool(comparisons),
         has_failure_gallery=bool(failure_cases), has_images=has_images,
         has_reviewer_limitations=bool(plan.reviewer_limitations.strip()),
         has_intended_use=bool(plan.intended_use.strip()) and not plan.intended_use.startswith("("),
@@ -575,7 +574,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         settings_text=result.settings.bootstrap, data_card=data_card, missing_demographics=missing,
         results=_results(result, plan), group_verdicts=group_verdicts, gap_verdicts=gap_verdicts,
         pairwise_gaps=pairwise, intersections=_intersections(crossed, plan), format_failures=format_failures,
-        comparison=comparison, robustness=robustness, training=training, limitations=limitations,
+        comparisons=tuple(comparisons), robustness=robustness, training=training, limitations=limitations,
         reviewer_limitations=plan.reviewer_limitations, checklist=checklist,
         verdict_summary=tuple(verdict_counts(group_verdicts).items()),
         gap_verdict_summary=tuple(verdict_counts(gap_verdicts).items()))

@@ -94,16 +94,15 @@ def _figures(evidence: Evidence) -> dict[str, list[str]]:
             figures["verdicts"].append(_figure_html(difference_intervals_figure(
                 rows, title=f"{METRIC_LABELS.get(metric, metric)}: difference to the reference group"),
                 f"verdict-{index}"))
-    if evidence.comparison is not None:
-        changes = evidence.comparison.changes_frame()
+    for index, comparison in enumerate(evidence.comparisons):
+        changes = comparison.changes_frame()
         pooled = "ALL" if (changes["source"] == "ALL").any() else changes["source"].iloc[0]
-        for index, candidate in enumerate(evidence.comparison.runs[1:]):
-            rows = changes[(changes["source"] == pooled) & (changes["candidate"] == candidate)
-                           & (changes["group"] != "UNK")].copy()
-            rows["label"] = rows["metric"] + " · " + rows["attribute"] + " " + rows["group"]
-            figures["comparison"].append(_figure_html(change_intervals_figure(
-                rows, title=f"{candidate} vs {evidence.comparison.runs[0]} (source {pooled})",
-                confidence=evidence.comparison.confidence), f"comparison-{index}"))
+        rows = changes[(changes["source"] == pooled) & (changes["group"] != "UNK")].copy()
+        rows["label"] = rows["metric"] + " · " + rows["attribute"] + " " + rows["group"]
+        baseline, candidate = comparison.runs[0], comparison.runs[1]
+        figures["comparison"].append(_figure_html(change_intervals_figure(
+            rows, title=f"{candidate} against {baseline} (source {pooled})", confidence=comparison.confidence),
+            f"comparison-{index}"))
     if evidence.training is not None and evidence.training.curves:
         curves = pd.DataFrame(evidence.training.curves, columns=["step", "source", "attribute", "sigma_f1"])
         curves["series"] = curves["source"] + " · " + curves["attribute"]
