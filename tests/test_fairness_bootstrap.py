@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 from fairmed_core.fairness import audit
 from fairmed_core.fairness._bootstrap import (
     bootstrap_standard_error,
+    multinomial_rows,
     percentile_interval,
-    stratified_count_draws,
 )
 
 
@@ -53,7 +53,9 @@ def test_intervals_agree_with_fairlearn_metricframe_bootstrap():
             n_boot=200, ci_quantiles=[0.025, 0.975], random_state=0,
         )  # fmt: skip
     low, high = mf.by_group_ci
-    result = audit(frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=4000, seed=0)
+    result = audit(
+        frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=4000, seed=0, interval_method="bootstrap"
+    )
     for metric in metrics:
         ours = _interval_table(result, metric)
         for group in ("F", "M"):
@@ -75,7 +77,9 @@ def test_count_bootstrap_equals_a_large_row_bootstrap():
     rng = np.random.default_rng(0)
     index = rng.integers(0, len(frame), size=(5000, len(frame)))
     yy, pp, ff = y[index], pred[index], is_f[index]
-    result = audit(frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=5000, seed=1)
+    result = audit(
+        frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=5000, seed=1, interval_method="bootstrap"
+    )
     for group, member in (("F", ff), ("M", ~ff)):
         positives = (yy == 1) & member
         recall = (positives & (pp == 1)).sum(axis=1) / positives.sum(axis=1)
@@ -197,19 +201,28 @@ def test_ece_alone_uses_a_coarser_grid_with_the_same_estimate_and_interval():
     assert ((alone.ci_high - both.ci_high).abs() < 0.1 * width).all()
 
 
-def test_no_bootstrap_gives_nan_intervals_and_p_values():
+def test_no_bootstrap_keeps_closed_form_intervals_and_gives_no_tests():
     frame = _binary_table(300, seed=9)
     result = audit(frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=0)
-    assert result.groups_frame().ci_low.isna().all()
+    groups = result.groups_frame()
+    closed_form = groups.interval_method == "wilson"
+    assert closed_form.any() and groups[closed_form].ci_low.notna().all()
+    assert groups[~closed_form].ci_low.isna().all()
+    assert set(groups[~closed_form].metric) == {"f1"}
     gaps = result.gaps_frame()
-    assert gaps.ci_low.isna().all() and gaps.p_value.isna().all() and not gaps.significant.any()
+    assert gaps.p_value.isna().all() and not gaps.significant.any()
+    between = gaps.comparison.isin(["pairwise", "vs-reference"]) & (gaps.metric != "f1")
+    assert gaps[between].ci_low.notna().all()
+    assert gaps[~between].ci_low.isna().all()
 
 
-def test_stratified_count_draws_are_multinomial_per_stratum():
-    counts = np.array([[30, 10, 0, 60], [1, 1, 1, 1]])
+def test_multinomial_rows_are_multinomial_per_stratum():
+    counts = np.array([[30, 10, 0, 60], [1, 1, 1, 1], [0, 0, 0, 0]])
     rng = np.random.default_rng(0)
-    draws = np.concatenate(list(stratified_count_draws(counts, n_boot=20000, rng=rng)))
-    assert draws.shape == (20000, 2, 4)
+    draws = multinomial_rows(counts, n_boot=20000, rng=rng)
+    assert draws.shape == (20000, 3, 4)
+    assert (draws[:, 2] == 0).all()  # an empty stratum stays empty
+    draws, counts = draws[:, :2], counts[:2]
     assert (draws.sum(axis=2) == counts.sum(axis=1)).all()  # stratum sizes are kept
     assert (draws[:, 0, 2] == 0).all()  # an empty cell stays empty
     p = counts / counts.sum(axis=1, keepdims=True)

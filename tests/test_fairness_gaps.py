@@ -46,7 +46,9 @@ def test_max_min_gap_and_ratio(hand_result):
     assert recall.difference == pytest.approx(0.2)
     assert recall.ratio == pytest.approx(0.6 / 0.8)
     assert recall.ci_low <= recall.difference <= recall.ci_high
-    assert np.isnan(recall.p_value_raw)
+    # The max-min row carries one permutation test that all groups are equal (uncorrected).
+    assert 0 < recall.p_value_raw <= 1 and recall.p_value == recall.p_value_raw
+    assert recall.test_method.startswith("permutation test")
     fdr = _gap(hand_result, "fdr", "max-min")
     assert (fdr.group_a, fdr.group_b) == ("M", "X")
     assert fdr.difference == pytest.approx(3 / 9)
@@ -256,6 +258,9 @@ def test_json_view_is_json_safe_and_complete(hand_result):
     assert set(payload) == {"settings", "groups", "gaps", "summary"}
     first = payload["groups"][0]
     assert {"source", "attribute", "group", "n", "n_positive", "prevalence", "small_group"} <= set(first)
-    assert set(first["recall"]) == {"estimate", "ci_low", "ci_high", "undefined_reason"}
+    assert set(first["recall"]) == {
+        "estimate", "ci_low", "ci_high", "undefined_reason", "denominator", "interval_method", "interval_note",
+        "minimum_detectable_gap",
+    }  # fmt: skip
     assert len(payload["gaps"]) == len(hand_result.gaps_frame())
     assert "NaN" not in text

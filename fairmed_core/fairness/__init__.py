@@ -6,12 +6,24 @@ Public surface::
     result.groups_frame(); result.gaps_frame(); result.summary_frame(); result.to_json_dict()
     frame = load_predictions("preds.csv", label_col="y", pred_col="y_hat", sensitive=["sex"])
 
+Intervals and tests are validated by simulation with known truth (``benchmarks/audit_validity.py``, table in
+``docs/RESULTS.md``): score intervals for proportions, bootstrap of the reported partition for the rest,
+permutation tests within source for gaps, and a minimum detectable gap per group.
+
 Point estimates equal fairlearn's ``MetricFrame`` with scikit-learn metrics on the same data, except that an
 undefined value (a zero denominator) is NaN with a reason where scikit-learn and fairlearn return 0.
 """
 
 from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
+from fairmed_core.fairness._intervals import (
+    INTERVAL_METHODS,
+    clopper_pearson_interval,
+    minimum_detectable_gap,
+    newcombe_difference_interval,
+    wilson_interval,
+)
+from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME, MetricSpec
 from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
 from fairmed_core.fairness._predictions import (
     MISSING_GROUP,
@@ -30,7 +42,10 @@ from fairmed_core.fairness._results import (
 )
 
 __all__ = [
+    "INTERVAL_METHODS",
     "METRICS",
+    "METRIC_SPECS",
+    "SPEC_BY_NAME",
     "MEAN_OVER_ATTRIBUTES",
     "MEAN_OVER_SOURCES",
     "MISSING_GROUP",
@@ -40,12 +55,17 @@ __all__ = [
     "FairnessSummary",
     "GapEstimate",
     "GroupEstimate",
+    "MetricSpec",
     "OneAnswer",
     "audit",
     "benjamini_hochberg",
+    "clopper_pearson_interval",
     "holm",
     "load_predictions",
+    "minimum_detectable_gap",
+    "newcombe_difference_interval",
     "one_answer_sources",
     "read_predictions_table",
     "validate_predictions",
+    "wilson_interval",
 ]

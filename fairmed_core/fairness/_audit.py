@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._bootstrap import percentile_interval, stratified_count_draws
+from fairmed_core.fairness._bootstrap import multinomial_rows, percentile_interval
 from fairmed_core.fairness._calibration import (
     N_ECE_BINS,
     N_FINE_BINS,
@@ -32,6 +33,7 @@ from fairmed_core.fairness._counts import (
 from fairmed_core.fairness._encode import EncodedTable, encode_table
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
+    WALD_TEST,
     MetricPartition,
     SummaryInputs,
     mean_over,
@@ -39,7 +41,10 @@ from fairmed_core.fairness._gaps import (
     summary_statistics,
     to_estimate,
 )
+from fairmed_core.fairness._intervals import INTERVAL_METHODS, proportion_interval
+from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
+from fairmed_core.fairness._permutation import cell_parts, permutation_p_value, permuted_group_counts
 from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
@@ -51,6 +56,7 @@ from fairmed_core.fairness._results import (
     GroupEstimate,
 )
 
+PERMUTATION_TEST = "permutation test of group labels within source"
 MIN_CLASS_CASES = 5
 """Fewer positives (or negatives) than this make class-conditional metrics of a group unreliable."""
 
@@ -137,21 +143,6 @@ def _small_group_reasons(
     return reasons
 
 
-def _confusion_bootstrap(
-    table: EncodedTable, layout: Layout, stratum_counts: np.ndarray, *, n_boot: int, rng
-) -> np.ndarray:
-    """Confusion metrics of every unit in every resample, ``(n_boot, n_units, 8)``."""
-    k = table.n_classes
-    out = np.empty((n_boot, layout.n_units, len(CONFUSION_METRICS)))
-    done = 0
-    for draws in stratified_count_draws(stratum_counts, n_boot=n_boot, rng=rng):
-        units = unit_counts(layout, draws)  # (b, n_units, k * k)
-        b = units.shape[0]
-        out[done : done + b] = confusion_metrics(units.reshape(b, layout.n_units, k, k), binary=table.binary)
-        done += b
-    return out
-
-
 def _score_metrics(
     table: EncodedTable, layout: Layout, *, n_boot: int, n_fine: int, rng
 ) -> tuple[np.ndarray, np.ndarray | None, dict[int, np.ndarray]]:
@@ -223,6 +214,224 @@ def _reference_for(
     return block.groups[int(np.argmax(sizes))]  # the largest group, the usual default reference
 
 
+MIN_BOOTSTRAP_CASES = 10
+"""A bootstrap interval of a group with fewer cases than this is not reported: too few distinct resamples."""
+_MAX_CHUNK_VALUES = 4_000_000
+
+
+def _partition_cells(layout: Layout, unit_cells: np.ndarray) -> dict[int, np.ndarray]:
+    """Per block, the counts ``(n_strata, n_groups, K * K)`` of the partition it reports.
+
+    A source's block is one stratum (its groups); a pooled block's strata are the sources, so that resampling
+    and permutation both keep each source's share of every group.
+    """
+    per_source: dict[str, list[np.ndarray]] = {}
+    cells: dict[int, np.ndarray] = {}
+    for index, block in enumerate(layout.blocks):
+        if block.scope_index is not None:
+            cells[index] = unit_cells[block.units][None]
+            per_source.setdefault(block.attribute, []).append(cells[index][0])
+    for index, block in enumerate(layout.blocks):
+        if block.scope_index is None:
+            stacked = per_source.get(block.attribute)
+            cells[index] = np.stack(stacked) if stacked else unit_cells[block.units][None]
+    return cells
+
+
+def _partition_bootstrap(
+    table: EncodedTable, layout: Layout, cells: Mapping[int, np.ndarray], *, n_boot: int, rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap stratified by the reported partition: confusion metrics ``(n_boot, n_units, 8)`` of every
+    group, and ``(n_boot, n_blocks, 8)`` of the union of each block's groups in the same resamples.
+
+    Each (source, group) of an attribute keeps its size; a pooled group is the sum of its sources'
+    resamples. Different attributes are resampled independently (each is its own report).
+    """
+    k = table.n_classes
+    n_metrics = len(CONFUSION_METRICS)
+    groups = np.empty((n_boot, layout.n_units, n_metrics))
+    unions = np.empty((n_boot, len(layout.blocks), n_metrics))
+    chunk = max(1, min(n_boot, _MAX_CHUNK_VALUES // max(1, layout.n_units * k * k)))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        pooled: dict[str, np.ndarray] = {}
+        drawn: dict[int, np.ndarray] = {}
+        for index, block in enumerate(layout.blocks):
+            if block.scope_index is not None:
+                drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
+                pooled[block.attribute] = pooled.get(block.attribute, 0.0) + drawn[index]
+        for index, block in enumerate(layout.blocks):
+            if block.scope_index is None:
+                drawn[index] = pooled.get(block.attribute)
+                if drawn[index] is None:  # no sources: the pooled scope is the only stratum
+                    drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
+            draws = drawn[index].reshape(b, len(block.groups), k, k)
+            groups[start : start + b, block.units] = confusion_metrics(draws, binary=table.binary)
+            unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), binary=table.binary)
+    return groups, unions
+
+
+def _source_stratified_unit_metrics(
+    table: EncodedTable, layout: Layout, stratum_counts: np.ndarray, *, n_boot: int, rng
+) -> np.ndarray:
+    """Confusion metrics ``(n_boot, n_units, 8)`` of every unit under one bootstrap stratified by source only.
+
+    One resample serves every attribute at once, so statistics averaged over attributes (the aggregate
+    summary rows) keep the correlation they have in the data (the same cases are grouped by sex and by age).
+    """
+    k = table.n_classes
+    strata_of_source = [
+        layout.membership[layout.block(block.scope, OVERALL_ATTRIBUTE).units.start].indices
+        for block in layout.blocks
+        if block.attribute == OVERALL_ATTRIBUTE and (block.scope_index is not None or not table.sources)
+    ]
+    out = np.empty((n_boot, layout.n_units, len(CONFUSION_METRICS)))
+    chunk = max(1, min(n_boot, _MAX_CHUNK_VALUES // max(1, (layout.n_strata + layout.n_units) * k * k)))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = np.zeros((b, layout.n_strata, k * k))
+        for strata in strata_of_source:
+            flat = stratum_counts[strata].reshape(-1)
+            n = int(flat.sum())
+            if n:
+                draws[:, strata] = rng.multinomial(n, flat / n, size=b).reshape(b, strata.size, k * k)
+        units = unit_counts(layout, draws).reshape(b, layout.n_units, k, k)
+        out[start : start + b] = confusion_metrics(units, binary=table.binary)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class _PartitionTests:
+    """Permutation p-values of one block: per metric, pairs ``(i, j)`` -> p and the all-groups-equal p."""
+
+    pairs: dict[str, dict[tuple[int, int], float]]
+    all_groups: dict[str, float]
+
+
+def _defined_range(values: np.ndarray) -> np.ndarray:
+    """max - min over the last axis ignoring NaN; 0 where fewer than two values are defined (the test
+    statistic must be a number for every permutation)."""
+    defined = ~np.isnan(values)
+    top = np.where(defined, values, -np.inf).max(axis=-1)
+    bottom = np.where(defined, values, np.inf).min(axis=-1)
+    return np.where(defined.sum(axis=-1) >= 2, top - bottom, 0.0)
+
+
+def _partition_tests(
+    table: EncodedTable, cells: np.ndarray, kept: Sequence[int], metrics: Sequence[str], *, n_permutations: int, rng
+) -> _PartitionTests:
+    """Permutation tests (group labels exchanged within each stratum and, for a proportion, within its
+    denominator) of every pair of non-empty groups and of all groups at once, for the confusion metrics."""
+    k = table.n_classes
+    present = [g for g in kept if cells[:, g].sum() > 0]
+    pairs: dict[str, dict[tuple[int, int], float]] = {m: {} for m in metrics}
+    all_groups: dict[str, float] = {}
+    by_conditioning: dict[str, list[str]] = {}
+    for metric in metrics:
+        by_conditioning.setdefault(SPEC_BY_NAME[metric].conditioning, []).append(metric)
+    for conditioning, names in by_conditioning.items():
+        parts = cell_parts(k, conditioning)
+        columns = [CONFUSION_METRICS.index(m) for m in names]
+
+        def observed_and_permuted(members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            sub = cells[:, members]
+            observed = confusion_metrics(sub.sum(axis=0).reshape(len(members), k, k), binary=table.binary)
+            permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
+            values = confusion_metrics(
+                permuted.reshape(n_permutations, len(members), k, k), binary=table.binary
+            )
+            return observed[:, columns], values[..., columns]  # (groups, m), (P, groups, m)
+
+        for position, i in enumerate(present):
+            for j in present[position + 1 :]:
+                observed, values = observed_and_permuted([i, j])
+                statistic = np.abs(observed[0] - observed[1])
+                permuted = np.nan_to_num(np.abs(values[:, 0] - values[:, 1]), nan=0.0)
+                for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
+                    pairs[name][(i, j)] = float(p)
+        if len(present) >= 2:
+            observed, values = observed_and_permuted(present)
+            defined_observed = (~np.isnan(observed)).sum(axis=0) >= 2
+            statistic = np.where(defined_observed, _defined_range(observed.T), np.nan)
+            permuted = _defined_range(np.moveaxis(values, 1, 2))  # (P, m)
+            for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
+                all_groups[name] = float(p)
+    return _PartitionTests(pairs=pairs, all_groups=all_groups)
+
+
+
+
+@dataclass(frozen=True, eq=False)
+class _GroupIntervals:
+    """Interval of every (unit, metric) with its method and, where there is none, why.
+
+    ``successes``/``denominators`` hold the counts of the proportion metrics of a binary task when a
+    closed-form method is used (None otherwise); ``denominators_all`` the number of cases behind every
+    metric (the group size for non-proportions).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    method: np.ndarray
+    note: np.ndarray
+    successes: np.ndarray | None
+    denominators: np.ndarray | None
+    denominators_all: np.ndarray
+
+
+def _group_intervals(
+    table: EncodedTable,
+    unit_cells: np.ndarray,
+    unit_n: np.ndarray,
+    estimates: np.ndarray,
+    draws: np.ndarray | None,
+    *,
+    confidence: float,
+    method: str,
+) -> _GroupIntervals:
+    """Score (Wilson) or exact (Clopper-Pearson) intervals for the proportions of a binary task; the
+    percentile bootstrap of the reported partition for everything else, where the group has enough cases."""
+    shape = estimates.shape
+    low, high = np.full(shape, np.nan), np.full(shape, np.nan)
+    methods = np.full(shape, "", dtype=object)
+    notes = np.full(shape, "", dtype=object)
+    denominators_all = np.repeat(unit_n[:, None], shape[1], axis=1).astype(np.int64)
+    successes = denominators = None
+    if draws is not None:
+        b_low, b_high = percentile_interval(draws.reshape(draws.shape[0], -1), confidence=confidence)
+        low, high = b_low.reshape(shape), b_high.reshape(shape)
+        methods[:] = "percentile bootstrap"
+    closed_form = table.binary and method != "bootstrap"
+    if closed_form:
+        successes = np.zeros(shape)
+        denominators = np.zeros(shape)
+    for column, name in enumerate(METRICS):
+        spec = SPEC_BY_NAME[name]
+        if table.binary and spec.proportion:
+            x = unit_cells[:, list(spec.success_cells)].sum(axis=1)
+            n = unit_cells[:, list(spec.denominator_cells)].sum(axis=1)
+            denominators_all[:, column] = n
+            if closed_form:
+                successes[:, column], denominators[:, column] = x, n
+                low[:, column], high[:, column] = proportion_interval(x, n, confidence=confidence, method=method)
+                methods[:, column] = method
+                continue
+        if draws is None:
+            methods[:, column] = ""
+            continue
+        too_few = unit_n < MIN_BOOTSTRAP_CASES
+        low[too_few, column] = high[too_few, column] = np.nan
+        for unit in np.flatnonzero(too_few & (unit_n > 0)):
+            notes[unit, column] = (
+                f"not estimable with n = {int(unit_n[unit])} (a bootstrap interval needs at least "
+                f"{MIN_BOOTSTRAP_CASES} cases)"
+            )
+    undefined = np.isnan(estimates)
+    low[undefined] = high[undefined] = np.nan
+    methods[np.isnan(low)] = ""
+    return _GroupIntervals(low, high, methods, notes, successes, denominators, denominators_all)
+
+
 def _check_reference_groups(
     reference_groups: Mapping[str, str] | None, table: EncodedTable
 ) -> dict[str, str]:
@@ -266,6 +475,7 @@ def audit(
     min_group_size: int = 30,
     seed: int = 0,
     unknown_in_gaps: bool = False,
+    interval_method: str = "wilson",
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
@@ -288,12 +498,29 @@ def audit(
     out of gaps and summaries unless ``unknown_in_gaps=True``: missing demographics are not a demographic
     group, and a gap to them says nothing about the groups a reviewer asked about.
 
-    Intervals: percentile intervals at ``confidence`` from ``n_boot`` stratified bootstrap resamples (strata
-    = source x every sensitive attribute), drawn as multinomial resamples of confusion counts, so the cost
-    does not grow with the number of rows; AUROC/ECE resample binned scores (see
-    ``fairmed_core.fairness._calibration``). ``n_boot=0`` skips the bootstrap (intervals and p-values NaN).
+    Intervals (``interval_method``, validated by simulation in ``benchmarks/audit_validity.py``): on a
+    binary task the proportions (accuracy, precision, recall, specificity, FPR, FDR, selection rate) get the
+    Wilson score interval ("wilson", default) or the Clopper-Pearson exact interval ("clopper-pearson") from
+    their counts, and differences between two groups Newcombe's score interval; F1, AUROC, ECE, every
+    multi-class metric and the summaries use the percentile bootstrap of the reported partition: each
+    (source, group) of the attribute keeps its size and is resampled as one multinomial draw of its
+    confusion cells (a pooled group is the sum of its sources' draws), so the cost does not grow with the
+    number of rows and a small group is never fixed by stratifying on other attributes. A bootstrap
+    interval of a group under 10 cases is not reported ("not estimable"). ``interval_method="bootstrap"``
+    uses the bootstrap for proportions too (the old behaviour, kept for comparison). Aggregate summary rows
+    resample stratified by source only, so the attributes they average stay correlated.
+
+    Tests: every pairwise and max-min gap of a confusion metric has a permutation test of the group labels
+    within each source (and within the metric's denominator: positives for recall, predicted positives for
+    precision), with ``n_boot`` permutations; exact at any group size. AUROC/ECE gaps use a Wald test on
+    the bootstrap SE (approximate). ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
+    bootstrap intervals and p-values are NaN.
     Results are deterministic for a given ``seed``.
     """
+    if interval_method not in INTERVAL_METHODS:
+        raise FairMedInputError(
+            f"unknown interval method {interval_method!r}", hint=f"choose from {', '.join(INTERVAL_METHODS)}"
+        )
     metrics_requested, correction_key = _check_settings(
         metrics=metrics,
         n_boot=n_boot,
@@ -328,14 +555,18 @@ def audit(
     reported = tuple(m for m in metrics_requested if score_col is not None or m not in _SCORE_METRICS)
     n_boot = int(n_boot)
     confidence = float(confidence)
-    confusion_rng, score_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
+    confusion_rng, score_rng, joint_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
+    )
 
     layout = build_layout(table)
     k = table.n_classes
     stratum_counts = stratum_confusion_counts(table, layout)
-    counts = unit_counts(layout, stratum_counts).reshape(layout.n_units, k, k)
+    unit_cells = unit_counts(layout, stratum_counts)  # (n_units, K * K)
+    counts = unit_cells.reshape(layout.n_units, k, k)
     unit_n = counts.sum(axis=(1, 2))
     class_counts = counts.sum(axis=2)  # true cases per class
+    partition_cells = _partition_cells(layout, unit_cells)
 
     estimates = np.full((layout.n_units, len(METRICS)), np.nan)
     reasons = np.full((layout.n_units, len(METRICS)), "", dtype=object)
@@ -343,11 +574,15 @@ def audit(
     estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary)
     reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary)
     draws = np.full((n_boot, layout.n_units, len(METRICS)), np.nan) if n_boot else None
+    union_draws = np.full((n_boot, len(layout.blocks), len(METRICS)), np.nan) if n_boot else None
+    joint_draws = None
     if n_boot:
-        draws[:, :, :n_confusion] = _confusion_bootstrap(
-            table, layout, stratum_counts, n_boot=n_boot, rng=confusion_rng
+        draws[:, :, :n_confusion], union_draws[:, :, :n_confusion] = _partition_bootstrap(
+            table, layout, partition_cells, n_boot=n_boot, rng=confusion_rng
         )
-    pooled_score_draws: dict[int, np.ndarray] = {}
+        joint_draws = _source_stratified_unit_metrics(
+            table, layout, stratum_counts, n_boot=n_boot, rng=joint_rng
+        )
     # The score bootstrap is the expensive part; skip it when no score metric was asked for, and use the
     # finer grid only when AUROC (which needs the score order) is resampled.
     n_fine = N_FINE_BINS if table.binary and "auroc" in reported else N_FINE_BINS_ECE_ONLY
@@ -359,17 +594,12 @@ def audit(
         reasons[:, n_confusion:] = _score_reasons(table, unit_n, class_counts, score_estimates)
         if n_boot:
             draws[:, :, n_confusion:] = score_draws
+            for index, pooled in pooled_score_draws.items():
+                union_draws[:, index, n_confusion:] = pooled
 
-    if n_boot:
-        flat_low, flat_high = percentile_interval(draws.reshape(n_boot, -1), confidence=confidence)
-        ci_low = flat_low.reshape(estimates.shape)
-        ci_high = flat_high.reshape(estimates.shape)
-        undefined = np.isnan(estimates)
-        ci_low[undefined] = np.nan
-        ci_high[undefined] = np.nan
-    else:
-        ci_low = np.full(estimates.shape, np.nan)
-        ci_high = np.full(estimates.shape, np.nan)
+    interval = _group_intervals(
+        table, unit_cells, unit_n, estimates, draws, confidence=confidence, method=interval_method
+    )
 
     small_reasons = _small_group_reasons(unit_n, class_counts, table, min_group_size)
     # Binary: positives. Multi-class: the rarest class, the one that limits class-conditional metrics.
@@ -378,6 +608,85 @@ def audit(
         prevalence = np.where(unit_n > 0, n_positive / np.maximum(unit_n, 1), np.nan)
 
     metric_column = {m: METRICS.index(m) for m in METRICS}
+    tested_metrics = tuple(m for m in reported if m in CONFUSION_METRICS)
+    gaps: list[GapEstimate] = []
+    references: list[tuple[str, str, str]] = []
+    summaries: list[FairnessSummary] = []
+    per_scope_rows: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray | None]]]] = {}
+    for index, block in enumerate(layout.blocks):
+        if block.attribute == OVERALL_ATTRIBUTE:
+            continue
+        overall_unit = layout.block(block.scope, OVERALL_ATTRIBUTE).units.start
+        kept = [i for i, g in enumerate(block.groups) if unknown_in_gaps or not _is_unknown_group(g)]
+        units = block.units.start + np.asarray(kept, dtype=int)
+        compared = dataclasses.replace(block, groups=tuple(block.groups[i] for i in kept))
+        reference = _reference_for(compared, units, unit_n, requested_references)
+        if reference is not None:
+            references.append((block.scope, block.attribute, reference))
+        sizes = unit_n[units]
+        tests = None
+        if n_boot and tested_metrics:
+            tests = _partition_tests(
+                table, partition_cells[index], kept, tested_metrics, n_permutations=n_boot, rng=test_rng
+            )
+        position_of = {unit_group: position for position, unit_group in enumerate(kept)}
+        for metric in reported:
+            column = metric_column[metric]
+            boot = overall_boot = None
+            if draws is not None:
+                boot = draws[:, units, column]
+                overall_boot = union_draws[:, index, column]
+            closed_form = interval.successes is not None and SPEC_BY_NAME[metric].proportion
+            pair_p = range_p = None
+            if tests is not None and metric in tests.pairs:
+                pair_p = {
+                    (position_of[i], position_of[j]): p for (i, j), p in tests.pairs[metric].items()
+                }
+                range_p = tests.all_groups.get(metric, float("nan"))
+            gaps.extend(
+                partition_gaps(
+                    MetricPartition(
+                        source=block.scope,
+                        attribute=block.attribute,
+                        metric=metric,
+                        groups=compared.groups,
+                        n=sizes,
+                        estimate=estimates[units, column],
+                        reasons=tuple(str(r) for r in reasons[units, column]),
+                        boot=boot,
+                        overall_estimate=float(estimates[overall_unit, column]),
+                        overall_boot=overall_boot,
+                        reference=reference,
+                        successes=interval.successes[units, column] if closed_form else None,
+                        denominators=interval.denominators[units, column] if closed_form else None,
+                        pair_p_values=pair_p,
+                        range_p_value=float("nan") if range_p is None else range_p,
+                        test_method=PERMUTATION_TEST if pair_p is not None else "",
+                    ),
+                    confidence=confidence,
+                    correction=correction_key,
+                )
+            )
+        summary, _ = _attribute_summary(
+            compared, units, estimates, draws, union_draws[:, index] if n_boot else None, overall_unit, sizes,
+            confidence=confidence, metric_column=metric_column,
+        )  # fmt: skip
+        summaries.append(summary)
+        if not table.attributes[block.attribute_index].is_intersection:
+            joint_overall = None if joint_draws is None else joint_draws[:, overall_unit]
+            _, statistics = _attribute_summary(
+                compared, units, estimates, joint_draws, joint_overall, overall_unit, sizes,
+                confidence=confidence, metric_column=metric_column,
+            )  # fmt: skip
+            per_scope_rows.setdefault(block.scope, []).append(statistics)
+
+    summaries.extend(_aggregate_summaries(per_scope_rows, table, confidence=confidence))
+
+    detectable = {
+        (g.source, g.attribute, g.metric, g.group_a): g.minimum_detectable_gap
+        for g in gaps
+        if g.comparison == "vs-reference"
+    }
     groups: list[GroupEstimate] = []
     for block in layout.blocks:
         for offset, group in enumerate(block.groups):
@@ -396,66 +705,17 @@ def audit(
                         small_group_reason=small_reasons[unit],
                         metric=metric,
                         estimate=float(estimates[unit, column]),
-                        ci_low=float(ci_low[unit, column]),
-                        ci_high=float(ci_high[unit, column]),
+                        ci_low=float(interval.low[unit, column]),
+                        ci_high=float(interval.high[unit, column]),
                         undefined_reason=str(reasons[unit, column]),
+                        denominator=int(interval.denominators_all[unit, column]),
+                        interval_method=str(interval.method[unit, column]),
+                        interval_note=str(interval.note[unit, column]),
+                        minimum_detectable_gap=float(
+                            detectable.get((block.scope, block.attribute, metric, group), float("nan"))
+                        ),
                     )
                 )
-
-    gaps: list[GapEstimate] = []
-    references: list[tuple[str, str, str]] = []
-    summaries: list[FairnessSummary] = []
-    per_scope_rows: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray | None]]]] = {}
-    for index, block in enumerate(layout.blocks):
-        if block.attribute == OVERALL_ATTRIBUTE:
-            continue
-        overall_unit = layout.block(block.scope, OVERALL_ATTRIBUTE).units.start
-        kept = [i for i, g in enumerate(block.groups) if unknown_in_gaps or not _is_unknown_group(g)]
-        units = block.units.start + np.asarray(kept, dtype=int)
-        compared = dataclasses.replace(block, groups=tuple(block.groups[i] for i in kept))
-        reference = _reference_for(compared, units, unit_n, requested_references)
-        if reference is not None:
-            references.append((block.scope, block.attribute, reference))
-        sizes = unit_n[units]
-        for metric in reported:
-            column = metric_column[metric]
-            if draws is None:
-                boot = overall_boot = None
-            else:
-                boot = draws[:, units, column]
-                if metric in _SCORE_METRICS:
-                    overall_boot = pooled_score_draws[index][:, _SCORE_METRICS.index(metric)]
-                else:
-                    overall_boot = draws[:, overall_unit, column]
-            gaps.extend(
-                partition_gaps(
-                    MetricPartition(
-                        source=block.scope,
-                        attribute=block.attribute,
-                        metric=metric,
-                        groups=compared.groups,
-                        n=sizes,
-                        estimate=estimates[units, column],
-                        reasons=tuple(str(r) for r in reasons[units, column]),
-                        boot=boot,
-                        overall_estimate=float(estimates[overall_unit, column]),
-                        overall_boot=overall_boot,
-                        reference=reference,
-                    ),
-                    confidence=confidence,
-                    correction=correction_key,
-                )
-            )
-        summary, statistics = _attribute_summary(
-            compared, units, estimates, draws, overall_unit, sizes, confidence=confidence,
-            metric_column=metric_column,
-        )
-        summaries.append(summary)
-        is_single = not table.attributes[block.attribute_index].is_intersection
-        if is_single:
-            per_scope_rows.setdefault(block.scope, []).append(statistics)
-
-    summaries.extend(_aggregate_summaries(per_scope_rows, table, confidence=confidence))
 
     settings = AuditSettings(
         label_col=label_col,
@@ -477,10 +737,23 @@ def audit(
         sources=(*table.sources, POOLED_SCOPE),
         reference_groups=tuple(references),
         bootstrap=(
-            f"stratified percentile bootstrap, {n_boot} resamples, strata = source x "
-            f"{' x '.join(sensitive)}; confusion metrics from multinomial draws of confusion counts; "
-            f"AUROC/ECE from multinomial draws of (label, score bin) cells with {n_fine} fine bins "
-            f"in {N_ECE_BINS} ECE bins"
+            f"percentile bootstrap, {n_boot} resamples, stratified by the reported partition (each source "
+            f"x the groups of the attribute reported; aggregate rows by source only); confusion metrics from "
+            f"multinomial draws of confusion counts; AUROC/ECE from multinomial draws of (label, score bin) "
+            f"cells with {n_fine} fine bins in {N_ECE_BINS} ECE bins"
+        ),
+        interval_method=(
+            f"{interval_method} for proportions of a binary task, Newcombe hybrid score for their "
+            "differences; percentile bootstrap for F1, AUROC, ECE, multi-class metrics and summaries"
+            if table.binary and interval_method != "bootstrap"
+            else "percentile bootstrap for every metric and difference"
+        ),
+        tests=(
+            f"{PERMUTATION_TEST}, {n_boot} permutations, for pairwise and max-min gaps of confusion "
+            f"metrics; {WALD_TEST} for AUROC/ECE; {correction_key} correction within each (source, "
+            "attribute, metric)"
+            if n_boot
+            else "none (n_boot = 0)"
         ),
     )
     return AuditResult(settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries))
@@ -496,13 +769,18 @@ def _attribute_summary(
     units: np.ndarray,
     estimates: np.ndarray,
     draws: np.ndarray | None,
+    overall_draws: np.ndarray | None,
     overall_unit: int,
     sizes: np.ndarray,
     *,
     confidence: float,
     metric_column: Mapping[str, int],
 ) -> tuple[FairnessSummary, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
-    """The FairGRPO summary of one (source, attribute) over the groups ``block.groups`` at ``units``."""
+    """The FairGRPO summary of one (source, attribute) over the groups ``block.groups`` at ``units``.
+
+    ``draws`` are the resampled metrics of every unit and ``overall_draws`` ``(n_boot, metrics)`` the
+    overall value in the same resamples (None without a bootstrap).
+    """
 
     def inputs(values: np.ndarray, overall: np.ndarray) -> SummaryInputs:
         return SummaryInputs(
@@ -521,7 +799,7 @@ def _attribute_summary(
     point = summary_statistics(inputs(group_values[None], estimates[overall_unit][None]), defined)
     boot = None
     if draws is not None:
-        boot = summary_statistics(inputs(draws[:, units], draws[:, overall_unit]), defined)
+        boot = summary_statistics(inputs(draws[:, units], overall_draws), defined)
     statistics = {
         name: (point[name][0], None if boot is None else boot[name])
         for name in (*SUMMARY_STATISTICS, "worst_group_f1")

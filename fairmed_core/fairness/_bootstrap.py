@@ -4,37 +4,27 @@ A row bootstrap that keeps each stratum's size fixed (a stratified bootstrap) dr
 rows with replacement; for any statistic of the stratum's confusion counts this is exactly one multinomial
 draw of ``n_s`` over the stratum's cells with the observed cell shares as probabilities. So a resample
 costs ``O(strata x cells)`` instead of ``O(rows)``, and all resamples come from a single call that returns
-an array ``(n_boot, strata, cells)``.
+an array ``(n_boot, strata, cells)``. Which strata to keep fixed is the caller's choice: the audit uses the
+partition it reports (each source x the groups of one attribute), never the cross of every attribute, where
+a stratum of one case would be redrawn unchanged and its group's interval would collapse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
-_MAX_CHUNK_VALUES = 4_000_000
-"""Upper bound on resample values held at once; resamples are drawn in chunks to bound memory."""
-
-
-def stratified_count_draws(
-    counts: np.ndarray, *, n_boot: int, rng: np.random.Generator
-) -> Iterator[np.ndarray]:
-    """Yield resampled counts in chunks of shape ``(b, strata, cells)`` totalling ``n_boot`` resamples.
-
-    Every stratum keeps its size (rows of ``counts`` must be non-empty).
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    sizes = counts.sum(axis=1)
-    if (sizes <= 0).any():
-        raise ValueError("every stratum must hold at least one case")
-    shares = counts / sizes[:, None]
-    chunk = max(1, min(n_boot, _MAX_CHUNK_VALUES // max(1, counts.size)))
-    done = 0
-    while done < n_boot:
-        b = min(chunk, n_boot - done)
-        yield rng.multinomial(sizes, shares, size=(b, counts.shape[0]))
-        done += b
+def multinomial_rows(cells: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """A resample ``(n_boot, rows, cells)`` of every row of ``cells``: one multinomial draw of the row's size
+    over its cells with the observed shares (a row bootstrap of that stratum). Empty rows stay 0."""
+    cells = np.asarray(cells, dtype=float)
+    out = np.zeros((n_boot, *cells.shape))
+    sizes = cells.sum(axis=1)
+    full = sizes > 0
+    if full.any():
+        out[:, full] = rng.multinomial(
+            sizes[full].astype(np.int64), cells[full] / sizes[full, None], size=(n_boot, int(full.sum()))
+        )
+    return out
 
 
 def percentile_interval(samples: np.ndarray, *, confidence: float) -> tuple[np.ndarray, np.ndarray]:

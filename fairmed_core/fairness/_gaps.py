@@ -6,24 +6,35 @@ Conventions, chosen to agree with fairlearn where fairlearn has a definition:
   ratio = smallest / largest (fairlearn ``ratio(method="between_groups")``); fairlearn's ``to_overall``
   difference is the largest absolute "vs-overall" difference.
 * Groups whose value is undefined (NaN) are left out and named in the note; empty groups are not compared.
-* Pairwise tests: Wald ``z = difference / bootstrap SE``, two-sided normal p-value, corrected within the
-  (source, attribute, metric) family by Holm (step-down, controls the family-wise error rate) or
-  Benjamini-Hochberg (step-up, controls the false discovery rate).
+* Pairwise tests: a permutation test of the group labels within the source (``_permutation``), exact under
+  the null hypothesis (its type-I error is at most alpha at every group size); for AUROC and ECE, whose
+  cells are not confusion counts, a Wald test ``z = difference / bootstrap SE`` (approximate, labelled so).
+  p-values are corrected within the (source, attribute, metric) family by Holm (step-down, controls the
+  family-wise error rate) or Benjamini-Hochberg (step-up, controls the false discovery rate).
+* Intervals of a difference: Newcombe's hybrid score interval for a proportion metric (two independent
+  groups), the percentile bootstrap of the difference otherwise.
+* max-min rows are tested too (permutation test of the range: "are all groups equal?"), as one test of
+  their own, not part of the pairwise family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
 
 from fairmed_core.fairness._bootstrap import bootstrap_standard_error, percentile_interval
+from fairmed_core.fairness._intervals import minimum_detectable_gap, newcombe_difference_interval
+from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
 from fairmed_core.fairness._results import Estimate, GapEstimate
 
 SIGNIFICANCE_LEVEL = 0.05
+POWER = 0.8
+"""Power at which the minimum detectable gap is stated."""
 _MAX_NAMED = 4
+_Z_SUM = 2.8015852  # z_{0.975} + z_{0.80}: the normal-approximation detectable gap is this many SEs
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -89,10 +100,14 @@ def wald_p_value(difference: np.ndarray, standard_error: np.ndarray) -> np.ndarr
 
 @dataclass(frozen=True, eq=False)
 class MetricPartition:
-    """One metric over the groups of one (source, attribute), with its bootstrap draws.
+    """One metric over the groups of one (source, attribute), with what its intervals and tests need.
 
-    ``boot`` is ``(n_boot, n_groups)`` or None without a bootstrap; ``overall_boot`` holds the overall value
-    in the same resamples (so group-vs-overall differences keep their correlation).
+    ``boot`` is ``(n_boot, n_groups)`` or None without a bootstrap; ``overall_boot`` holds the union of the
+    groups in the same resamples (so group-vs-overall differences keep their correlation). ``successes`` and
+    ``denominators`` are set for a proportion metric with closed-form intervals (Newcombe for differences);
+    ``pair_p_values`` maps a pair ``(i, j)``, ``i < j``, to its permutation p-value, and ``range_p_value`` is
+    the permutation p-value of the max - min gap; None where those tests do not apply (AUROC, ECE), which
+    then fall back to a Wald test on the bootstrap standard error.
     """
 
     source: str
@@ -106,6 +121,15 @@ class MetricPartition:
     overall_estimate: float
     overall_boot: np.ndarray | None
     reference: str | None
+    successes: np.ndarray | None = None
+    denominators: np.ndarray | None = None
+    pair_p_values: Mapping[tuple[int, int], float] | None = None
+    range_p_value: float = float("nan")
+    test_method: str = ""
+
+    @property
+    def interval_method(self) -> str:
+        return "Newcombe hybrid score" if self.successes is not None else "percentile bootstrap"
 
 
 def _name_groups(names: Sequence[str]) -> str:
@@ -170,15 +194,37 @@ class _PairStatistics:
     ratio: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
-    p_value: np.ndarray
     standard_error: np.ndarray
     resamples_used: np.ndarray
+    minimum_detectable_gap: np.ndarray
+
+
+def _detectable_gap(part: MetricPartition, a_index: np.ndarray, b_index: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Minimum gap from group b that a test at 5% detects with 80% power, given both groups' sizes.
+
+    Proportions: Cohen's arcsine rule on the counts, in the direction that is worse for group a;
+    other metrics: 2.80 bootstrap standard errors of the difference (normal approximation).
+    """
+    if part.successes is None:
+        return _Z_SUM * se
+    spec = SPEC_BY_NAME[part.metric]
+    direction = {True: "lower", False: "higher", None: "either"}[spec.higher_is_better]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate_b = part.successes[b_index] / part.denominators[b_index]
+    return minimum_detectable_gap(
+        rate_b,
+        part.denominators[a_index],
+        part.denominators[b_index],
+        alpha=SIGNIFICANCE_LEVEL,
+        power=POWER,
+        direction=direction,
+    )
 
 
 def _pair_statistics(
     part: MetricPartition, pairs: Sequence[tuple[int, int | None]], *, confidence: float
 ) -> _PairStatistics:
-    """Difference, ratio, percentile interval and Wald p-value for every pair at once."""
+    """Difference, ratio, interval, bootstrap SE and detectable gap for every pair at once."""
     a_index = np.array([a for a, _ in pairs], dtype=np.int64)
     value_a = part.estimate[a_index]
     value_b = np.array(
@@ -188,16 +234,37 @@ def _pair_statistics(
     ratio = np.full(len(pairs), np.nan)
     np.divide(value_a, value_b, out=ratio, where=~np.isnan(difference) & (value_b != 0))
     nan = np.full(len(pairs), np.nan)
-    if part.boot is None or not pairs:
-        return _PairStatistics(
-            difference, ratio, nan, nan.copy(), nan.copy(), nan.copy(), np.zeros(len(pairs), dtype=int)
-        )
-    b_samples = np.stack([part.overall_boot if b is None else part.boot[:, b] for _, b in pairs], axis=1)
-    samples = part.boot[:, a_index] - b_samples
-    samples[:, np.isnan(difference)] = np.nan
-    low, high = percentile_interval(samples, confidence=confidence)
-    se, count = bootstrap_standard_error(samples)
-    return _PairStatistics(difference, ratio, low, high, wald_p_value(difference, se), se, count)
+    low, high, se, count = nan.copy(), nan.copy(), nan.copy(), np.zeros(len(pairs), dtype=int)
+    if part.boot is not None and pairs:
+        b_samples = np.stack([part.overall_boot if b is None else part.boot[:, b] for _, b in pairs], axis=1)
+        samples = part.boot[:, a_index] - b_samples
+        samples[:, np.isnan(difference)] = np.nan
+        low, high = percentile_interval(samples, confidence=confidence)
+        se, count = bootstrap_standard_error(samples)
+    between_groups = bool(pairs) and all(b is not None for _, b in pairs)
+    detectable = nan.copy()
+    if between_groups:
+        b_index = np.array([b for _, b in pairs], dtype=np.int64)
+        detectable = _detectable_gap(part, a_index, b_index, se)
+        if part.successes is not None:  # two independent groups: Newcombe's score interval
+            low, high = newcombe_difference_interval(
+                part.successes[a_index],
+                part.denominators[a_index],
+                part.successes[b_index],
+                part.denominators[b_index],
+                confidence=confidence,
+            )
+    undefined = np.isnan(difference)
+    low, high = np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
+    return _PairStatistics(difference, ratio, low, high, se, count, detectable)
+
+
+def _pair_p_values(part: MetricPartition, pairs: Sequence[tuple[int, int]], stats: _PairStatistics) -> np.ndarray:
+    """Raw two-sided p-values of the pairs: permutation where available, else Wald on the bootstrap SE."""
+    if part.pair_p_values is not None:
+        p = np.array([part.pair_p_values.get((min(a, b), max(a, b)), np.nan) for a, b in pairs], dtype=float)
+        return np.where(np.isnan(stats.difference), np.nan, p)
+    return wald_p_value(stats.difference, stats.standard_error)
 
 
 def _pair_gaps(
@@ -212,6 +279,9 @@ def _pair_gaps(
     """Gap rows for pairs (a, b) of group indices; b None compares with the overall value."""
     n_boot = 0 if part.boot is None else part.boot.shape[0]
     tested = not np.all(np.isnan(p_raw))
+    wald = tested and part.pair_p_values is None
+    between_groups = comparison != "vs-overall"
+    interval_method = part.interval_method if between_groups else "percentile bootstrap"
     gaps = []
     for k, (a, b) in enumerate(pairs):
         notes = []
@@ -223,12 +293,12 @@ def _pair_gaps(
         else:
             if np.isnan(stats.ratio[k]):
                 notes.append("ratio undefined: denominator is 0")
-            if n_boot and tested:
+            if n_boot and wald:
                 if stats.resamples_used[k] < 2:
                     notes.append("too few defined resamples for a test")
                 elif stats.standard_error[k] == 0:
                     notes.append("bootstrap standard error is 0")
-            if n_boot and stats.resamples_used[k] < n_boot:
+            if n_boot and interval_method == "percentile bootstrap" and stats.resamples_used[k] < n_boot:
                 notes.append(
                     f"interval from {int(stats.resamples_used[k])} of {n_boot} resamples "
                     "(undefined in the rest)"
@@ -250,9 +320,15 @@ def _pair_gaps(
                 p_value=p,
                 significant=bool(p < SIGNIFICANCE_LEVEL),
                 note="; ".join(notes),
+                interval_method=interval_method if not np.isnan(stats.ci_low[k]) else "",
+                test_method=(part.test_method if not wald else WALD_TEST) if not np.isnan(p_raw[k]) else "",
+                minimum_detectable_gap=float(stats.minimum_detectable_gap[k]),
             )
         )
     return gaps
+
+
+WALD_TEST = "Wald test on the bootstrap standard error (approximate)"
 
 
 def _max_min_gap(part: MetricPartition, *, confidence: float) -> GapEstimate:
@@ -289,9 +365,14 @@ def _max_min_gap(part: MetricPartition, *, confidence: float) -> GapEstimate:
     ci_low = ci_high = nan
     if part.boot is not None:
         ci_low, ci_high = _interval(range_over_groups(part.boot, defined), confidence)
+    p = float(part.range_p_value)
+    if np.isnan(p) and part.pair_p_values is None and part.boot is not None:
+        notes.append("no test of all groups at once for this metric: see the pairwise rows")
     return GapEstimate(
         part.source, part.attribute, part.metric, "max-min", part.groups[top], part.groups[bottom],
-        difference, ratio, ci_low, ci_high, nan, nan, False, "; ".join(notes),
+        difference, ratio, ci_low, ci_high, p, p, bool(p < SIGNIFICANCE_LEVEL), "; ".join(notes),
+        interval_method="percentile bootstrap" if not np.isnan(ci_low) else "",
+        test_method=f"{part.test_method} of the range (all groups equal)" if not np.isnan(p) else "",
     )  # fmt: skip
 
 
@@ -300,15 +381,17 @@ def partition_gaps(part: MetricPartition, *, confidence: float, correction: str)
 
     The pairwise tests of one partition are one family: their p-values are corrected together with
     ``correction`` ("holm", "bh" or "none"). vs-reference rows test the same hypotheses as pairwise rows,
-    so they reuse the pairwise row's raw and corrected p-values instead of enlarging the family; max-min
-    and vs-overall rows are not tested.
+    so they reuse the pairwise row's raw and corrected p-values instead of enlarging the family; the
+    max-min row carries the permutation test that all groups are equal (one test, uncorrected);
+    vs-overall rows are not tested (a group is part of the overall value).
     """
     gaps = [_max_min_gap(part, confidence=confidence)]
     present = [int(i) for i in np.flatnonzero(part.n > 0)]
     pairs = [(i, j) for position, i in enumerate(present) for j in present[position + 1 :]]
     stats = _pair_statistics(part, pairs, confidence=confidence)
-    adjusted = CORRECTIONS[correction](stats.p_value)
-    gaps += _pair_gaps(part, pairs, stats, comparison="pairwise", p_raw=stats.p_value, p_adjusted=adjusted)
+    p_raw = _pair_p_values(part, pairs, stats)
+    adjusted = CORRECTIONS[correction](p_raw)
+    gaps += _pair_gaps(part, pairs, stats, comparison="pairwise", p_raw=p_raw, p_adjusted=adjusted)
     test_of_pair = {frozenset(pair): k for k, pair in enumerate(pairs)}
     if part.reference is not None and len(part.groups) > 1:
         r = part.groups.index(part.reference)
@@ -316,19 +399,8 @@ def partition_gaps(part: MetricPartition, *, confidence: float, correction: str)
             nan = float("nan")
             gaps.append(
                 GapEstimate(
-                    part.source,
-                    part.attribute,
-                    part.metric,
-                    "vs-reference",
-                    "",
-                    part.reference,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    False,
+                    part.source, part.attribute, part.metric, "vs-reference", "", part.reference,
+                    nan, nan, nan, nan, nan, nan, False,
                     f"reference group {part.reference} has no cases in this source",
                 )  # fmt: skip
             )
@@ -340,7 +412,7 @@ def partition_gaps(part: MetricPartition, *, confidence: float, correction: str)
                 ref_pairs,
                 _pair_statistics(part, ref_pairs, confidence=confidence),
                 comparison="vs-reference",
-                p_raw=stats.p_value[which],
+                p_raw=p_raw[which],
                 p_adjusted=adjusted[which],
             )
     overall_pairs = [(g, None) for g in present]

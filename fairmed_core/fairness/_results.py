@@ -58,6 +58,10 @@ class GroupEstimate:
     ci_low: float
     ci_high: float
     undefined_reason: str
+    denominator: int = 0
+    interval_method: str = ""
+    interval_note: str = ""
+    minimum_detectable_gap: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,14 @@ class GapEstimate:
 
     ``comparison`` is "max-min" (``group_a`` has the largest value, ``difference`` = max - min, ``ratio`` =
     min / max), "pairwise" or "vs-reference" (``difference`` = a - b, ``ratio`` = a / b) or "vs-overall"
-    (``group_b`` = "ALL"). The interval is for the difference. ``p_value_raw`` is a two-sided Wald test of
-    "no difference" with the bootstrap standard error; ``p_value`` is corrected for multiple comparisons
-    within the (source, attribute, metric) family of pairwise tests (vs-reference rows reuse the
-    corresponding pairwise test; max-min and vs-overall rows are not tested and hold NaN).
+    (``group_b`` = "ALL"). The interval is for the difference (``interval_method``: Newcombe's score
+    interval for proportions, the percentile bootstrap otherwise). ``p_value_raw`` is a two-sided test of "no
+    difference" (``test_method``: a permutation test of the group labels within the source, exact at every
+    group size; a Wald test for AUROC and ECE); ``p_value`` is corrected for multiple comparisons within the
+    (source, attribute, metric) family of pairwise tests (vs-reference rows reuse the corresponding pairwise
+    test; the max-min row holds the uncorrected permutation test that all groups are equal; vs-overall rows
+    are not tested and hold NaN). ``minimum_detectable_gap`` is the smallest difference from ``group_b``
+    that a test at 5% would detect with 80% power at these group sizes.
 
     The interval of a max-min row is the percentile interval of the resampled max - min. That statistic is
     never negative and is biased upward when groups are close (the largest of noisy values overshoots), so
@@ -91,6 +99,9 @@ class GapEstimate:
     p_value: float
     significant: bool
     note: str
+    interval_method: str = ""
+    test_method: str = ""
+    minimum_detectable_gap: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,8 @@ class AuditSettings:
     sources: tuple[str, ...]
     reference_groups: tuple[tuple[str, str, str], ...]
     bootstrap: str
+    interval_method: str = "wilson"
+    tests: str = ""
 
 
 GROUP_COLUMNS = tuple(f.name for f in fields(GroupEstimate))
@@ -228,6 +241,10 @@ class AuditResult:
                 "ci_low": g.ci_low,
                 "ci_high": g.ci_high,
                 "undefined_reason": g.undefined_reason,
+                "denominator": g.denominator,
+                "interval_method": g.interval_method,
+                "interval_note": g.interval_note,
+                "minimum_detectable_gap": g.minimum_detectable_gap,
             }
         summary = [dict(zip(SUMMARY_COLUMNS, _summary_row(s), strict=True)) for s in self.summaries]
         gaps = [{c: getattr(g, c) for c in GAP_COLUMNS} for g in self.gaps]

@@ -1,0 +1,56 @@
+"""The one table of per-group metrics: what each is, which way is better, and how it is inferred.
+
+Every place that needs to know something about a metric (the audit's interval method and test, the minimum
+detectable gap, labels in figures and documents) reads it from :data:`METRIC_SPECS`, so adding a metric is
+adding a row here (and its computation in ``_metrics``/``_calibration``).
+
+``conditioning`` names the rows a proportion metric is a share of, which is also what a permutation test of
+"equal metric" must hold fixed: ``"true"`` (recall, specificity, FPR: a share of the cases with a given true
+label), ``"predicted"`` (precision, FDR: a share of the cases with a given prediction), ``"all"`` (accuracy,
+selection rate, and the metrics that are not proportions: F1, AUROC, ECE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One per-group metric.
+
+    ``proportion``: on a binary task the metric is ``successes / denominator`` for counts of the confusion
+    matrix (``success_cells`` and ``denominator_cells`` index the flattened 2 x 2 matrix ``true * 2 + pred``),
+    so score intervals (Wilson, Clopper-Pearson) and exact conditional tests apply to it.
+    """
+
+    name: str
+    label: str
+    higher_is_better: bool | None  # None: neither direction is better (selection rate)
+    proportion: bool
+    conditioning: str
+    denominator: str
+    success_cells: tuple[int, ...] = ()
+    denominator_cells: tuple[int, ...] = ()
+    needs_score: bool = False
+
+
+# Cells of the binary confusion matrix, flattened as true * 2 + predicted.
+_TN, _FP, _FN, _TP = 0, 1, 2, 3
+
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("accuracy", "accuracy", True, True, "all", "all cases", (_TN, _TP), (_TN, _FP, _FN, _TP)),
+    MetricSpec("precision", "precision (PPV)", True, True, "predicted", "predicted positives", (_TP,), (_FP, _TP)),
+    MetricSpec("recall", "recall (sensitivity, TPR)", True, True, "true", "positive cases", (_TP,), (_FN, _TP)),
+    MetricSpec("specificity", "specificity (TNR)", True, True, "true", "negative cases", (_TN,), (_TN, _FP)),
+    MetricSpec("f1", "F1", True, False, "all", "all cases"),
+    MetricSpec("fpr", "false positive rate", False, True, "true", "negative cases", (_FP,), (_TN, _FP)),
+    MetricSpec("fdr", "false discovery rate", False, True, "predicted", "predicted positives", (_FP,), (_FP, _TP)),
+    MetricSpec(
+        "selection_rate", "selection rate", None, True, "all", "all cases", (_FP, _TP), (_TN, _FP, _FN, _TP)
+    ),
+    MetricSpec("auroc", "AUROC", True, False, "all", "all cases", needs_score=True),
+    MetricSpec("ece", "expected calibration error", False, False, "all", "all cases", needs_score=True),
+)
+
+SPEC_BY_NAME = {spec.name: spec for spec in METRIC_SPECS}
