@@ -16,7 +16,7 @@ from fairmed_core.report.verdicts import (
     gap_verdict,
     group_verdict,
     interval_verdict,
-    minimum_detectable_difference,
+    detectable_gap,
     verdict_counts,
 )
 
@@ -53,7 +53,8 @@ def test_difference_band_intersects_difference_and_ratio():
 def _group(name, estimate, n=200, reason=""):
     return GroupEstimate(source="s", attribute="sex", group=name, n=n, n_positive=n // 2, prevalence=0.5,
                          small_group=False, small_group_reason="", metric="recall", estimate=estimate,
-                         ci_low=estimate - 0.05, ci_high=estimate + 0.05, undefined_reason=reason)
+                         ci_low=estimate - 0.05, ci_high=estimate + 0.05, undefined_reason=reason,
+                         denominator=n // 2)
 
 
 def _gap(difference, low, high, a="F", b="M", comparison="vs-reference"):
@@ -62,14 +63,12 @@ def _gap(difference, low, high, a="F", b="M", comparison="vs-reference"):
                        p_value=0.02, significant=True, note="")
 
 
-COUNTS = {"n": 200, "positives": 100, "negatives": 100, "predicted_positives": 90}
 MARGIN = MetricMargin(metric="recall", max_difference=0.10)
 
 
 def _verdict(group, reference, comparison, min_group_size=30):
     return group_verdict(group=group, reference=reference, comparison=comparison, margin=MARGIN,
-                         min_group_size=min_group_size, confidence=0.95, group_counts=COUNTS,
-                         reference_counts=COUNTS)
+                         min_group_size=min_group_size, confidence=0.95)
 
 
 def test_group_verdict_uses_the_interval_not_the_point_estimate():
@@ -77,8 +76,9 @@ def test_group_verdict_uses_the_interval_not_the_point_estimate():
     verdict = _verdict(_group("F", 0.72), _group("M", 0.70), _gap(0.02, -0.12, 0.16))
     assert verdict.verdict == INSUFFICIENT
     assert "straddles" in verdict.reason and "detects a difference of" in verdict.reason
-    assert verdict.minimum_detectable_gap == pytest.approx(
-        minimum_detectable_difference(100, 100, base_rate=0.71))
+    # recall: the detectable gap is how much lower than the reference's 0.70 the group must be, on 100 positives each
+    assert verdict.minimum_detectable_gap == pytest.approx(detectable_gap("recall", 0.70, 100, 100))
+    assert 0.1 < verdict.minimum_detectable_gap < 0.25
     # A large point difference (0.15) whose interval is wholly outside fails; one inside meets.
     assert _verdict(_group("F", 0.85), _group("M", 0.70), _gap(0.15, 0.11, 0.19)).verdict == FAILS
     assert _verdict(_group("F", 0.71), _group("M", 0.70), _gap(0.01, -0.04, 0.06)).verdict == MEETS
@@ -100,8 +100,7 @@ def test_gap_verdict_against_the_allowed_gap():
     high, low = _group("F", 0.80), _group("M", 0.75)
     def run(lo, hi, margin=MARGIN):
         return gap_verdict(gap=_gap(0.05, lo, hi, comparison="max-min"), high_group=high, low_group=low,
-                           margin=margin, min_group_size=30, confidence=0.95, high_counts=COUNTS,
-                           low_counts=COUNTS)
+                           margin=margin, min_group_size=30, confidence=0.95)
     assert run(0.01, 0.10).verdict == MEETS
     assert run(0.05, 0.12).verdict == INSUFFICIENT
     assert run(0.11, 0.20).verdict == FAILS
@@ -110,11 +109,18 @@ def test_gap_verdict_against_the_allowed_gap():
     assert run(0.12, 0.15, ratio).verdict == MEETS and run(0.12, 0.15, ratio).allowed == pytest.approx(0.16)
 
 
-def test_minimum_detectable_difference_shrinks_with_n_and_is_nan_without_cases():
-    assert minimum_detectable_difference(100, 100) > minimum_detectable_difference(400, 400)
-    # 2.8 x sqrt(0.25 x 2/100) = 0.198 (the textbook 80% power, 5% two-sided figure)
-    assert minimum_detectable_difference(100, 100) == pytest.approx(0.198, abs=0.001)
-    assert math.isnan(minimum_detectable_difference(0, 100))
+def test_detectable_gap_shrinks_with_n_and_follows_the_metric_direction():
+    assert detectable_gap("recall", 0.5, 100, 100) > detectable_gap("recall", 0.5, 400, 400)
+    # Cohen's h by hand: arcsine scale, h = (z_0.975 + z_0.8) x sqrt(2/100), back to a rate below 0.5
+    h = (1.959964 + 0.841621) * math.sqrt(2 / 100)
+    assert detectable_gap("accuracy", 0.5, 100, 100) == pytest.approx(0.5 - math.sin((math.pi / 2 - h) / 2) ** 2)
+    assert math.isnan(detectable_gap("recall", 0.5, 0, 100))
+    assert math.isinf(detectable_gap("recall", 0.05, 3, 3))  # no lower rate is detectable from 0.05 with 3 cases
+    # an error rate is worse when it rises: its detectable gap is measured upward from the reference
+    assert detectable_gap("fdr", 0.1, 50, 50) == detectable_gap("recall", 0.1, 50, 50, direction="higher")
+    assert detectable_gap("fdr", 0.1, 50, 50) != detectable_gap("recall", 0.1, 50, 50)
+    small = _verdict(_group("F", 0.05, n=6), _group("M", 0.05, n=6), _gap(0.0, -0.3, 0.3), min_group_size=0)
+    assert small.verdict == INSUFFICIENT and "no difference is detectable" in small.reason
 
 
 def test_verdict_counts_lists_every_state():

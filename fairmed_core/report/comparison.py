@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import MISSING_GROUP
+from fairmed_core.fairness import METRIC_SPECS, MISSING_GROUP
 
 __all__ = ["COMPARABLE_METRICS", "ChangeEstimate", "Comparison", "GapChange", "compare_runs", "metrics_from_confusion"]
 
 COMPARABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate")
-_HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "specificity", "f1"}
-_LOWER_IS_BETTER = {"fpr", "fdr"}
+_HIGHER_IS_BETTER = {spec.name for spec in METRIC_SPECS if spec.higher_is_better is True}
+_LOWER_IS_BETTER = {spec.name for spec in METRIC_SPECS if spec.higher_is_better is False}
 POOLED = "ALL"
 _MAX_RUNS = 6  # 2 ** (runs + 1) joint cells per stratum
 

@@ -269,20 +269,6 @@ def _scopes(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return scopes + [("ALL", frame)] if len(scopes) != 1 else scopes
 
 
-def _denominators(frame: pd.DataFrame, attributes, positive: str) -> dict[tuple[str, str, str], dict[str, int]]:
-    counts = {}
-    for scope, part in _scopes(frame):
-        truth = part["y_true"].astype(str) == positive
-        said = part["y_pred"].astype(str) == positive
-        for attribute in attributes:
-            for group, index in part.groupby(_groups_of(part, attribute)).groups.items():
-                t, s = truth.loc[index], said.loc[index]
-                counts[(scope, attribute, str(group))] = {
-                    "n": len(index), "positives": int(t.sum()), "negatives": int((~t).sum()),
-                    "predicted_positives": int(s.sum())}
-    return counts
-
-
 def _data_card(frame: pd.DataFrame, attributes, positive: str):
     rows, missing = [], []
     for scope, part in _scopes(frame):
@@ -319,7 +305,7 @@ def _results(result: AuditResult, plan: AuditPlan) -> tuple[GroupResult, ...]:
         rows.append(GroupResult(
             source=g.source, attribute=g.attribute, group=g.group, n=g.n, events=g.n_positive, metric=g.metric,
             estimate=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high,
-            method=getattr(g, "interval_method", method), planned=g.metric in plan.metric_names,
+            method=g.interval_method or method, planned=g.metric in plan.metric_names,
             small_group_reason=g.small_group_reason, undefined_reason=g.undefined_reason))
     return tuple(rows)
 
@@ -508,8 +494,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     result = audit(frame, **settings)
     crossed = audit(frame, **{**settings, "intersect": True, "reference_groups": None}) \
         if plan.intersections and len(attributes) >= 2 else None
-    counts = _denominators(frame, attributes, positive)
-    group_verdicts, gap_verdicts = verdicts_from_audit(result, plan, counts)
+    group_verdicts, gap_verdicts = verdicts_from_audit(result, plan)
     data_card, missing = _data_card(frame, attributes, positive)
     format_failures = _format_failures(frame, attributes, plan.confidence)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRICS
+from fairmed_core.fairness import METRIC_SPECS, METRICS
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -49,8 +49,9 @@ __all__ = [
 PLAN_FORMAT_VERSION = 1
 """Version of the plan file format (not of one plan: that is ``AuditPlan.version``)."""
 
-HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "specificity", "f1", "auroc")
-"""Metrics where a larger value is better for the patient; FPR, FDR and ECE are error rates (smaller is better)."""
+HIGHER_IS_BETTER = tuple(spec.name for spec in METRIC_SPECS if spec.higher_is_better)
+"""Metrics where a larger value is better for the patient (from the audit's metric table); FPR, FDR and ECE
+are error rates, and the selection rate has no better direction."""
 
 DEFAULT_DIFFERENCE = 0.10
 DEFAULT_RATIO_BAND = (0.8, 1.25)

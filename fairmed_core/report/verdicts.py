@@ -4,8 +4,9 @@ insufficient. Never from a point estimate alone.
 * meets the margin: the whole interval lies inside the acceptable band;
 * fails the margin: the whole interval lies outside it;
 * insufficient evidence: the interval straddles (or touches) a band edge, is undefined, or a group is below
-  the plan's smallest group size; the minimum detectable gap (the difference this sample could detect at
-  80% power) is stated, so the meeting knows what more data would buy.
+  the plan's smallest group size; the minimum detectable gap (the difference a two-sided test at the plan's
+  level would detect with 80% power at these group sizes: ``fairmed_core.fairness.minimum_detectable_gap``)
+  is stated, so the meeting knows what more data would buy.
 
 A band edge belongs to the band: an interval ending exactly on it is inside. Pure functions over small frozen
 dataclasses; the audit's result types come in, verdicts go out.
@@ -14,12 +15,11 @@ dataclasses; the audit's result types come in, verdicts go out.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scipy.stats import norm
+import numpy as np
 
-from fairmed_core.fairness import AuditResult, GapEstimate, GroupEstimate
+from fairmed_core.fairness import SPEC_BY_NAME, AuditResult, GapEstimate, GroupEstimate, minimum_detectable_gap
 from fairmed_core.report.plan import AuditPlan, MetricMargin
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "gap_verdict",
     "group_verdict",
     "interval_verdict",
-    "minimum_detectable_difference",
+    "detectable_gap",
     "verdict_counts",
     "verdicts_from_audit",
 ]
@@ -44,16 +44,13 @@ INSUFFICIENT = "insufficient evidence"
 VERDICT_STATES = (MEETS, FAILS, INSUFFICIENT)
 DETECTION_POWER = 0.8
 
-# The count a metric's value is a proportion of: its effective sample size for the detectable gap.
-_DENOMINATOR = {
-    "accuracy": "n", "selection_rate": "n", "recall": "positives", "f1": "positives",
-    "specificity": "negatives", "fpr": "negatives", "precision": "predicted_positives",
-    "fdr": "predicted_positives", "auroc": "positives", "ece": "n",
-}
-
-
 def _finite(*values: float) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
+
+
+def _denominator(group: GroupEstimate) -> int:
+    """The cases a group's metric is a share of (the audit's per-row ``denominator``; all cases when absent)."""
+    return group.denominator or group.n
 
 
 def interval_verdict(ci_low: float, ci_high: float, band_low: float, band_high: float) -> str:
@@ -68,16 +65,26 @@ def interval_verdict(ci_low: float, ci_high: float, band_low: float, band_high: 
     return INSUFFICIENT
 
 
-def minimum_detectable_difference(n_a: float, n_b: float, *, base_rate: float = 0.5,
-                                  confidence: float = 0.95, power: float = DETECTION_POWER) -> float:
-    """The smallest difference of two proportions a two-sided test at ``1 - confidence`` detects with
-    ``power`` given ``n_a`` and ``n_b`` cases in their denominators (normal approximation; NaN if one is 0)."""
-    if not n_a or not n_b or n_a <= 0 or n_b <= 0:
-        return math.nan
-    p = min(max(base_rate if _finite(base_rate) else 0.5, 0.0), 1.0)
-    p = p if 0.0 < p < 1.0 else 0.5  # a rate of exactly 0 or 1 has no binomial variance to plan with
-    z = norm.ppf(1 - (1 - confidence) / 2) + norm.ppf(power)
-    return float(z * math.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b)))
+def detectable_gap(metric: str, reference_rate: float, n_group: int, n_reference: int, *,
+                   confidence: float = 0.95, power: float = DETECTION_POWER, direction: str | None = None) -> float:
+    """The minimum detectable gap of ``metric`` between a group and its reference (their metric denominators
+    ``n_group`` and ``n_reference``): the audit engine's Cohen's-h planning number at level ``1 - confidence``,
+    in the direction that is worse for the group unless ``direction`` is given (inf: undetectable at any rate)."""
+    if direction is None:
+        better = SPEC_BY_NAME[metric].higher_is_better if metric in SPEC_BY_NAME else None
+        direction = {True: "lower", False: "higher", None: "either"}[better]
+    return float(minimum_detectable_gap(np.asarray(reference_rate, dtype=float), np.asarray(n_group),
+                                        np.asarray(n_reference), alpha=1 - confidence, power=power,
+                                        direction=direction))
+
+
+def _detectable_text(detectable: float, confidence: float) -> str:
+    level = f"{1 - confidence:.0%}"
+    if math.isinf(detectable):
+        return f"; at these group sizes no difference is detectable (test at {level}, 80% power)"
+    if math.isnan(detectable):
+        return ""
+    return f"; this sample detects a difference of {detectable:.3f} or more (test at {level}, 80% power)"
 
 
 def difference_band(margin: MetricMargin, reference_estimate: float) -> tuple[float, float]:
@@ -140,29 +147,17 @@ class GapVerdict:
     minimum_detectable_gap: float
 
 
-def _detectable(metric: str, counts_a: Mapping[str, int], counts_b: Mapping[str, int], base_rate: float,
-                confidence: float) -> float:
-    key = _DENOMINATOR.get(metric, "n")
-    return minimum_detectable_difference(counts_a.get(key, 0), counts_b.get(key, 0), base_rate=base_rate,
-                                         confidence=confidence)
-
-
 def group_verdict(*, group: GroupEstimate, reference: GroupEstimate, comparison: GapEstimate | None,
-                  margin: MetricMargin, min_group_size: int, confidence: float,
-                  group_counts: Mapping[str, int], reference_counts: Mapping[str, int],
-                  interval_method: str = "percentile bootstrap") -> GroupVerdict:
-    """The verdict of one group against its reference on one metric, from the interval of their difference.
-
-    ``group_counts``/``reference_counts`` hold ``n``, ``positives``, ``negatives`` and ``predicted_positives``
-    (the denominators of the metrics) for the minimum detectable gap.
-    """
+                  margin: MetricMargin, min_group_size: int, confidence: float) -> GroupVerdict:
+    """The verdict of one group against its reference on one metric, from the interval of their difference
+    (the audit's vs-reference row ``comparison``); the groups' metric denominators give the detectable gap."""
     difference = comparison.difference if comparison else group.estimate - reference.estimate
     low = comparison.ci_low if comparison else math.nan
     high = comparison.ci_high if comparison else math.nan
     p_value = comparison.p_value if comparison else math.nan
     band_low, band_high = difference_band(margin, reference.estimate)
-    base = (group.estimate + reference.estimate) / 2 if _finite(group.estimate, reference.estimate) else 0.5
-    detectable = _detectable(margin.metric, group_counts, reference_counts, base, confidence)
+    detectable = detectable_gap(margin.metric, reference.estimate, _denominator(group), _denominator(reference),
+                                confidence=confidence)
     small = [f"{name} has n = {n}" for name, n in ((group.group, group.n), (reference.group, reference.n))
              if n < min_group_size]
     if small:
@@ -181,19 +176,19 @@ def group_verdict(*, group: GroupEstimate, reference: GroupEstimate, comparison:
         band = f"band [{band_low:+.3f}, {band_high:+.3f}]"
         reason = {MEETS: f"{span} lies inside the {band}", FAILS: f"{span} lies outside the {band}",
                   INSUFFICIENT: f"{span} straddles the {band}"}[verdict]
-    if verdict == INSUFFICIENT and _finite(detectable):
-        reason += f"; this sample detects a difference of {detectable:.3f} or more (80% power)"
+    if verdict == INSUFFICIENT:
+        reason += _detectable_text(detectable, confidence)
+    method = (comparison.interval_method if comparison is not None else "") or "percentile bootstrap"
     return GroupVerdict(
         source=group.source, attribute=group.attribute, group=group.group, reference_group=reference.group,
         metric=margin.metric, n=group.n, reference_n=reference.n, estimate=group.estimate, ci_low=group.ci_low,
         ci_high=group.ci_high, difference=difference, difference_ci_low=low, difference_ci_high=high,
         p_value=p_value, band_low=band_low, band_high=band_high, margin=margin.describe(),
-        interval_method=interval_method, verdict=verdict, reason=reason, minimum_detectable_gap=detectable)
+        interval_method=method, verdict=verdict, reason=reason, minimum_detectable_gap=detectable)
 
 
 def gap_verdict(*, gap: GapEstimate, high_group: GroupEstimate, low_group: GroupEstimate, margin: MetricMargin,
-                min_group_size: int, confidence: float, high_counts: Mapping[str, int],
-                low_counts: Mapping[str, int]) -> GapVerdict:
+                min_group_size: int, confidence: float) -> GapVerdict:
     """The verdict of a max - min gap: meets when its interval lies within [0, allowed], fails when the whole
     interval exceeds ``allowed``. ``allowed`` is ``max_difference`` and, with a ratio band, the largest gap
     whose min/max ratio stays inside it at the larger group's estimate (the smaller of the two)."""
@@ -201,8 +196,8 @@ def gap_verdict(*, gap: GapEstimate, high_group: GroupEstimate, low_group: Group
     if margin.ratio_low is not None and margin.ratio_high is not None and _finite(high_group.estimate):
         lowest_ratio = max(margin.ratio_low, 1 / margin.ratio_high)
         allowed = min(allowed, (1 - lowest_ratio) * high_group.estimate)
-    base = (high_group.estimate + low_group.estimate) / 2 if _finite(high_group.estimate, low_group.estimate) else 0.5
-    detectable = _detectable(margin.metric, high_counts, low_counts, base, confidence)
+    detectable = detectable_gap(margin.metric, high_group.estimate, _denominator(low_group), _denominator(high_group),
+                                confidence=confidence, direction="lower")
     small = [f"{g.group} has n = {g.n}" for g in (high_group, low_group) if g.n < min_group_size]
     if small:
         verdict = INSUFFICIENT
@@ -215,23 +210,20 @@ def gap_verdict(*, gap: GapEstimate, high_group: GroupEstimate, low_group: Group
         reason = {MEETS: f"{span} stays within the allowed {allowed:.3f}",
                   FAILS: f"{span} lies above the allowed {allowed:.3f}",
                   INSUFFICIENT: f"{span} straddles the allowed {allowed:.3f}"}[verdict]
-    if verdict == INSUFFICIENT and _finite(detectable):
-        reason += f"; this sample detects a difference of {detectable:.3f} or more (80% power)"
+    if verdict == INSUFFICIENT:
+        reason += _detectable_text(detectable, confidence)
     return GapVerdict(source=gap.source, attribute=gap.attribute, metric=gap.metric, group_max=gap.group_a,
                       group_min=gap.group_b, difference=gap.difference, ci_low=gap.ci_low, ci_high=gap.ci_high,
                       allowed=allowed, verdict=verdict, reason=reason, minimum_detectable_gap=detectable)
 
 
-def verdicts_from_audit(result: AuditResult, plan: AuditPlan,
-                        counts: Mapping[tuple[str, str, str], Mapping[str, int]],
-                        ) -> tuple[tuple[GroupVerdict, ...], tuple[GapVerdict, ...]]:
+def verdicts_from_audit(result: AuditResult, plan: AuditPlan) -> tuple[tuple[GroupVerdict, ...], tuple[GapVerdict, ...]]:
     """Verdicts for every planned (source, attribute, group, metric) against the reference group, and for
-    every planned max - min gap. ``counts[(source, attribute, group)]`` gives the metric denominators.
+    every planned max - min gap.
     Groups of missing demographics ("UNK") and empty groups are not judged: they are no demographic group."""
     by_group = {(g.source, g.attribute, g.group, g.metric): g for g in result.groups}
     by_gap = {(g.source, g.attribute, g.metric, g.comparison, g.group_a, g.group_b): g for g in result.gaps}
     references = {(s, a): g for s, a, g in result.settings.reference_groups}
-    method = f"{result.settings.confidence:.0%} {result.settings.bootstrap.split(',')[0]}"
     groups, gaps = [], []
     for source in result.settings.sources:
         for attribute in plan.attributes:
@@ -249,10 +241,7 @@ def verdicts_from_audit(result: AuditResult, plan: AuditPlan,
                                              reference_name))
                     groups.append(group_verdict(
                         group=group, reference=reference, comparison=comparison, margin=margin,
-                        min_group_size=plan.min_group_size, confidence=plan.confidence,
-                        group_counts=counts.get((source, attribute, group.group), {}),
-                        reference_counts=counts.get((source, attribute, reference_name), {}),
-                        interval_method=getattr(comparison, "interval_method", method)))
+                        min_group_size=plan.min_group_size, confidence=plan.confidence))
                 maxmin = [g for g in result.gaps if g.source == source and g.attribute == attribute
                           and g.metric == margin.metric and g.comparison == "max-min"]
                 for gap in maxmin:
@@ -262,9 +251,7 @@ def verdicts_from_audit(result: AuditResult, plan: AuditPlan,
                         continue
                     gaps.append(gap_verdict(
                         gap=gap, high_group=high, low_group=low, margin=margin,
-                        min_group_size=plan.min_group_size, confidence=plan.confidence,
-                        high_counts=counts.get((source, attribute, gap.group_a), {}),
-                        low_counts=counts.get((source, attribute, gap.group_b), {})))
+                        min_group_size=plan.min_group_size, confidence=plan.confidence))
     return tuple(groups), tuple(gaps)
 
 
