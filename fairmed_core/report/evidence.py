@@ -296,8 +296,10 @@ def _format_failures(frame: pd.DataFrame, attributes, confidence: float) -> tupl
     return tuple(rows)
 
 
+_METHOD_LABELS = {"wilson": "Wilson score", "clopper-pearson": "Clopper-Pearson exact", "bootstrap": "percentile bootstrap"}
+
+
 def _results(result: AuditResult, plan: AuditPlan) -> tuple[GroupResult, ...]:
-    method = f"{result.settings.confidence:.0%} {result.settings.bootstrap.split(',')[0]}"
     rows = []
     for g in result.groups:
         if g.attribute != "overall" and g.attribute not in plan.attributes:
@@ -305,7 +307,8 @@ def _results(result: AuditResult, plan: AuditPlan) -> tuple[GroupResult, ...]:
         rows.append(GroupResult(
             source=g.source, attribute=g.attribute, group=g.group, n=g.n, events=g.n_positive, metric=g.metric,
             estimate=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high,
-            method=g.interval_method or method, planned=g.metric in plan.metric_names,
+            method=f"{result.settings.confidence:.0%} "
+                   + _METHOD_LABELS.get(g.interval_method, g.interval_method or "percentile bootstrap"), planned=g.metric in plan.metric_names,
             small_group_reason=g.small_group_reason, undefined_reason=g.undefined_reason))
     return tuple(rows)
 

@@ -20,7 +20,7 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.report.identity import sha256_file
 from fairmed_core.report.pack import MANIFEST
 
-__all__ = ["DECISIONS", "DECISION_LOG", "FileCheck", "Verification", "sign_pack", "verify_pack"]
+__all__ = ["DECISIONS", "DECISION_LOG", "FileCheck", "Verification", "read_decisions", "sign_pack", "verify_pack"]
 
 DECISIONS = ("approve", "approve with conditions", "reject")
 DECISION_LOG = "decisions.jsonl"
@@ -75,6 +75,17 @@ def _entries(log: Path) -> list[str]:
     if not log.is_file():
         return []
     return log.read_text(encoding="utf-8").splitlines()
+
+
+def read_decisions(folder: str | Path) -> list[dict]:
+    """The decisions recorded for a pack, oldest first (unreadable lines are skipped; ``verify`` names them)."""
+    decisions = []
+    for line in _entries(Path(folder) / DECISION_LOG):
+        try:
+            decisions.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return decisions
 
 
 def sign_pack(folder: str | Path, *, reviewers: list[str], decision: str, conditions: str = "",
