@@ -188,6 +188,8 @@ def test_sign_refuses_bad_decisions(pack, tmp_path):
         sign_pack(folder, reviewers=["Dr A"], decision="approve with conditions")
     with pytest.raises(FairMedInputError, match="at least one reviewer"):
         sign_pack(folder, reviewers=[" "], decision="approve")
+    with pytest.raises(FairMedInputError, match="YYYY-MM-DD"):
+        sign_pack(folder, reviewers=["Dr A"], decision="approve", date="3rd of May")
     assert not (folder / DECISION_LOG).exists()
 
 
@@ -206,7 +208,8 @@ def test_a_plan_edited_after_lock_is_reported_as_a_deviation(pack, models, plan_
     assert "Deviations from the locked plan (2)" in files.html.read_text()
 
 
-def test_bad_input_is_refused_and_nothing_is_written(models, plan_path, tmp_path):
+def test_bad_input_is_refused_and_nothing_is_written(models, tmp_path):
+    plan_path = write_plan(plan_from_run(models["grpo"] / "evaluation"), tmp_path / "fresh-plan.json")
     other = Path(shutil.copytree(models["fairgrpo"] / "evaluation", tmp_path / "other"))
     table = (other / "predictions.csv").read_text().replace("synth_cxr-00000,", "synth_cxr-99999,", 1)
     (other / "predictions.csv").write_text(table)
@@ -216,6 +219,7 @@ def test_bad_input_is_refused_and_nothing_is_written(models, plan_path, tmp_path
     assert "of 'other' are not in 'tiny-fairmedgemma-grpo': synth_cxr-99999" in str(error.value)
     assert "of 'tiny-fairmedgemma-grpo' are not in 'other': synth_cxr-00000" in str(error.value)
     assert not out.exists() and not list(tmp_path.glob(".pack*"))
+    assert not plan_path.with_name("fresh-plan.json.lock.json").exists()  # a refused build locks nothing
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FairMedInputError, match="not empty"):
@@ -239,3 +243,29 @@ def test_cli_plan_and_report_commands(models, tmp_path, capsys):
     assert main(["report", "sign", str(tmp_path / "p"), "--reviewer", "Dr A", "--decision", "approve"]) == 0
     assert main(["report", "verify", str(tmp_path / "p")]) == 0
     assert "chain intact" in capsys.readouterr().out
+
+
+def test_a_counterfactual_run_fills_the_robustness_section(models, plan_path, tmp_path):
+    run = tmp_path / "cf"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "counterfactual", "attribute": "sex"}))
+    row = {"attribute": "factual_group", "group": "F", "n_pairs": 40, "flips": 6, "flip_rate": 0.15,
+           "ci_low": 0.07, "ci_high": 0.29, "p_value_holm": 0.03}
+    (run / "tests.json").write_text(json.dumps({
+        "attribute": "sex", "n_pairs": 40, "n_valid_pairs": 30, "flips": {"rows": [row]},
+        "flips_valid_pairs": {"rows": [{**row, "n_pairs": 30, "flips": 3, "flip_rate": 0.1}]},
+        "ci_test": {"p_value": 0.2}}))
+    shutil.copy(plan_path, tmp_path / "plan.toml")
+    files = build_pack(tmp_path / "plan.toml", models["fairgrpo"] / "evaluation", tmp_path / "pack",
+                       counterfactual=run, pdf=False)
+    data = json.loads(files.json.read_text())
+    flips = data["robustness"]["flips"]
+    assert [(f["pairs"], f["flips"]) for f in flips] == [("all pairs", 6), ("valid pairs", 3)]
+    assert "30 pass the validity checks (75.0%)" in files.html.read_text()
+    assert verify_pack(files.folder).ok
+    (run / "tests.json").write_text("{}")
+    assert any("counterfactual run" in p and "tests.json: changed" in p for p in verify_pack(files.folder).problems())
+    (run / "run.json").write_text(json.dumps({"kind": "evaluation"}))
+    with pytest.raises(FairMedInputError, match="not a counterfactual run"):
+        build_pack(tmp_path / "plan.toml", models["fairgrpo"] / "evaluation", tmp_path / "pack2", counterfactual=run,
+                   pdf=False)

@@ -40,6 +40,7 @@ from fairmed_core.report.plan import (
     lock_plan,
     plan_deviations,
     plan_hash,
+    read_lock,
     read_plan,
 )
 from fairmed_core.report.verdicts import GapVerdict, GroupVerdict, verdict_counts, verdicts_from_audit
@@ -483,9 +484,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     plan_path, run_dir = Path(plan_path), Path(run_dir)
     plan = read_plan(plan_path)
     check_plan_against_run(plan, run_dir, plan_source=str(plan_path))
-    lock_record = lock_plan(plan_path, now=now) if lock else None
     current_hash = plan_hash(plan)
-    deviations = plan_deviations(lock_record.plan, plan) if lock_record else ()
     info, frame = _read_run(run_dir)
     positive = str(info.get("positive_label") or "yes")
     attributes = list(plan.attributes)
@@ -535,6 +534,10 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         worst_group=f"{worst_attribute} = {worst_group}" if worst_attribute else "",
         worst_group_reason=worst_why, failure_cases=tuple(failure_cases), images_note=images_note)
     training = _training(run_dir, attributes)
+    model = model_identity(run_dir, info)
+    # Locked only now that results were computed against the plan: a build refused on bad input locks nothing.
+    lock_record = (read_lock(plan_path) or lock_plan(plan_path, now=now)) if lock else read_lock(plan_path)
+    deviations = plan_deviations(lock_record.plan, plan) if lock_record else ()
     parts = {"data_card": data_card, "missing": missing, "format_failures": format_failures,
              "deviations": deviations}
     limitations = _limitations(parts, plan, frame, info)
@@ -545,7 +548,6 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         has_reviewer_limitations=bool(plan.reviewer_limitations.strip()),
         has_intended_use=bool(plan.intended_use.strip()) and not plan.intended_use.startswith("("),
         has_counterfactual=bool(flips))
-    model = model_identity(run_dir, info)
     pairwise = tuple(g for g in result.gaps if g.comparison == "pairwise" and g.metric in plan.metric_names
                      and g.attribute in plan.attributes)
     return Evidence(
@@ -559,7 +561,8 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
                         locked_utc=lock_record.locked_utc if lock_record else "",
                         unchanged_since_lock=bool(lock_record) and lock_record.plan_sha256 == current_hash,
                         deviations=deviations),
-        settings_text=result.settings.bootstrap, data_card=data_card, missing_demographics=missing,
+        settings_text=f"{result.settings.interval_method}. Resampling: {result.settings.bootstrap}. "
+                      f"Tests: {result.settings.tests}", data_card=data_card, missing_demographics=missing,
         results=_results(result, plan), group_verdicts=group_verdicts, gap_verdicts=gap_verdicts,
         pairwise_gaps=pairwise, intersections=_intersections(crossed, plan), format_failures=format_failures,
         comparisons=tuple(comparisons), robustness=robustness, training=training, limitations=limitations,

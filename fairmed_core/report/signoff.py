@@ -9,6 +9,7 @@ the run files, the model config and weights) and names each one that changed or 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -101,6 +102,11 @@ def sign_pack(folder: str | Path, *, reviewers: list[str], decision: str, condit
         raise FairMedInputError("name at least one reviewer")
     if decision == "approve with conditions" and not conditions.strip():
         raise FairMedInputError("an approval with conditions must state the conditions")
+    if date is not None:
+        try:
+            date = datetime.date.fromisoformat(date).isoformat()
+        except ValueError as error:
+            raise FairMedInputError(f"date {date!r} is not a date", hint="write it as YYYY-MM-DD") from error
     check = verify_pack(folder)
     if not check.ok:
         raise FairMedInputError("the pack does not verify, so it cannot be signed: " + "; ".join(check.problems()[:3]),

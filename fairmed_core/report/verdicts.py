@@ -131,7 +131,8 @@ class GroupVerdict:
 
 @dataclass(frozen=True)
 class GapVerdict:
-    """The largest gap (max - min over groups) of a planned metric in one source and attribute, and its verdict."""
+    """The largest gap (max - min over groups) of a planned metric in one source and attribute, and its verdict;
+    ``p_value`` is the audit's test that all groups are equal (uncorrected; NaN where it has none)."""
 
     source: str
     attribute: str
@@ -141,6 +142,7 @@ class GapVerdict:
     difference: float
     ci_low: float
     ci_high: float
+    p_value: float
     allowed: float
     verdict: str
     reason: str
@@ -214,7 +216,7 @@ def gap_verdict(*, gap: GapEstimate, high_group: GroupEstimate, low_group: Group
         reason += _detectable_text(detectable, confidence)
     return GapVerdict(source=gap.source, attribute=gap.attribute, metric=gap.metric, group_max=gap.group_a,
                       group_min=gap.group_b, difference=gap.difference, ci_low=gap.ci_low, ci_high=gap.ci_high,
-                      allowed=allowed, verdict=verdict, reason=reason, minimum_detectable_gap=detectable)
+                      p_value=gap.p_value, allowed=allowed, verdict=verdict, reason=reason, minimum_detectable_gap=detectable)
 
 
 def verdicts_from_audit(result: AuditResult, plan: AuditPlan) -> tuple[tuple[GroupVerdict, ...], tuple[GapVerdict, ...]]:
