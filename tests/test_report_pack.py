@@ -16,7 +16,7 @@ from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.report.identity import sha256_file
 from fairmed_core.report.pack import CHROMIUM, CHROMIUM_ARGS, build_pack
-from fairmed_core.report.plan import SubgroupAtRisk, plan_from_run, plan_hash, read_plan, write_plan
+from fairmed_core.report.plan import MetricMargin, SubgroupAtRisk, plan_from_run, plan_hash, read_plan, write_plan
 from fairmed_core.report.signoff import DECISION_LOG, sign_pack, verify_pack
 from fairmed_core.runs.workspace import ASSETS
 
@@ -269,3 +269,21 @@ def test_a_counterfactual_run_fills_the_robustness_section(models, plan_path, tm
     with pytest.raises(FairMedInputError, match="not a counterfactual run"):
         build_pack(tmp_path / "plan.toml", models["fairgrpo"] / "evaluation", tmp_path / "pack2", counterfactual=run,
                    pdf=False)
+
+
+def test_a_run_with_scores_can_plan_auroc_and_calibration(models, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    run = Path(shutil.copytree(models["grpo"] / "evaluation", tmp_path / "scored"))
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    rng = np.random.default_rng(0)
+    table["score"] = np.clip(np.where(table["y_pred"] == "yes", 0.7, 0.3) + rng.normal(0, 0.15, len(table)), 0, 1)
+    table.to_csv(run / "predictions.csv", index=False)
+    plan = plan_from_run(run)
+    plan = replace(plan, metrics=(*plan.metrics, MetricMargin(metric="auroc", max_difference=0.05),
+                                  MetricMargin(metric="ece", max_difference=0.05)))
+    files = build_pack(write_plan(plan, tmp_path / "plan.json"), run, tmp_path / "pack", pdf=False)
+    data = json.loads(files.json.read_text())
+    planned = {v["metric"] for v in data["group_verdicts"]}
+    assert {"auroc", "ece"} <= planned

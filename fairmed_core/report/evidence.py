@@ -489,7 +489,9 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     positive = str(info.get("positive_label") or "yes")
     attributes = list(plan.attributes)
     references = {s.attribute: s.reference_group for s in plan.subgroups if s.reference_group}
+    # AUROC and ECE (calibration per group) need the model's score, when the run stored one.
     settings = dict(label_col="y_true", pred_col="y_pred", sensitive=attributes, source_col="source",
+                    score_col="score" if "score" in frame.columns else None,
                     positive_label=positive, metrics=list(dict.fromkeys([*plan.metric_names, *COMPARABLE_METRICS])),
                     n_boot=plan.n_boot, confidence=plan.confidence, correction=plan.correction,
                     min_group_size=plan.min_group_size, seed=plan.seed, reference_groups=references or None)

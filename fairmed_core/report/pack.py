@@ -83,17 +83,17 @@ def _figures(evidence: Evidence) -> dict[str, list[str]]:
     figures: dict[str, list[str]] = {"verdicts": [], "comparison": [], "training": []}
     plan = evidence.plan.plan
     verdicts = pd.DataFrame([asdict(v) for v in evidence.group_verdicts])
-    if not verdicts.empty:
-        for index, metric in enumerate(plan.metric_names):
-            rows = verdicts[verdicts["metric"] == metric].copy()
-            if rows.empty:
-                continue
-            rows["label"] = rows["source"] + " · " + rows["attribute"] + " " + rows["group"] + " vs " + rows["reference_group"]
-            rows = rows.rename(columns={"difference_ci_low": "ci_low_d", "difference_ci_high": "ci_high_d"})
-            rows = rows.drop(columns=["ci_low", "ci_high"]).rename(columns={"ci_low_d": "ci_low", "ci_high_d": "ci_high"})
-            figures["verdicts"].append(_figure_html(difference_intervals_figure(
-                rows, title=f"{METRIC_LABELS.get(metric, metric)}: difference to the reference group"),
-                f"verdict-{index}"))
+    for index, metric in enumerate(plan.metric_names):
+        rows = verdicts[verdicts["metric"] == metric] if not verdicts.empty else verdicts
+        if rows.empty:
+            continue
+        rows = pd.DataFrame({
+            "label": rows["source"] + " · " + rows["attribute"] + " " + rows["group"] + " vs " + rows["reference_group"],
+            "difference": rows["difference"], "ci_low": rows["difference_ci_low"],
+            "ci_high": rows["difference_ci_high"], "band_low": rows["band_low"], "band_high": rows["band_high"],
+            "verdict": rows["verdict"]})
+        figures["verdicts"].append(_figure_html(difference_intervals_figure(
+            rows, title=f"{METRIC_LABELS.get(metric, metric)}: difference to the reference group"), f"verdict-{index}"))
     for index, comparison in enumerate(evidence.comparisons):
         changes = comparison.changes_frame()
         pooled = "ALL" if (changes["source"] == "ALL").any() else changes["source"].iloc[0]
