@@ -69,8 +69,9 @@ def test_sections_come_in_order(pack):
     assert positions == sorted(positions)
 
 
-def test_json_holds_hashes_verdicts_and_the_comparison(pack, models, plan_path):
+def test_json_holds_hashes_verdicts_and_the_comparison(pack, models, plan_path, default_manifest):
     data = json.loads(pack.json.read_text(encoding="utf-8"))
+    assert data["run"]["manifest_sha256"] == sha256_file(default_manifest)
     weights = next(f for f in data["model"]["files"] if f["role"] == "model weights")
     assert weights["sha256"] == sha256_file(models["fairgrpo"] / "model.safetensors")
     assert data["plan"]["sha256"] == plan_hash(read_plan(plan_path)) == data["plan"]["locked_sha256"]

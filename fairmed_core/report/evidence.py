@@ -31,6 +31,7 @@ from fairmed_core.report.identity import (
     file_record,
     model_identity,
     run_file_records,
+    sha256_file,
 )
 from fairmed_core.report.plan import (
     HIGHER_IS_BETTER,
@@ -63,6 +64,7 @@ class RunIdentity:
     split: str
     n_cases: int
     manifest_root: str
+    manifest_sha256: str
     case_ids_sha256: str
     files: tuple[FileRecord, ...]
 
@@ -222,10 +224,12 @@ class Evidence:
         return json_safe(asdict(self))
 
 
-def _run_identity(run_dir: Path, info: dict, frame: pd.DataFrame, name: str) -> RunIdentity:
+def _run_identity(run_dir: Path, info: dict, frame: pd.DataFrame, name: str,
+                  manifest: Path | None = None) -> RunIdentity:
     return RunIdentity(name=name, folder=str(run_dir.resolve()), model=str(info.get("model", "?")),
                        dataset=str(info.get("dataset", "?")), split=str(info.get("split") or "all"),
                        n_cases=len(frame), manifest_root=str(info.get("manifest_root") or ""),
+                       manifest_sha256=sha256_file(manifest) if manifest else "",
                        case_ids_sha256=case_ids_sha256(frame["case_id"]) if "case_id" in frame else "",
                        files=run_file_records(run_dir))
 
@@ -362,15 +366,19 @@ def _counterfactual(folder: Path | None) -> tuple[str, str, int, int, tuple[Flip
             math.nan if p is None else float(p))
 
 
-def _image_lookup(info: dict, data: Path | None):
-    """A function case_id -> PNG data URI ("" when unknown), from ``data`` or the run's recorded manifest."""
+def _find_manifest(info: dict, data: Path | None) -> Path | None:
+    """``data`` when given, else the run's recorded dataset manifest if it is on this machine."""
     candidates = [data] if data else []
     root = info.get("manifest_root")
     if root:
         for base in (Path.cwd(), REPO_ROOT):
             candidates.append((base / root / "manifest.jsonl") if not Path(root).is_absolute()
                               else Path(root) / "manifest.jsonl")
-    manifest = next((p for p in candidates if p and Path(p).is_file()), None)
+    return next((Path(p) for p in candidates if p and Path(p).is_file()), None)
+
+
+def _image_lookup(manifest: Path | None):
+    """A function case_id -> PNG data URI ("" when unknown) from the dataset manifest, and a note."""
     if manifest is None:
         return None, "images not available: the run's dataset manifest is not on this machine (give --data)"
     from fairmed_core.data import read_manifest
@@ -516,6 +524,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
             metrics=[m for m in plan.metric_names if m in COMPARABLE_METRICS], positive_label=positive,
             n_boot=plan.n_boot, confidence=plan.confidence, seed=plan.seed))
 
+    manifest = _find_manifest(info, Path(data) if data else None)
     folder, cf_attribute, n_pairs, n_valid, flips, ci_p = _counterfactual(Path(counterfactual) if counterfactual else None)
     scope, worst_attribute, worst_group, worst_why = _worst_group(result, plan)
     failure_cases, images_note = [], ""
@@ -524,7 +533,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         rows = rows[(_groups_of(rows, worst_attribute) == worst_group)
                     & (rows["y_true"].astype(str) != rows["y_pred"].astype(str))]
         rows = rows.sort_values("case_id").head(GALLERY_SIZE)
-        lookup, images_note = _image_lookup(info, Path(data) if data else None)
+        lookup, images_note = _image_lookup(manifest)
         for _, row in rows.iterrows():
             failure_cases.append(FailureCase(
                 case_id=str(row["case_id"]), source=str(row.get("source", "")), truth=str(row["y_true"]),
@@ -556,7 +565,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         title=f"Evidence pack: {model.name}",
         created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         prepared_by=prepared_by or plan.prepared_by,
-        model=model, run=_run_identity(run_dir, info, frame, _run_name(run_dir)), compared_runs=tuple(compared),
+        model=model, run=_run_identity(run_dir, info, frame, _run_name(run_dir), manifest), compared_runs=tuple(compared),
         plan=PlanRecord(plan=plan, path=str(plan_path.resolve()), sha256=current_hash,
                         file=file_record(plan_path, "plan"),
                         locked_sha256=lock_record.plan_sha256 if lock_record else "",
