@@ -40,6 +40,7 @@ import torch  # noqa: E402
 
 from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
+from fairmed_core.fairness import audit  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa: E402
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
 from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training  # noqa: E402
@@ -51,10 +52,17 @@ LABELS = {"predictive_parity": "PP", "equal_opportunity_difference": "EOD", "sig
 
 
 def test_summary(run_dir: Path) -> dict:
-    """The test-split audit's aggregate row (mean over attributes, then over sources)."""
+    """The test-split audit's aggregate row (mean over attributes, then over sources), in FairMed's convention
+    and (keys ``paper_*``) under the FairGRPO paper's protocol, from the run's stored test predictions."""
     summary = pd.read_csv(run_dir / "evaluation" / "audit" / "summary.csv")
     row = summary[(summary["source"] == "mean over sources") & (summary["attribute"] == "mean over attributes")]
-    return {key: float(row[key].iloc[0]) for key in STATISTICS}
+    out = {key: float(row[key].iloc[0]) for key in STATISTICS}
+    predictions = pd.read_csv(run_dir / "evaluation" / "predictions.csv", keep_default_na=False)
+    attributes = [a for a in ("sex", "age_group", "skin_tone") if a in predictions.columns]
+    paper = audit(predictions, label_col="y_true", pred_col="y_pred", sensitive=attributes, source_col="source",
+                  positive_label="yes", n_boot=0, protocol="fairgrpo_paper").paper_summary.aggregate
+    out.update({f"paper_{key}": float("nan") if paper is None else getattr(paper, key) for key in STATISTICS})
+    return out
 
 
 def dynamics(run_dir: Path) -> dict:
@@ -104,14 +112,23 @@ def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes:
              f"{config.steps} steps ({config.prompts_per_step} prompts x G={config.num_generations} rollouts, "
              f"learning rate {config.learning_rate}, KL {config.beta}, rollout temperature {config.temperature}, "
              f"completions up to {config.max_completion_length} tokens) on the embedded benchmark's train split, "
-             f"seeds 0..{seeds - 1}; the final model answers the test split greedily. Statistics as in the FairGRPO "
-             "paper: mean over attributes (sex, age group, skin tone where recorded), then over sources; PP and EOD "
-             "in percentage points. Mean ± standard deviation over seeds.", "",
+             f"seeds 0..{seeds - 1}; the final model answers the test split greedily. Statistics in FairMed's default "
+             "convention (positive class only on yes/no data, undefined values left out; mean over attributes: sex, "
+             "age group, skin tone where recorded; then over sources), with the same test predictions under the "
+             "FairGRPO paper's protocol (the authors' evaluation code: yes and no both scored, zero denominators as "
+             "0, sex and age only) in the second table; PP and EOD in percentage points. Mean ± standard deviation "
+             "over seeds.", "",
              "| method | " + " | ".join(LABELS[s] for s in STATISTICS) + " |",
              "|---|" + "---:|" * len(STATISTICS)]
     for method, block in frame.groupby("method", sort=False):
         cells = [f"{block[s].mean():.3f} ± {block[s].std(ddof=1) if len(block) > 1 else float('nan'):.3f}"
                  for s in STATISTICS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "The same test predictions under the FairGRPO paper's protocol (Table 1 convention):", "",
+              "| method | " + " | ".join(LABELS[s] for s in STATISTICS) + " |", "|---|" + "---:|" * len(STATISTICS)]
+    for method, block in frame.groupby("method", sort=False):
+        cells = [f"{block[f'paper_{s}'].mean():.3f} ± "
+                 f"{block[f'paper_{s}'].std(ddof=1) if len(block) > 1 else float('nan'):.3f}" for s in STATISTICS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "Training dynamics on the held-out (val) split, aggregate row, first → last evaluation:", "",
               "| method | PP start → end | sigma F1 start → end | accuracy start → end |", "|---|---|---|---|"]

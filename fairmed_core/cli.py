@@ -16,6 +16,12 @@ from pathlib import Path
 
 from fairmed_core.errors import FairMedInputError
 
+# The audit's choices, spelled here so that parsing does not import the fairness engine (a test keeps them equal
+# to fairmed_core.fairness.FORMAT_FAILURE_POLICIES, PROTOCOLS and INTERVAL_METHODS).
+AUDIT_FORMAT_FAILURES = ("wrong", "other_label", "abstain")
+AUDIT_PROTOCOLS = ("fairmed", "fairgrpo_paper")
+AUDIT_INTERVAL_METHODS = ("wilson", "clopper-pearson", "bootstrap")
+
 EXIT_USER_ERROR = 2
 
 
@@ -110,6 +116,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         min_group_size=args.min_group_size,
         seed=args.seed,
         unknown_in_gaps=args.unknown_in_gaps,
+        format_failures=args.format_failures,
+        protocol=args.protocol,
+        interval_method=args.interval_method,
     )
     payload = result.to_json_dict()
     if args.json:
@@ -122,6 +131,23 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     columns = ["source", "attribute", "predictive_parity", "equal_opportunity_difference",
                "equalized_odds_difference", "sigma_f1", "f1_es", "worst_group"]
     print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if result.format_failure_rates:
+        rates = result.format_failures_frame()
+        overall = rates[(rates["source"] == "ALL") & (rates["attribute"] == "overall")].iloc[0]
+        print(f"format failures: {overall['failures']} of {overall['n']} ({100 * overall['rate']:.1f}%), scored as "
+              f"'{result.settings.format_failures}'; per group in the JSON (format_failure_rate)")
+    paper = result.paper_summary
+    if paper is not None:
+        print("FairGRPO paper protocol (the authors' evaluation code; PP and EOD in percentage points):")
+        if paper.aggregate is None:
+            print("  aggregate not defined: " + "; ".join(paper.notes))
+        else:
+            row = paper.aggregate
+            print(f"  PP {row.predictive_parity:.2f}  EOD {row.equal_opportunity_difference:.2f}  "
+                  f"sigma F1 {row.sigma_f1:.4f}  F1 {row.f1:.4f}  Acc {100 * row.accuracy:.2f}%  "
+                  f"F1_ES {row.f1_es:.4f}  over {row.n_sources} source(s)")
+    print(f"intervals: {result.settings.interval_method}")
+    print(f"tests: {result.settings.tests}")
     small = {(g["source"], g["attribute"], g["group"]) for g in payload["groups"] if g["small_group"]}
     if small:
         print(f"warning: {len(small)} group(s) too small to support a claim; see 'small_group_reason' in the JSON")
@@ -528,7 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--positive-label", help="the positive class (binary audit); default: inferred")
     audit.add_argument("--label-values", nargs="+", metavar="VALUE",
                        help="the declared label set; any other label or prediction is an error")
-    audit.add_argument("--n-boot", type=_non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
+    audit.add_argument("--n-boot", type=_non_negative_int, default=1000,
+                       help="bootstrap resamples and permutations per gap test (default 1000; 0: no tests)")
+    audit.add_argument("--interval-method", choices=AUDIT_INTERVAL_METHODS, default="wilson",
+                       help="interval of proportions and F1 on binary data: wilson (score, default), clopper-pearson "
+                            "(exact, conservative) or bootstrap (percentile); see docs/RESULTS.md for coverage")
     audit.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     audit.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                        help="multiple-comparison correction for pairwise gap tests (default holm)")
@@ -537,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--unknown-in-gaps", action="store_true",
                        help="count the UNK (missing demographics) group in gaps; by default it is reported only")
     audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--format-failures", choices=AUDIT_FORMAT_FAILURES, default="wrong",
+                       help="how predictions '(format failure)' are scored: wrong for the true class (default; "
+                       "binary: a missed positive), the other label (binary), or abstain (left out, counted)")
+    audit.add_argument("--protocol", choices=AUDIT_PROTOCOLS, default="fairmed",
+                       help="fairmed (FairMed's clinical convention, default) or fairgrpo_paper (also the FairGRPO "
+                       "paper's statistics, computed as the authors' evaluation code does)")
     audit.add_argument("--json", help="write the audit as JSON here")
     audit.add_argument("--out-dir", help="also save JSON and CSV tables into this folder")
     audit.set_defaults(run=_cmd_audit)

@@ -1,4 +1,5 @@
-"""Fairness audit page: per-group metrics with intervals, gaps with corrected p-values, small-group warnings.
+"""Fairness audit page: per-group metrics with intervals, gaps with corrected p-values, small-group warnings,
+format-failure rates per group, and, when chosen, the FairGRPO paper's own statistics beside FairMed's.
 
 Predictions come from the shipped reference model on the embedded benchmark, or from a file the user
 uploads (CSV or Parquet) with a column mapper. The audit itself is ``fairmed_core.fairness.audit``.
@@ -48,6 +49,15 @@ RUN = "A saved evaluation run"
 UPLOAD = "Upload a predictions file"
 NONE = "(none)"
 DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr")
+PROTOCOL_LABELS = {
+    "fairmed": "FairMed clinical default (scikit-learn convention)",
+    "fairgrpo_paper": "FairGRPO paper protocol (Table 1 convention)",
+}
+FORMAT_FAILURE_LABELS = {
+    "wrong": "wrong for the true class (binary: a missed positive)",
+    "other_label": "the other label (binary: a false alarm on a negative case)",
+    "abstain": "left out of the metrics (counted per group)",
+}
 
 
 @st.cache_data(show_spinner="Auditing (bootstrap intervals)...", max_entries=8)
@@ -83,8 +93,8 @@ def _format_failure_note(frame: pd.DataFrame) -> None:
     failures = int((~frame["format_ok"].astype(bool)).sum())
     if failures:
         st.warning(f"{failures} of {len(frame):,} answers ({100 * failures / len(frame):.1f}%) could not be parsed "
-                   "(no boxed yes/no); they count as wrong answers. Per-group failure rates are in the "
-                   "predictions table (column format_ok).")
+                   "(no boxed answer among the labels). How they are scored is chosen under Audit settings; their "
+                   "rate per group is shown beside the group sizes.")
     else:
         st.caption(f"All {len(frame):,} answers parsed (reasoning in think tags, answer in a box).")
 
@@ -109,8 +119,8 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
         frame = tiny_model_predictions()
         st.caption(
             "The shipped tiny FairMedGemma (a Gemma 3 image-text model at toy size, trained on the benchmark's "
-            f"train split as it is, imbalanced) answering {len(frame):,} test cases with greedy decoding; a "
-            "format failure counts as a wrong answer. See its model card in assets/models/tiny-fairmedgemma."
+            f"train split as it is, imbalanced) answering {len(frame):,} test cases with greedy decoding. See its "
+            "model card in assets/models/tiny-fairmedgemma."
         )
         _format_failure_note(frame)
         return frame, _model_run_mapping(frame), "tiny-fairmedgemma-test"
@@ -212,6 +222,13 @@ with st.expander("Audit settings", expanded=True):
     min_group_size = s3.number_input("Smallest group that supports a claim", 5, 1000, 30, key="audit_min_group")
     band = s3.slider("Acceptable ratio band (to reference)", 0.5, 2.0, (0.8, 1.25), step=0.05, key="audit_band")
     unknown_in_gaps = s1.checkbox("Count unknown demographics (UNK) in gaps", value=False, key="audit_unknown")
+    protocol = s1.radio("Statistics convention", list(PROTOCOL_LABELS), format_func=PROTOCOL_LABELS.get,
+                        key="audit_protocol",
+                        help="FairMed's convention is the clinical view. The FairGRPO paper's protocol (the authors' "
+                        "evaluation code: both yes and no scored, zero denominators as 0, sex and age only) is "
+                        "shown beside it, for reproducing the paper's numbers.")
+    format_failures = s2.selectbox("Format failures scored as", list(FORMAT_FAILURE_LABELS),
+                                   format_func=FORMAT_FAILURE_LABELS.get, key="audit_format_failures")
 if not attributes or not metrics:
     st.warning("Choose at least one attribute and one metric.")
     st.stop()
@@ -228,7 +245,7 @@ settings = dict(
     label_col=mapping["label_col"], pred_col=mapping["pred_col"], sensitive=attributes, intersect=intersect,
     score_col=mapping["score_col"], source_col=mapping["source_col"], metrics=metrics, n_boot=int(n_boot),
     correction=correction, min_group_size=int(min_group_size), reference_groups=reference_groups or None,
-    unknown_in_gaps=unknown_in_gaps,
+    unknown_in_gaps=unknown_in_gaps, protocol=protocol, format_failures=format_failures,
 )
 try:
     result = _run_audit(frame, json.dumps(settings, sort_keys=True))
@@ -263,6 +280,13 @@ left.dataframe(sizes.rename(columns={"small_group_reason": "warning"}), hide_ind
                column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
 right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",
                    key="sizes_chart")
+if result.format_failure_rates:
+    rates = result.format_failures_frame()
+    rates = rates[(rates["source"] == source) & (rates["attribute"].isin([attribute, "overall"]))]
+    st.markdown(f"**Format failures** (answers that could not be parsed), scored as "
+                f"{FORMAT_FAILURE_LABELS[result.settings.format_failures]}:")
+    st.dataframe(rates[["attribute", "group", "n", "failures", "rate"]], hide_index=True, width="stretch",
+                 column_config={"rate": st.column_config.NumberColumn("rate (share of cases)", format="%.3f")})
 
 st.subheader(f"Metrics per group: {attribute}")
 st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
@@ -308,14 +332,46 @@ st.caption(
 
 st.subheader("FairGRPO summary (per source and attribute)")
 st.markdown(
-    "Predictive parity = FDR gap x 100; equal opportunity difference = TPR gap x 100; equalized odds "
-    "difference = the larger of the TPR and FPR gaps; sigma F1 = spread of F1 across groups; "
-    "F1_ES = F1 / (1 + sigma F1). Means over attributes, then over sources, as in the FairGRPO paper."
+    "In FairMed's clinical convention (positive class only on yes/no data, an undefined value left out rather than "
+    "counted as 0, every audited attribute): predictive parity = FDR gap x 100; equal opportunity difference = TPR "
+    "gap x 100; equalized odds difference = the larger of the TPR and FPR gaps; sigma F1 = spread of F1 across "
+    "groups; F1_ES = F1 / (1 + sigma F1); means over attributes, then over sources. The paper's own protocol "
+    "differs; choose it under Audit settings to see its numbers."
 )
 summary_columns = ["source", "attribute", "predictive_parity", "equal_opportunity_difference",
                    "equalized_odds_difference", "sigma_f1", "f1", "f1_es", "accuracy", "worst_group"]
 st.dataframe(summary[summary_columns], hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in summary_columns[2:-1]})
+
+paper = result.paper_summary
+if paper is not None:
+    st.subheader(PROTOCOL_LABELS["fairgrpo_paper"])
+    st.markdown(
+        "Computed as the FairGRPO authors' evaluation code computes it (DDVD233/mirl, "
+        "examples/reward_function/evaluation.py): on yes/no data both \"yes\" and \"no\" are scored one-vs-rest "
+        "and averaged, only answers present in a group's ground truth are averaged, a zero denominator counts as 0, "
+        "a format failure names no answer; gaps |M - F| for sex and max - min over age groups; PP = FDR gap x 100, "
+        "EOD = TPR gap x 100 (percentage points); aggregated over sex and age only, then over sources; "
+        "F1_ES = F1 / (1 + sigma F1) with F1 the mean of the group F1s. These numbers are for reproducing the "
+        "paper and are not comparable with FairMed's above."
+    )
+    if paper.aggregate is not None:
+        row = paper.aggregate
+        table = pd.DataFrame([{"PP (pp)": row.predictive_parity, "EOD (pp)": row.equal_opportunity_difference,
+                               "sigma F1": row.sigma_f1, "F1": row.f1, "Acc (%)": 100 * row.accuracy,
+                               "F1_ES": row.f1_es, "sources": row.n_sources}])
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns[:-1]})
+    for note in paper.notes:
+        st.info(note)
+    paper_attributes = paper.attributes_frame()
+    st.dataframe(
+        paper_attributes[["source", "attribute", "groups", "predictive_parity", "equal_opportunity_difference",
+                          "sigma_f1", "f1", "accuracy", "in_aggregate", "note"]],
+        hide_index=True, width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.4f")
+                       for c in ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy")},
+    )
 
 st.subheader("Export")
 stem = Path(file_name).stem

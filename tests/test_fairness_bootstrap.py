@@ -205,13 +205,13 @@ def test_no_bootstrap_keeps_closed_form_intervals_and_gives_no_tests():
     frame = _binary_table(300, seed=9)
     result = audit(frame, label_col="y", pred_col="pred", sensitive=["sex"], n_boot=0)
     groups = result.groups_frame()
-    closed_form = groups.interval_method == "wilson"
-    assert closed_form.any() and groups[closed_form].ci_low.notna().all()
-    assert groups[~closed_form].ci_low.isna().all()
-    assert set(groups[~closed_form].metric) == {"f1"}
+    # Every metric of a binary task without scores has a closed-form interval (F1 through the Jaccard index).
+    assert groups.ci_low.notna().all()
+    assert set(groups.interval_method) == {"wilson", "wilson on the Jaccard index"}
+    assert set(groups[groups.interval_method != "wilson"].metric) == {"f1"}
     gaps = result.gaps_frame()
     assert gaps.p_value.isna().all() and not gaps.significant.any()
-    between = gaps.comparison.isin(["pairwise", "vs-reference"]) & (gaps.metric != "f1")
+    between = gaps.comparison.isin(["pairwise", "vs-reference"])
     assert gaps[between].ci_low.notna().all()
     assert gaps[~between].ci_low.isna().all()
 

@@ -4,6 +4,8 @@ Public surface::
 
     result = audit(frame, label_col="y", pred_col="y_hat", sensitive=["sex", "age_group"])
     result.groups_frame(); result.gaps_frame(); result.summary_frame(); result.to_json_dict()
+    audit(..., protocol="fairgrpo_paper").paper_summary   # the FairGRPO paper's statistics, beside FairMed's
+    audit(..., format_failures="abstain")                  # how "(format failure)" predictions are scored
     frame = load_predictions("preds.csv", label_col="y", pred_col="y_hat", sensitive=["sex"])
 
 Intervals and tests are validated by simulation with known truth (``benchmarks/audit_validity.py``, table in
@@ -15,6 +17,7 @@ undefined value (a zero denominator) is NaN with a reason where scikit-learn and
 """
 
 from fairmed_core.fairness._audit import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES, audit
+from fairmed_core.fairness._format_failures import FORMAT_FAILURE, FORMAT_FAILURE_POLICIES, FormatFailureRate
 from fairmed_core.fairness._gaps import benjamini_hochberg, holm
 from fairmed_core.fairness._intervals import (
     INTERVAL_METHODS,
@@ -25,6 +28,15 @@ from fairmed_core.fairness._intervals import (
 )
 from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME, MetricSpec
 from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
+from fairmed_core.fairness._paper_protocol import (
+    PROTOCOLS,
+    PaperAggregate,
+    PaperAttributeSummary,
+    PaperGroupMetrics,
+    PaperSourceSummary,
+    PaperSummary,
+    paper_protocol,
+)
 from fairmed_core.fairness._predictions import (
     MISSING_GROUP,
     load_predictions,
@@ -42,6 +54,8 @@ from fairmed_core.fairness._results import (
 )
 
 __all__ = [
+    "FORMAT_FAILURE",
+    "FORMAT_FAILURE_POLICIES",
     "INTERVAL_METHODS",
     "METRICS",
     "METRIC_SPECS",
@@ -49,14 +63,21 @@ __all__ = [
     "MEAN_OVER_ATTRIBUTES",
     "MEAN_OVER_SOURCES",
     "MISSING_GROUP",
+    "PROTOCOLS",
     "AuditResult",
     "AuditSettings",
     "Estimate",
     "FairnessSummary",
+    "FormatFailureRate",
     "GapEstimate",
     "GroupEstimate",
     "MetricSpec",
     "OneAnswer",
+    "PaperAggregate",
+    "PaperAttributeSummary",
+    "PaperGroupMetrics",
+    "PaperSourceSummary",
+    "PaperSummary",
     "audit",
     "benjamini_hochberg",
     "clopper_pearson_interval",
@@ -65,6 +86,7 @@ __all__ = [
     "minimum_detectable_gap",
     "newcombe_difference_interval",
     "one_answer_sources",
+    "paper_protocol",
     "read_predictions_table",
     "validate_predictions",
     "wilson_interval",

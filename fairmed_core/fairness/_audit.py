@@ -17,6 +17,7 @@ from fairmed_core.fairness._calibration import (
     N_FINE_BINS,
     N_FINE_BINS_ECE_ONLY,
     bootstrap_partition,
+    _resampled_statistics,
     calibration_cells,
     exact_auroc_by_group,
     exact_ece,
@@ -31,9 +32,9 @@ from fairmed_core.fairness._counts import (
     unit_counts,
 )
 from fairmed_core.fairness._encode import EncodedTable, encode_table
+from fairmed_core.fairness._format_failures import check_policy, score_format_failures
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
-    WALD_TEST,
     MetricPartition,
     SummaryInputs,
     mean_over,
@@ -45,6 +46,7 @@ from fairmed_core.fairness._intervals import INTERVAL_METHODS, proportion_interv
 from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
 from fairmed_core.fairness._permutation import cell_parts, permutation_p_value, permuted_group_counts
+from fairmed_core.fairness._paper_protocol import check_protocol, paper_protocol_of_table
 from fairmed_core.fairness._predictions import MISSING_GROUP, validate_predictions
 from fairmed_core.fairness._results import (
     METRICS,
@@ -248,6 +250,7 @@ def _partition_bootstrap(
     resamples. Different attributes are resampled independently (each is its own report).
     """
     k = table.n_classes
+    scoring = {"binary": table.binary, "failure_class": table.failure_class}
     n_metrics = len(CONFUSION_METRICS)
     groups = np.empty((n_boot, layout.n_units, n_metrics))
     unions = np.empty((n_boot, len(layout.blocks), n_metrics))
@@ -266,8 +269,8 @@ def _partition_bootstrap(
                 if drawn[index] is None:  # no sources: the pooled scope is the only stratum
                     drawn[index] = multinomial_rows(cells[index][0], n_boot=b, rng=rng)
             draws = drawn[index].reshape(b, len(block.groups), k, k)
-            groups[start : start + b, block.units] = confusion_metrics(draws, binary=table.binary)
-            unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), binary=table.binary)
+            groups[start : start + b, block.units] = confusion_metrics(draws, **scoring)
+            unions[start : start + b, index] = confusion_metrics(draws.sum(axis=1), **scoring)
     return groups, unions
 
 
@@ -296,7 +299,9 @@ def _source_stratified_unit_metrics(
             if n:
                 draws[:, strata] = rng.multinomial(n, flat / n, size=b).reshape(b, strata.size, k * k)
         units = unit_counts(layout, draws).reshape(b, layout.n_units, k, k)
-        out[start : start + b] = confusion_metrics(units, binary=table.binary)
+        out[start : start + b] = confusion_metrics(
+            units, binary=table.binary, failure_class=table.failure_class
+        )
     return out
 
 
@@ -335,10 +340,14 @@ def _partition_tests(
 
         def observed_and_permuted(members: list[int]) -> tuple[np.ndarray, np.ndarray]:
             sub = cells[:, members]
-            observed = confusion_metrics(sub.sum(axis=0).reshape(len(members), k, k), binary=table.binary)
+            observed = confusion_metrics(
+                sub.sum(axis=0).reshape(len(members), k, k), binary=table.binary, failure_class=table.failure_class
+            )
             permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
             values = confusion_metrics(
-                permuted.reshape(n_permutations, len(members), k, k), binary=table.binary
+                permuted.reshape(n_permutations, len(members), k, k),
+                binary=table.binary,
+                failure_class=table.failure_class,
             )
             return observed[:, columns], values[..., columns]  # (groups, m), (P, groups, m)
 
@@ -359,6 +368,80 @@ def _partition_tests(
     return _PartitionTests(pairs=pairs, all_groups=all_groups)
 
 
+
+
+N_FINE_BINS_TESTS = 100
+"""Fine score bins for the permutation tests of AUROC and ECE: pairs inside a 0.01-wide bin count as ties in
+the test statistic. The observed and the permuted statistics use the same bins, so the test stays exact."""
+
+
+def _score_cells_by_stratum(table: EncodedTable, block: Block) -> tuple[np.ndarray, np.ndarray]:
+    """(label, fine score bin) counts and score sums of the block's groups per stratum, ``(S, G, 2 * n_fine)``;
+    the strata are the sources of a pooled block, or the one source of a source's block."""
+    in_scope = np.ones(table.n_rows, dtype=bool) if block.scope_index is None else table.source_codes == block.scope_index
+    n_groups = len(block.groups)
+    group = (
+        np.zeros(int(in_scope.sum()), dtype=np.int64)
+        if block.attribute_index is None
+        else table.attributes[block.attribute_index].codes[in_scope]
+    )
+    if block.scope_index is None and table.sources:
+        stratum, n_strata = table.source_codes[in_scope], len(table.sources)
+    else:
+        stratum, n_strata = np.zeros(group.size, dtype=np.int64), 1
+    counts, sums = calibration_cells(
+        table.score[in_scope], table.calibration_target[in_scope], stratum * n_groups + group,
+        n_strata * n_groups, n_fine=N_FINE_BINS_TESTS,
+    )  # fmt: skip
+    return counts.reshape(n_strata, n_groups, -1), sums.reshape(n_strata, n_groups, -1)
+
+
+def _score_partition_tests(
+    counts: np.ndarray, sums: np.ndarray, kept: Sequence[int], metrics: Sequence[str], *, n_permutations: int, rng
+) -> _PartitionTests:
+    """Permutation tests of AUROC and ECE between the groups of one block (labels exchanged within strata).
+
+    Statistics come from the binned cells with each cell's pooled mean score, for the observed split and
+    every permuted split alike."""
+    total = counts.sum(axis=(0, 1))
+    used = np.flatnonzero(total > 0)
+    mean_score = sums.sum(axis=(0, 1))[used] / total[used]
+    cells = counts[:, :, used].astype(np.int64)
+    columns = [_SCORE_METRICS.index(m) for m in metrics]
+
+    def statistics(group_counts: np.ndarray) -> np.ndarray:
+        """(..., G, c) counts -> (..., G, metrics)."""
+        lead = group_counts.shape[:-1]
+        auroc, ece, _ = _resampled_statistics(
+            group_counts.reshape(-1, used.size).astype(float), used, mean_score, n_fine=N_FINE_BINS_TESTS
+        )
+        return np.stack([auroc, ece], axis=-1).reshape(*lead, 2)[..., columns]
+
+    present = [g for g in kept if cells[:, g].sum() > 0]
+    pairs: dict[str, dict[tuple[int, int], float]] = {m: {} for m in metrics}
+    all_groups: dict[str, float] = {}
+    parts = (np.arange(used.size),)
+
+    def observed_and_permuted(members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        sub = cells[:, members]
+        permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
+        return statistics(sub.sum(axis=0)), statistics(permuted)
+
+    for position, i in enumerate(present):
+        for j in present[position + 1 :]:
+            observed, values = observed_and_permuted([i, j])
+            statistic = np.abs(observed[0] - observed[1])
+            permuted = np.nan_to_num(np.abs(values[:, 0] - values[:, 1]), nan=0.0)
+            for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
+                pairs[name][(i, j)] = float(p)
+    if len(present) >= 2:
+        observed, values = observed_and_permuted(present)
+        defined_observed = (~np.isnan(observed)).sum(axis=0) >= 2
+        statistic = np.where(defined_observed, _defined_range(observed.T), np.nan)
+        permuted = _defined_range(np.moveaxis(values, 1, 2))
+        for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
+            all_groups[name] = float(p)
+    return _PartitionTests(pairs=pairs, all_groups=all_groups)
 
 
 @dataclass(frozen=True, eq=False)
@@ -389,8 +472,9 @@ def _group_intervals(
     confidence: float,
     method: str,
 ) -> _GroupIntervals:
-    """Score (Wilson) or exact (Clopper-Pearson) intervals for the proportions of a binary task; the
-    percentile bootstrap of the reported partition for everything else, where the group has enough cases."""
+    """Score (Wilson) or exact (Clopper-Pearson) intervals for the proportions of a binary task and for F1
+    (through the Jaccard index, of which it is a monotone function); the percentile bootstrap of the reported
+    partition for everything else, where the group has enough cases."""
     shape = estimates.shape
     low, high = np.full(shape, np.nan), np.full(shape, np.nan)
     methods = np.full(shape, "", dtype=object)
@@ -407,14 +491,16 @@ def _group_intervals(
         denominators = np.zeros(shape)
     for column, name in enumerate(METRICS):
         spec = SPEC_BY_NAME[name]
-        if table.binary and spec.proportion:
+        if table.binary and spec.closed_form:
             x = unit_cells[:, list(spec.success_cells)].sum(axis=1)
             n = unit_cells[:, list(spec.denominator_cells)].sum(axis=1)
-            denominators_all[:, column] = n
+            if spec.proportion:
+                denominators_all[:, column] = n
             if closed_form:
                 successes[:, column], denominators[:, column] = x, n
-                low[:, column], high[:, column] = proportion_interval(x, n, confidence=confidence, method=method)
-                methods[:, column] = method
+                p_low, p_high = proportion_interval(x, n, confidence=confidence, method=method)
+                low[:, column], high[:, column] = spec.from_proportion(p_low), spec.from_proportion(p_high)
+                methods[:, column] = method if spec.proportion else f"{method} on the Jaccard index"
                 continue
         if draws is None:
             methods[:, column] = ""
@@ -476,6 +562,8 @@ def audit(
     seed: int = 0,
     unknown_in_gaps: bool = False,
     interval_method: str = "wilson",
+    format_failures: str = "wrong",
+    protocol: str = "fairmed",
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
@@ -501,8 +589,9 @@ def audit(
     Intervals (``interval_method``, validated by simulation in ``benchmarks/audit_validity.py``): on a
     binary task the proportions (accuracy, precision, recall, specificity, FPR, FDR, selection rate) get the
     Wilson score interval ("wilson", default) or the Clopper-Pearson exact interval ("clopper-pearson") from
-    their counts, and differences between two groups Newcombe's score interval; F1, AUROC, ECE, every
-    multi-class metric and the summaries use the percentile bootstrap of the reported partition: each
+    their counts, F1 the same interval of the Jaccard index J = TP / (TP + FP + FN) mapped through
+    F1 = 2J / (1 + J), and differences between two groups Newcombe's score interval (MOVER for F1); AUROC,
+    ECE, every multi-class metric and the summaries use the percentile bootstrap of the reported partition: each
     (source, group) of the attribute keeps its size and is resampled as one multinomial draw of its
     confusion cells (a pooled group is the sum of its sources' draws), so the cost does not grow with the
     number of rows and a small group is never fixed by stratifying on other attributes. A bootstrap
@@ -512,15 +601,22 @@ def audit(
 
     Tests: every pairwise and max-min gap of a confusion metric has a permutation test of the group labels
     within each source (and within the metric's denominator: positives for recall, predicted positives for
-    precision), with ``n_boot`` permutations; exact at any group size. AUROC/ECE gaps use a Wald test on
-    the bootstrap SE (approximate). ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
+    precision), with ``n_boot`` permutations; exact at any group size. AUROC/ECE gaps are permutation
+    tests too, on (label, score bin) cells with 100 score bins. ``n_boot=0`` skips resampling: proportion intervals stay (closed form),
     bootstrap intervals and p-values are NaN.
     Results are deterministic for a given ``seed``.
+
+    Predictions equal to "(format failure)" are scored by ``format_failures`` ("wrong", "other_label" or
+    "abstain"; see ``fairmed_core.fairness._format_failures``) and their rate per group is attached. With
+    ``protocol="fairgrpo_paper"`` the FairGRPO paper's own statistics (the authors' evaluation code, see
+    ``fairmed_core.fairness._paper_protocol``) are attached as ``paper_summary`` beside FairMed's, which are
+    unchanged; ``protocol="fairmed"`` (default) computes FairMed's alone.
     """
     if interval_method not in INTERVAL_METHODS:
         raise FairMedInputError(
             f"unknown interval method {interval_method!r}", hint=f"choose from {', '.join(INTERVAL_METHODS)}"
         )
+    protocol, format_failures = check_protocol(protocol), check_policy(format_failures)
     metrics_requested, correction_key = _check_settings(
         metrics=metrics,
         n_boot=n_boot,
@@ -540,8 +636,12 @@ def audit(
         source_col=source_col,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
+    scored_frame, failure_rates = score_format_failures(
+        frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col,
+        policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
+    )
     table = encode_table(
-        frame,
+        scored_frame,
         label_col=label_col,
         pred_col=pred_col,
         sensitive=sensitive,
@@ -565,14 +665,14 @@ def audit(
     unit_cells = unit_counts(layout, stratum_counts)  # (n_units, K * K)
     counts = unit_cells.reshape(layout.n_units, k, k)
     unit_n = counts.sum(axis=(1, 2))
-    class_counts = counts.sum(axis=2)  # true cases per class
+    class_counts = counts.sum(axis=2)[:, : table.n_scored_classes]  # true cases per class
     partition_cells = _partition_cells(layout, unit_cells)
 
     estimates = np.full((layout.n_units, len(METRICS)), np.nan)
     reasons = np.full((layout.n_units, len(METRICS)), "", dtype=object)
     n_confusion = len(CONFUSION_METRICS)
-    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary)
-    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary)
+    estimates[:, :n_confusion] = confusion_metrics(counts, binary=table.binary, failure_class=table.failure_class)
+    reasons[:, :n_confusion] = undefined_reasons(counts, binary=table.binary, failure_class=table.failure_class)
     draws = np.full((n_boot, layout.n_units, len(METRICS)), np.nan) if n_boot else None
     union_draws = np.full((n_boot, len(layout.blocks), len(METRICS)), np.nan) if n_boot else None
     joint_draws = None
@@ -629,6 +729,14 @@ def audit(
             tests = _partition_tests(
                 table, partition_cells[index], kept, tested_metrics, n_permutations=n_boot, rng=test_rng
             )
+        score_tested = [m for m in _SCORE_METRICS if m in reported and score_col is not None]
+        if n_boot and score_tested:
+            score_tests = _score_partition_tests(
+                *_score_cells_by_stratum(table, block), kept, score_tested, n_permutations=n_boot, rng=test_rng
+            )
+            tests = score_tests if tests is None else _PartitionTests(
+                pairs={**tests.pairs, **score_tests.pairs}, all_groups={**tests.all_groups, **score_tests.all_groups}
+            )
         position_of = {unit_group: position for position, unit_group in enumerate(kept)}
         for metric in reported:
             column = metric_column[metric]
@@ -636,7 +744,7 @@ def audit(
             if draws is not None:
                 boot = draws[:, units, column]
                 overall_boot = union_draws[:, index, column]
-            closed_form = interval.successes is not None and SPEC_BY_NAME[metric].proportion
+            closed_form = interval.successes is not None and SPEC_BY_NAME[metric].closed_form
             pair_p = range_p = None
             if tests is not None and metric in tests.pairs:
                 pair_p = {
@@ -657,6 +765,8 @@ def audit(
                         overall_estimate=float(estimates[overall_unit, column]),
                         overall_boot=overall_boot,
                         reference=reference,
+                        group_low=interval.low[units, column] if closed_form else None,
+                        group_high=interval.high[units, column] if closed_form else None,
                         successes=interval.successes[units, column] if closed_form else None,
                         denominators=interval.denominators[units, column] if closed_form else None,
                         pair_p_values=pair_p,
@@ -743,20 +853,31 @@ def audit(
             f"cells with {n_fine} fine bins in {N_ECE_BINS} ECE bins"
         ),
         interval_method=(
-            f"{interval_method} for proportions of a binary task, Newcombe hybrid score for their "
-            "differences; percentile bootstrap for F1, AUROC, ECE, multi-class metrics and summaries"
+            f"{interval_method} for proportions of a binary task and for F1 (on the Jaccard index, F1 = 2J / "
+            "(1 + J)); Newcombe hybrid score / MOVER for differences of two groups; percentile bootstrap for "
+            "AUROC, ECE, multi-class metrics, group-vs-overall differences and summaries"
             if table.binary and interval_method != "bootstrap"
             else "percentile bootstrap for every metric and difference"
         ),
         tests=(
-            f"{PERMUTATION_TEST}, {n_boot} permutations, for pairwise and max-min gaps of confusion "
-            f"metrics; {WALD_TEST} for AUROC/ECE; {correction_key} correction within each (source, "
-            "attribute, metric)"
+            f"{PERMUTATION_TEST}, {n_boot} permutations, for pairwise and max-min gaps (within the "
+            "metric's denominator for proportions; AUROC/ECE on (label, score bin) cells with "
+            f"{N_FINE_BINS_TESTS} bins); {correction_key} correction within each (source, attribute, metric)"
             if n_boot
             else "none (n_boot = 0)"
         ),
+        format_failures=format_failures,
+        protocol=protocol,
     )
-    return AuditResult(settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries))
+    paper = None
+    if protocol == "fairgrpo_paper":  # on the unscored table: the paper scores a failure as no condition
+        paper = paper_protocol_of_table(
+            frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col
+        )
+    return AuditResult(
+        settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
+        format_failure_rates=failure_rates, paper_summary=paper,
+    )
 
 
 def _is_unknown_group(group: str) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._predictions import _natural_key, implicit_positive_label
+from fairmed_core.fairness._predictions import FORMAT_FAILURE, _natural_key, implicit_positive_label
 from fairmed_core.plain import python_scalar
 
 INTERSECTION_JOIN = " x "
@@ -41,6 +41,9 @@ class EncodedTable:
     ``(negative, positive)`` descriptions and index 1 is the positive label. ``label_values`` are the
     distinct values seen among labels and predictions. ``calibration_target`` is the
     0/1 outcome that the score predicts (the positive label, or "prediction is correct" for multi-class).
+    ``failure_class`` is the index of the format-failure marker on a multi-class table (the last class, with no
+    true cases; it counts against the true class and is no class of its own in macro averages), else None; on a
+    binary table the marker is encoded as the negative class (never a positive call).
     """
 
     task: str
@@ -55,6 +58,12 @@ class EncodedTable:
     source_codes: np.ndarray
     attributes: tuple[EncodedAttribute, ...]
     n_single_attributes: int
+    failure_class: int | None = None
+
+    @property
+    def n_scored_classes(self) -> int:
+        """Classes that are scored (without the format-failure marker)."""
+        return self.n_classes - (self.failure_class is not None)
 
     @property
     def n_rows(self) -> int:
@@ -109,14 +118,21 @@ def encode_table(
     label_values = [python_scalar(v) for v in label_uniques]
     pred_values = [python_scalar(v) for v in pred_uniques]
     values = list(dict.fromkeys(label_values + pred_values))
-    positive = _resolve_positive(values, positive_label, label_col=label_col, source_name=source_name)
+    # The format-failure marker is an outcome, not a label (unless the labels themselves use it).
+    has_failure = FORMAT_FAILURE in pred_values and FORMAT_FAILURE not in label_values
+    scored = [v for v in values if not (has_failure and v == FORMAT_FAILURE)]
+    positive = _resolve_positive(scored, positive_label, label_col=label_col, source_name=source_name)
+    failure_class = None
     if positive is not None:
         task = "binary"
         classes: tuple = (f"not {positive}", positive)
         class_of = {v: int(v == positive) for v in values}
     else:
         task = "multiclass"
-        classes = tuple(sorted(values, key=_natural_key))
+        classes = tuple(sorted(scored, key=_natural_key))
+        if has_failure:
+            failure_class = len(classes)
+            classes = (*classes, FORMAT_FAILURE)
         class_of = {v: i for i, v in enumerate(classes)}
     y_true = np.array([class_of[v] for v in label_values], dtype=np.int64)[label_codes]
     y_pred = np.array([class_of[v] for v in pred_values], dtype=np.int64)[pred_codes]
@@ -160,7 +176,7 @@ def encode_table(
         task=task,
         classes=classes,
         positive_label=positive,
-        label_values=tuple(sorted(values, key=_natural_key)),
+        label_values=tuple(sorted(scored, key=_natural_key)),
         y_true=y_true,
         y_pred=y_pred,
         score=score,
@@ -169,4 +185,5 @@ def encode_table(
         source_codes=source_codes,
         attributes=tuple(attributes),
         n_single_attributes=n_single,
+        failure_class=failure_class,
     )

@@ -10,7 +10,8 @@ denominator is 0.
 * :func:`clopper_pearson_interval`: the "exact" interval, coverage >= nominal for every rate and size
   (conservative: wider).
 * :func:`newcombe_difference_interval`: Newcombe's (1998) hybrid score interval for ``p_a - p_b`` of two
-  independent proportions (his method 10), built from the two Wilson intervals.
+  independent proportions (his method 10), built from the two Wilson intervals; :func:`mover_difference_interval`
+  is the same construction from any two independent intervals (used for F1).
 * :func:`minimum_detectable_gap`: the smallest gap from a reference rate that a two-sided test at ``alpha``
   detects with probability ``power``, by Cohen's arcsine transformation (variance-stabilising, so it stays
   sensible near 0 and 1).
@@ -76,6 +77,22 @@ def proportion_interval(
     raise ValueError(f"no closed-form proportion interval {method!r}")
 
 
+def mover_difference_interval(
+    estimate_a: np.ndarray,
+    low_a: np.ndarray,
+    high_a: np.ndarray,
+    estimate_b: np.ndarray,
+    low_b: np.ndarray,
+    high_b: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval for ``a - b`` of two independent estimates from their own intervals (MOVER; Zou and Donner
+    2008). With Wilson intervals of two proportions this is Newcombe's hybrid score interval."""
+    d = np.asarray(estimate_a, dtype=float) - np.asarray(estimate_b, dtype=float)
+    low = d - np.sqrt((estimate_a - low_a) ** 2 + (high_b - estimate_b) ** 2)
+    high = d + np.sqrt((high_a - estimate_a) ** 2 + (estimate_b - low_b) ** 2)
+    return low, high
+
+
 def newcombe_difference_interval(
     successes_a: np.ndarray,
     n_a: np.ndarray,
@@ -91,9 +108,7 @@ def newcombe_difference_interval(
     lb, ub = wilson_interval(xb, nb, confidence=confidence)
     with np.errstate(invalid="ignore", divide="ignore"):
         pa, pb = xa / na, xb / nb
-    d = pa - pb
-    low = d - np.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
-    high = d + np.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    low, high = mover_difference_interval(pa, la, ua, pb, lb, ub)
     return np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
 
 

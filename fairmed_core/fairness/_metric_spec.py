@@ -21,7 +21,10 @@ class MetricSpec:
 
     ``proportion``: on a binary task the metric is ``successes / denominator`` for counts of the confusion
     matrix (``success_cells`` and ``denominator_cells`` index the flattened 2 x 2 matrix ``true * 2 + pred``),
-    so score intervals (Wilson, Clopper-Pearson) and exact conditional tests apply to it.
+    so score intervals (Wilson, Clopper-Pearson) and exact conditional tests apply to it. F1 is not a
+    proportion but a monotone function of one: F1 = 2J / (1 + J) with J = TP / (TP + FP + FN) (the Jaccard
+    index, a proportion of the cases that are positive or predicted positive), so its closed-form interval is
+    the proportion interval of J mapped through ``transform``.
     """
 
     name: str
@@ -33,6 +36,18 @@ class MetricSpec:
     success_cells: tuple[int, ...] = ()
     denominator_cells: tuple[int, ...] = ()
     needs_score: bool = False
+    transform: str = "identity"
+
+    @property
+    def closed_form(self) -> bool:
+        """True where a binary task's interval comes from counts (a proportion, or F1 through Jaccard)."""
+        return bool(self.denominator_cells)
+
+    def from_proportion(self, value):
+        """Map a proportion (or its interval bound) of ``success_cells / denominator_cells`` to the metric."""
+        if self.transform == "f1_from_jaccard":
+            return 2.0 * value / (1.0 + value)
+        return value
 
 
 # Cells of the binary confusion matrix, flattened as true * 2 + predicted.
@@ -43,7 +58,9 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("precision", "precision (PPV)", True, True, "predicted", "predicted positives", (_TP,), (_FP, _TP)),
     MetricSpec("recall", "recall (sensitivity, TPR)", True, True, "true", "positive cases", (_TP,), (_FN, _TP)),
     MetricSpec("specificity", "specificity (TNR)", True, True, "true", "negative cases", (_TN,), (_TN, _FP)),
-    MetricSpec("f1", "F1", True, False, "all", "all cases"),
+    MetricSpec(
+        "f1", "F1", True, False, "all", "all cases", (_TP,), (_FP, _FN, _TP), transform="f1_from_jaccard"
+    ),
     MetricSpec("fpr", "false positive rate", False, True, "true", "negative cases", (_FP,), (_TN, _FP)),
     MetricSpec("fdr", "false discovery rate", False, True, "predicted", "predicted positives", (_FP,), (_FP, _TP)),
     MetricSpec(

@@ -72,26 +72,30 @@ def _per_class_metrics(tp, fp, fn, tn, n) -> np.ndarray:
     )
 
 
-def confusion_metrics(counts: np.ndarray, *, binary: bool) -> np.ndarray:
+def confusion_metrics(counts: np.ndarray, *, binary: bool, failure_class: int | None = None) -> np.ndarray:
     """Metrics of shape ``(..., 8)`` from confusion counts of shape ``(..., K, K)``.
 
-    For ``binary`` the positive class must be index 1 of a 2 x 2 matrix.
+    For ``binary`` the positive class must be index 1 of a 2 x 2 matrix. ``failure_class`` (multi-class) is the
+    index of the format-failure column: a failure counts against the true class (a false negative) but is not
+    a class of its own in the macro average.
     """
     tp, fp, fn, tn, n = _one_vs_rest_counts(counts)
     if binary:
         return _per_class_metrics(tp[..., 1], fp[..., 1], fn[..., 1], tn[..., 1], n[..., 0])
     per_class = _per_class_metrics(tp, fp, fn, tn, n)  # (..., K, 8)
     present = (tp + fp + fn) > 0  # in the group's true labels or predictions
+    if failure_class is not None:
+        present[..., failure_class] = False
     valid = present[..., None] & ~np.isnan(per_class)
     total = np.where(valid, per_class, 0.0).sum(axis=-2)
     count = valid.sum(axis=-2)
     return _ratio(total, count.astype(float))
 
 
-def undefined_reasons(counts: np.ndarray, *, binary: bool) -> np.ndarray:
+def undefined_reasons(counts: np.ndarray, *, binary: bool, failure_class: int | None = None) -> np.ndarray:
     """Object array ``(..., 8)`` of human reasons why each metric is undefined ("" where it is defined)."""
     tp, fp, fn, tn, n = _one_vs_rest_counts(counts)
-    values = confusion_metrics(counts, binary=binary)
+    values = confusion_metrics(counts, binary=binary, failure_class=failure_class)
     reasons = np.full(values.shape, "", dtype=object)
     empty = n[..., 0] == 0
     if binary:
@@ -105,7 +109,10 @@ def undefined_reasons(counts: np.ndarray, *, binary: bool) -> np.ndarray:
             "f1": (2 * tp + fp + fn == 0, "no positive cases and no predicted positives"),
         }
     else:
-        single = ((tp + fp + fn) > 0).sum(axis=-1) == 1
+        present = (tp + fp + fn) > 0
+        if failure_class is not None:
+            present[..., failure_class] = False
+        single = present.sum(axis=-1) == 1
         generic = "undefined for every class present in the group"
         by_metric = {
             "specificity": (single, "only one class present: no one-vs-rest negatives"),

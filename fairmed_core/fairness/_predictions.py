@@ -18,6 +18,10 @@ import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
 
+FORMAT_FAILURE = "(format failure)"
+"""The prediction that marks an answer that could not be parsed: an outcome to score and count, not a label
+(see ``fairmed_core.fairness._format_failures``)."""
+
 MISSING_GROUP = "UNK"
 """Group name given to missing attribute values; such rows are reported as their own group, never dropped."""
 
@@ -255,7 +259,7 @@ def validate_predictions(
     ``label_values``, a prediction never seen among the labels (when ``label_values`` is not given),
     non-numeric, missing or out-of-range scores, missing or duplicate case ids, and reserved names.
     ``extra_prediction_values`` are accepted as predictions even if no label has them (the audit passes the
-    positive label here).
+    positive label here); so is the format-failure marker ``"(format failure)"``, an outcome rather than a label.
     """
     if not isinstance(frame, pd.DataFrame):
         raise FairMedInputError(
@@ -315,7 +319,7 @@ def validate_predictions(
         _check_in_set(labels, allowed, what="label", source_name=source_name, column=label_col, hint=hint)
         _check_in_set(
             predictions,
-            allowed,
+            allowed | {FORMAT_FAILURE},
             what="prediction",
             source_name=source_name,
             column=pred_col,
@@ -323,8 +327,8 @@ def validate_predictions(
         )
     else:
         seen = set(pd.unique(labels).tolist())
-        implicit = implicit_positive_label(seen | set(pd.unique(predictions).tolist()))
-        allowed = set(seen) | set(extra_prediction_values)
+        implicit = implicit_positive_label((seen | set(pd.unique(predictions).tolist())) - {FORMAT_FAILURE})
+        allowed = set(seen) | set(extra_prediction_values) | {FORMAT_FAILURE}
         # A {0,1}/{no,yes}/{False,True} table declares its label set implicitly: a model that predicts
         # "yes" on a table whose labels are all "no" is fine.
         bad = (

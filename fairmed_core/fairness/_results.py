@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairmed_core.fairness._format_failures import FormatFailureRate
 from fairmed_core.fairness._metrics import CONFUSION_METRICS
+from fairmed_core.fairness._paper_protocol import PaperSummary
 
 METRICS = (*CONFUSION_METRICS, "auroc", "ece")
 """Per-group metrics an audit can report (AUROC and ECE need a score column)."""
@@ -73,7 +75,7 @@ class GapEstimate:
     (``group_b`` = "ALL"). The interval is for the difference (``interval_method``: Newcombe's score
     interval for proportions, the percentile bootstrap otherwise). ``p_value_raw`` is a two-sided test of "no
     difference" (``test_method``: a permutation test of the group labels within the source, exact at every
-    group size; a Wald test for AUROC and ECE); ``p_value`` is corrected for multiple comparisons within the
+    group size); ``p_value`` is corrected for multiple comparisons within the
     (source, attribute, metric) family of pairwise tests (vs-reference rows reuse the corresponding pairwise
     test; the max-min row holds the uncorrected permutation test that all groups are equal; vs-overall rows
     are not tested and hold NaN). ``minimum_detectable_gap`` is the smallest difference from ``group_b``
@@ -133,7 +135,10 @@ class FairnessSummary:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """What was audited and how; ``reference_groups`` holds the reference actually used per (source, attribute)."""
+    """What was audited and how; ``reference_groups`` holds the reference actually used per (source, attribute).
+
+    ``format_failures`` says how predictions "(format failure)" were scored ("wrong", "other_label" or
+    "abstain"); ``protocol`` is "fairmed" or "fairgrpo_paper" (the paper's statistics attached beside)."""
 
     label_col: str
     pred_col: str
@@ -156,6 +161,8 @@ class AuditSettings:
     bootstrap: str
     interval_method: str = "wilson"
     tests: str = ""
+    format_failures: str = "wrong"
+    protocol: str = "fairmed"
 
 
 GROUP_COLUMNS = tuple(f.name for f in fields(GroupEstimate))
@@ -195,12 +202,18 @@ def _summary_row(summary: FairnessSummary) -> tuple:
 
 @dataclass(frozen=True)
 class AuditResult:
-    """Everything an audit found: group estimates, gaps, summaries, and the settings that produced them."""
+    """Everything an audit found: group estimates, gaps, summaries, and the settings that produced them.
+
+    ``format_failure_rates`` holds the share of format failures per source and group when any prediction was
+    one (empty otherwise); ``paper_summary`` the FairGRPO paper's statistics when the audit was asked for them
+    (``protocol="fairgrpo_paper"``)."""
 
     settings: AuditSettings
     groups: tuple[GroupEstimate, ...]
     gaps: tuple[GapEstimate, ...]
     summaries: tuple[FairnessSummary, ...]
+    format_failure_rates: tuple[FormatFailureRate, ...] = ()
+    paper_summary: PaperSummary | None = None
 
     def groups_frame(self) -> pd.DataFrame:
         """One row per (source, attribute, group, metric); overall rows have attribute "overall", group "ALL"."""
@@ -216,8 +229,15 @@ class AuditResult:
         """One row per (source, attribute) plus the aggregate rows (see :class:`FairnessSummary`)."""
         return pd.DataFrame([_summary_row(s) for s in self.summaries], columns=list(SUMMARY_COLUMNS))
 
+    def format_failures_frame(self) -> pd.DataFrame:
+        """One row per (source, attribute, group): n, failures and rate (empty without format failures)."""
+        columns = [f.name for f in fields(FormatFailureRate)]
+        return pd.DataFrame([[getattr(r, c) for c in columns] for r in self.format_failure_rates], columns=columns)
+
     def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (NaN and infinities become null) with settings, groups, gaps and summary."""
+        """A JSON-safe dict (NaN and infinities become null) with settings, groups, gaps and summary; with
+        format failures, each group holds ``n_format_failures`` and ``format_failure_rate``; with the paper's
+        protocol, ``paper_protocol`` holds its statistics."""
         settings = {f.name: getattr(self.settings, f.name) for f in fields(self.settings)}
         settings["reference_groups"] = [
             {"source": s, "attribute": a, "group": g} for s, a, g in self.settings.reference_groups
@@ -246,8 +266,14 @@ class AuditResult:
                 "interval_note": g.interval_note,
                 "minimum_detectable_gap": g.minimum_detectable_gap,
             }
+        for rate in self.format_failure_rates:
+            key = (rate.source, rate.attribute, rate.group)
+            if key in groups:
+                groups[key]["n_format_failures"] = rate.failures
+                groups[key]["format_failure_rate"] = rate.rate
         summary = [dict(zip(SUMMARY_COLUMNS, _summary_row(s), strict=True)) for s in self.summaries]
         gaps = [{c: getattr(g, c) for c in GAP_COLUMNS} for g in self.gaps]
-        return _json_safe(
-            {"settings": settings, "groups": list(groups.values()), "gaps": gaps, "summary": summary}
-        )
+        out = {"settings": settings, "groups": list(groups.values()), "gaps": gaps, "summary": summary}
+        if self.paper_summary is not None:
+            out["paper_protocol"] = self.paper_summary.to_json_dict()
+        return _json_safe(out)

@@ -1,10 +1,11 @@
 """Batch evaluation: run a loaded model over a dataset split and return the predictions table the audit reads.
 
-A format failure (no parseable answer, or an answer outside the dataset's labels) is scored as a wrong
-answer, as the FairGRPO accuracy reward scores it: ``y_pred`` is then the label that is not ``y_true`` (for
-binary data), so a failure on a positive case is a false negative and on a negative case a false positive.
-The raw parsed answer, ``format_ok`` and the failure reason are kept beside it so failures can be counted per
-group.
+A format failure (no parseable answer, or an answer outside the dataset's labels) is written as the prediction
+``"(format failure)"``, not turned into some label here: how it is scored is the audit's documented choice
+(``audit(..., format_failures=...)``: by default wrong for the true class and a false alarm for none, so on
+binary data a missed positive; or the other label; or left out and counted), recorded in the audit's settings,
+and the audit reports the failure rate per group. The raw parsed answer, ``format_ok`` and the failure reason are
+kept beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 
 from fairmed_core.data import Dataset
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness import FORMAT_FAILURE
 from fairmed_core.models.generation import GenerationOptions, generate_answers
 from fairmed_core.models.loading import LoadedModel
 
@@ -22,11 +24,6 @@ __all__ = ["PREDICTION_COLUMNS", "evaluate_dataset", "format_failure_rates"]
 
 PREDICTION_COLUMNS = ("case_id", "source", "split", "y_true", "y_pred", "answer", "format_ok", "failure",
                       "reasoning", "completion", "new_tokens", "generation_time_s", "model")
-
-
-def _wrong_label(truth: str, labels: tuple[str, ...]) -> str:
-    others = [label for label in labels if label != truth]
-    return others[0] if len(others) == 1 else "(format failure)"
 
 
 def evaluate_dataset(
@@ -62,8 +59,7 @@ def evaluate_dataset(
     frame = frame.reset_index(drop=True)
     truth = cases["answer"].astype(str).tolist()
     frame["y_true"] = truth
-    frame["y_pred"] = [g.answer if g.format_ok else _wrong_label(t, dataset.label_values)
-                       for g, t in zip(generations, truth)]
+    frame["y_pred"] = [g.answer if g.format_ok else FORMAT_FAILURE for g in generations]
     frame["answer"] = [g.answer or "" for g in generations]
     frame["format_ok"] = [g.format_ok for g in generations]
     frame["failure"] = [g.failure for g in generations]

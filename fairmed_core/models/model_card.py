@@ -143,8 +143,8 @@ Reproduce: `fairmed synth --out DATA --n 6000 --seed 0` then `fairmed train sft 
 ## Evaluation
 Greedy decoding on the `{evaluation.get('split')}` split ({evaluation.get('n_cases')} cases): accuracy
 {evaluation.get('accuracy', float('nan')):.3f} against the manifest answers, format failures
-{100 * evaluation.get('format_failure_rate', float('nan')):.1f}% (a format failure is scored as a wrong
-answer). Intervals are 95% bootstrap intervals ({result.settings.n_boot} resamples). The predictions, the full
+{100 * evaluation.get('format_failure_rate', float('nan')):.1f}% (the audit scores a format failure as
+"{result.settings.format_failures}"; "wrong" is wrong for the true class, on yes/no data a missed positive). Intervals are 95% bootstrap intervals ({result.settings.n_boot} resamples). The predictions, the full
 audit and the run record are in `evaluation/` beside this card.
 
 ### Per source (all groups together)

@@ -58,6 +58,7 @@ def run_evaluation(
         "positive_label": dataset.positive_label,
         "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
         "format_failure_rate": float((~predictions["format_ok"].astype(bool)).mean()),
+        "format_failures": result.settings.format_failures,  # how the audit scored them
         "generation": options.to_dict(),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_time_s": round(elapsed, 2),
