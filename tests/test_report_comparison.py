@@ -101,3 +101,12 @@ def test_runs_on_different_cases_are_refused_naming_the_ids():
         compare_runs([a, pd.concat([a, a.head(1)])], ["A", "B"], attributes=["sex"])
     with pytest.raises(FairMedInputError, match="other true labels"):
         compare_runs([a, a.assign(y_true="yes")], ["A", "B"], attributes=["sex"])
+
+
+def test_a_format_failure_is_scored_as_the_wrong_answer():
+    frame = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "source": "s", "sex": "F",
+                          "y_true": ["yes", "yes", "no", "no"], "y_pred": ["yes", "yes", "no", "no"]})
+    failed = frame.assign(y_pred=["(format failure)", "yes", "(format failure)", "no"])
+    result = compare_runs([frame, failed], ["A", "B"], attributes=["sex"], metrics=["recall", "fpr"], n_boot=50)
+    values = {c.metric: c.candidate_value for c in result.changes}
+    assert values == {"recall": 0.5, "fpr": 0.5}  # the failed positive is missed, the failed negative a false alarm

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRIC_SPECS, MISSING_GROUP
+from fairmed_core.fairness import FORMAT_FAILURE, METRIC_SPECS, MISSING_GROUP
 
 __all__ = ["COMPARABLE_METRICS", "ChangeEstimate", "Comparison", "GapChange", "compare_runs", "metrics_from_confusion"]
 
@@ -193,7 +193,7 @@ def compare_runs(
     both runs and the change with a paired percentile interval at ``confidence`` from ``n_boot`` stratified
     case resamples; per metric the change of the max - min gap over groups (missing demographics, "UNK",
     are reported but kept out of gaps). A change whose interval excludes 0 is "better"/"worse" (or a gap
-    "narrowed"/"widened"); otherwise "no clear change".
+    "narrowed"/"widened"); otherwise "no clear change". A "(format failure)" prediction counts as wrong.
     """
     if len(predictions) < 2 or len(predictions) != len(names):
         raise FairMedInputError("a comparison needs two or more runs, each with a name")
@@ -213,7 +213,10 @@ def compare_runs(
     n = len(base)
     positive = str(positive_label)
     y = (base[label_col].astype(str) == positive).to_numpy()
-    answered = [(f[pred_col].astype(str) == positive).to_numpy() for f in frames]
+    # A format failure is scored as the wrong answer, as the audit scores it by default ("wrong"): a missed
+    # finding on a positive case, a false alarm on a negative one.
+    answered = [((f[pred_col].astype(str) == positive) | ((f[pred_col].astype(str) == FORMAT_FAILURE) & ~y)).to_numpy()
+                for f in frames]
     cells = y.astype(np.int64)
     for r, pred in enumerate(answered):
         cells = cells + (pred.astype(np.int64) << (r + 1))

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import MISSING_GROUP, AuditResult, GapEstimate, audit, one_answer_sources
+from fairmed_core.fairness import FORMAT_FAILURE, MISSING_GROUP, AuditResult, GapEstimate, audit, one_answer_sources
 from fairmed_core.plain import json_safe
 from fairmed_core.report.checklist import ChecklistItem, checklist_crosswalk
 from fairmed_core.report.comparison import COMPARABLE_METRICS, Comparison, compare_runs
@@ -288,9 +288,11 @@ def _data_card(frame: pd.DataFrame, attributes, positive: str):
 
 
 def _format_failures(frame: pd.DataFrame, attributes, confidence: float) -> tuple[FormatFailureRow, ...]:
-    if "format_ok" not in frame.columns:
+    failed = frame["y_pred"].astype(str) == FORMAT_FAILURE
+    if "format_ok" in frame.columns:  # runs written before the marker existed keep the flag only
+        failed |= ~frame["format_ok"].astype(str).str.lower().isin(["true", "1"])
+    elif not failed.any():
         return ()
-    failed = ~frame["format_ok"].astype(str).str.lower().isin(["true", "1"])
     rows = []
     for scope, part in _scopes(frame):
         for attribute in attributes:
