@@ -19,6 +19,7 @@ navigation = st.navigation(
         st.Page("pages/counterfactuals.py", title="Counterfactuals", icon=":material/compare:"),
         st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
         st.Page("pages/fairgrad.py", title="FairGrad", icon=":material/call_split:"),
+        st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
     ]
 )
 sidebar()

@@ -737,6 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)
     dashboard.set_defaults(run=_cmd_dashboard)
+    from fairmed_core.report.cli_commands import add_commands as add_report_commands
+    add_report_commands(commands)
     return parser
 
 
