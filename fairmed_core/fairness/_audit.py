@@ -550,7 +550,7 @@ def audit(
     label_col: str,
     pred_col: str,
     sensitive: Sequence[str],
-    intersect: bool = False,
+    intersect: bool | Sequence[str] = False,
     score_col: str | None = None,
     source_col: str | None = None,
     positive_label=None,
@@ -569,7 +569,8 @@ def audit(
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
 
     Per source (and pooled as source "ALL"), per sensitive attribute (plus, with ``intersect=True`` and two
-    or more attributes, their intersection named like "sex x age_group" with groups like "F,A3") and per
+    or more attributes, their intersection named like "sex x age_group" with groups like "F,A3"; with
+    ``intersect=["sex", "age_group"]`` the intersection of those attributes only) and per
     group: n, prevalence and the metrics in ``metrics``; then gaps between groups (max-min, pairwise,
     vs-reference, vs-overall) with Wald tests corrected by ``correction`` ("holm", "bh" or "none"), and the
     FairGRPO summary (predictive parity, equal opportunity and equalized odds differences, sigma F1,
@@ -832,7 +833,7 @@ def audit(
         label_col=label_col,
         pred_col=pred_col,
         sensitive=tuple(sensitive),
-        intersect=bool(intersect),
+        intersect=intersect if isinstance(intersect, bool) else tuple(intersect),
         score_col=score_col,
         source_col=source_col,
         positive_label=table.positive_label,

@@ -83,7 +83,10 @@ def build_layout(table: EncodedTable) -> Layout:
         ]
         for index, attribute in enumerate(table.attributes):
             if attribute.is_intersection:
-                group_of_stratum = np.ravel_multi_index(tuple(stratum_keys[strata, 1:].T), single_dims)
+                members = np.asarray(attribute.members, dtype=np.int64)
+                group_of_stratum = np.ravel_multi_index(
+                    tuple(stratum_keys[strata][:, 1 + members].T), tuple(single_dims[m] for m in members)
+                )
             else:
                 group_of_stratum = stratum_keys[strata, 1 + index]
             partitions.append((attribute.name, attribute.levels, group_of_stratum, index))

@@ -31,6 +31,7 @@ class EncodedAttribute:
     levels: tuple[str, ...]
     codes: np.ndarray
     is_intersection: bool = False
+    members: tuple[int, ...] = ()  # an intersection's single attributes (indices), in order
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +100,21 @@ def _resolve_positive(
     )
 
 
+def _intersection_members(intersect, names: list[str], *, source_name: str) -> tuple[int, ...]:
+    """Indices of the attributes to cross: all of them for ``True``, the named ones for a list of names."""
+    if isinstance(intersect, (bool, np.bool_)) or intersect is None:
+        return tuple(range(len(names))) if intersect else ()
+    chosen = [intersect] if isinstance(intersect, str) else list(intersect)
+    unknown = [c for c in chosen if c not in names]
+    if unknown or len(set(chosen)) < 2:
+        raise FairMedInputError(
+            f"intersect names {unknown} that are not sensitive attributes" if unknown
+            else "intersect needs two or more different attributes",
+            source=source_name, hint=f"choose among {', '.join(names)}",
+        )
+    return tuple(names.index(c) for c in chosen)
+
+
 def encode_table(
     frame: pd.DataFrame,
     *,
@@ -108,7 +124,7 @@ def encode_table(
     score_col: str | None,
     source_col: str | None,
     positive_label: object,
-    intersect: bool,
+    intersect: bool | Sequence[str],
     source_name: str | None = None,
 ) -> EncodedTable:
     """Integer-code a table returned by ``validate_predictions``."""
@@ -158,18 +174,21 @@ def encode_table(
             )
         )
     n_single = len(attributes)
-    if intersect and n_single > 1:
+    members = _intersection_members(intersect, [a.name for a in attributes], source_name=source_name)
+    if len(members) > 1:
         # Every combination of observed levels is a group, observed or not (as fairlearn's MetricFrame
         # does), so an empty intersection is reported as such instead of silently missing.
-        dims = tuple(len(a.levels) for a in attributes)
-        codes = np.ravel_multi_index(tuple(a.codes for a in attributes), dims)
-        levels = tuple(GROUP_JOIN.join(combo) for combo in itertools.product(*(a.levels for a in attributes)))
+        crossed = [attributes[i] for i in members]
+        dims = tuple(len(a.levels) for a in crossed)
+        codes = np.ravel_multi_index(tuple(a.codes for a in crossed), dims)
+        levels = tuple(GROUP_JOIN.join(combo) for combo in itertools.product(*(a.levels for a in crossed)))
         attributes.append(
             EncodedAttribute(
-                name=INTERSECTION_JOIN.join(a.name for a in attributes),
+                name=INTERSECTION_JOIN.join(a.name for a in crossed),
                 levels=levels,
                 codes=codes.astype(np.int64),
                 is_intersection=True,
+                members=members,
             )
         )
     return EncodedTable(

@@ -143,7 +143,7 @@ class AuditSettings:
     label_col: str
     pred_col: str
     sensitive: tuple[str, ...]
-    intersect: bool
+    intersect: bool | tuple[str, ...]
     score_col: str | None
     source_col: str | None
     positive_label: Any
