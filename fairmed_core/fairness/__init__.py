@@ -27,7 +27,14 @@ from fairmed_core.fairness._intervals import (
     wilson_interval,
 )
 from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME, MetricSpec
-from fairmed_core.fairness._one_answer import OneAnswer, one_answer_sources
+from fairmed_core.fairness._one_answer import (
+    NEAR_CONSTANT_RATE,
+    NearConstant,
+    OneAnswer,
+    near_constant_sources,
+    one_answer_sources,
+)
+from fairmed_core.fairness._pooled import PooledGapCheck, pooled_gap_checks
 from fairmed_core.fairness._paper_protocol import (
     PROTOCOLS,
     PaperAggregate,
@@ -72,7 +79,10 @@ __all__ = [
     "GapEstimate",
     "GroupEstimate",
     "MetricSpec",
+    "NEAR_CONSTANT_RATE",
+    "NearConstant",
     "OneAnswer",
+    "PooledGapCheck",
     "PaperAggregate",
     "PaperAttributeSummary",
     "PaperGroupMetrics",
@@ -85,7 +95,9 @@ __all__ = [
     "load_predictions",
     "minimum_detectable_gap",
     "newcombe_difference_interval",
+    "near_constant_sources",
     "one_answer_sources",
+    "pooled_gap_checks",
     "paper_protocol",
     "read_predictions_table",
     "validate_predictions",

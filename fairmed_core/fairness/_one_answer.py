@@ -41,3 +41,48 @@ def one_answer_sources(frame: pd.DataFrame, pred_col: str, source_col: str | Non
         if len(predictions) and len(values) == 1:
             found.append(OneAnswer(source=source, answer=python_scalar(values[0]), n=int(len(predictions))))
     return found
+
+
+NEAR_CONSTANT_RATE = 0.05
+"""A source whose recall or specificity is below this answers (almost) one way to every case."""
+
+
+@dataclass(frozen=True)
+class NearConstant:
+    """A source where the model (almost) always gives one answer: ``metric`` (recall or specificity) is
+    ``value``, under :data:`NEAR_CONSTANT_RATE`, over ``n`` cases of that class."""
+
+    source: str
+    metric: str
+    value: float
+    n: int
+
+    def describe(self) -> str:
+        where = "" if self.source == "ALL" else f"In {self.source}, "
+        if self.metric == "recall":
+            what = f"the model finds {100 * self.value:.1f}% of the {self.n:,} positive cases (it almost always answers no)"
+        else:
+            what = (f"the model clears {100 * self.value:.1f}% of the {self.n:,} negative cases (it almost always "
+                    "answers yes)")
+        sentence = where + what
+        return sentence[0].upper() + sentence[1:]
+
+
+def near_constant_sources(result, *, threshold: float = NEAR_CONSTANT_RATE) -> list[NearConstant]:
+    """Sources of a binary audit (``AuditResult``) where recall or specificity is under ``threshold``.
+
+    There a ratio of two groups' rates compares near-zero numbers (0.01 against 0.02 is "half"), so ratio-based
+    verdicts say nothing; the model does not tell cases apart in that source, which is the finding. Only the
+    metrics the audit reported are checked (the audit page always computes recall and specificity)."""
+    if result.settings.task != "binary":
+        return []
+    pooled_only = len(result.settings.sources) == 1  # no source column: "ALL" is the only scope
+    found = []
+    for g in result.groups:
+        if g.attribute != "overall" or g.metric not in ("recall", "specificity"):
+            continue
+        if g.source == "ALL" and not pooled_only:
+            continue
+        if g.estimate == g.estimate and g.estimate < threshold:
+            found.append(NearConstant(source=g.source, metric=g.metric, value=g.estimate, n=g.denominator))
+    return found
