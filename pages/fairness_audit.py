@@ -13,15 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.data import describe_group
 from fairmed_core.fairness import (
     METRICS,
     AuditResult,
     audit,
     one_answer_sources,
+    pooled_gap_checks,
     read_predictions_table,
     validate_predictions,
 )
@@ -32,6 +35,7 @@ from fairmed_core.viz import (
     metric_bars_figure,
     ratio_band_figure,
 )
+from fairmed_core.report.strip import FOUR_FIFTHS_BAND, verdict_strip
 from fairmed_core.runs.audit_store import save_audit
 from fairmed_core.runs.eval_store import list_evaluations
 from pages._common import (
@@ -217,8 +221,13 @@ with st.expander("Audit settings", expanded=True):
     s1, s2, s3 = st.columns(3)
     attributes = s1.multiselect("Attributes", mapping["attributes"], default=mapping["attributes"],
                                 key=f"audit_attributes_{file_name}")  # per file: a new file resets it
-    intersect = s1.checkbox("Intersectional groups (e.g. F,A3)", value=False, key="audit_intersect",
-                            disabled=len(attributes) < 2)
+    crossed = s1.multiselect(
+        "Intersectional groups: cross two attributes", attributes, default=[], max_selections=2,
+        key="audit_crossed", disabled=len(attributes) < 2,
+        help="Two attributes crossed give a readable map (e.g. sex x age group); crossing every attribute leaves "
+        "most cells empty or too small.",
+    )
+    intersect = list(crossed) if len(crossed) == 2 else False
     available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
     metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
                              format_func=lambda m: METRIC_LABELS[m], key="audit_metrics")
@@ -235,7 +244,12 @@ with st.expander("Audit settings", expanded=True):
                               format_func={"holm": "Holm (family-wise)", "bh": "Benjamini-Hochberg (FDR)",
                                            "none": "none"}.get, key="audit_correction")
     min_group_size = s3.number_input("Smallest group that supports a claim", 5, 1000, 30, key="audit_min_group")
-    band = s3.slider("Acceptable ratio band (to reference)", 0.5, 2.0, (0.8, 1.25), step=0.05, key="audit_band")
+    band = s3.slider(
+        "Acceptable ratio band (to reference)", 0.5, 2.0, FOUR_FIFTHS_BAND, step=0.05, key="audit_band",
+        help="Default 0.8-1.25: the four-fifths rule of US employment law, made symmetric, a common rule of "
+        "thumb in fairness toolkits. It is a starting point, not a clinical standard: set the band your review "
+        "board accepts for each use.",
+    )
     unknown_in_gaps = s1.checkbox("Count unknown demographics (UNK) in gaps", value=False, key="audit_unknown")
     protocol = s1.radio("Statistics convention", list(PROTOCOL_LABELS), format_func=PROTOCOL_LABELS.get,
                         key="audit_protocol",
@@ -275,11 +289,44 @@ for constant in one_answer_sources(frame, mapping["pred_col"], mapping["source_c
                "is fair. Read accuracy, recall and prevalence there.", icon=":material/warning:")
 
 v1, v2 = st.columns(2)
-sources = list(dict.fromkeys(groups["source"]))
-source = v1.selectbox("Source", sources, index=sources.index("ALL") if "ALL" in sources else 0,
-                      key="audit_view_source", help="ALL pools every source.")
+# Per source first: each source is its own task (a chest X-ray and a skin lesion are read differently), and a
+# gap in the pooled view can come from the mix of sources alone.
+sources = [s for s in dict.fromkeys(groups["source"]) if s != "ALL"] + ["ALL"]
+source = v1.selectbox("Source", sources, index=0, key="audit_view_source",
+                      format_func=lambda s: "all sources pooled (read per source first)" if s == "ALL" and
+                      len(sources) > 1 else s, help="Each data source separately; ALL pools every source.")
 view_attributes = [a for a in dict.fromkeys(groups["attribute"]) if a != "overall"]
+intersections = [a for a in view_attributes if " x " in a]
+if intersections and st.session_state.get("audit_last_crossed") != intersections[0]:
+    st.session_state["audit_view_attribute"] = intersections[0]  # a newly crossed pair opens on its map
+st.session_state["audit_last_crossed"] = intersections[0] if intersections else None
 attribute = v2.selectbox("Attribute to inspect", view_attributes, key="audit_view_attribute")
+
+strip = verdict_strip(result, source=source, attribute=attribute, metrics=metrics, band=band)
+with st.container(border=True):
+    st.markdown("**What this audit shows** (from intervals, never from point estimates alone)")
+    for number, line in enumerate(strip.lines):
+        st.markdown(f"- {'**' + line + '**' if number == 0 else line}")
+if source == "ALL" and len(sources) > 2:
+    checks = [c for c in pooled_gap_checks(result) if c.attribute == attribute and c.metric in metrics]
+    if checks:
+        with st.expander("Do the pooled gaps hold within each source?", expanded=True):
+            st.dataframe(
+                pd.DataFrame([{
+                    "metric": METRIC_LABELS.get(c.metric, c.metric),
+                    "groups": f"{describe_group(c.group_a)} minus {describe_group(c.group_b)}",
+                    "pooled difference": c.pooled_difference, "pooled 95% CI": f"[{c.pooled_ci_low:+.3f}, "
+                    f"{c.pooled_ci_high:+.3f}]", "within sources": c.standardised_difference,
+                    "within-source 95% CI": f"[{c.standardised_ci_low:+.3f}, {c.standardised_ci_high:+.3f}]",
+                    "reading": c.reading,
+                } for c in checks]),
+                hide_index=True, width="stretch",
+                column_config={"pooled difference": st.column_config.NumberColumn(format="%+.3f"),
+                               "within sources": st.column_config.NumberColumn(format="%+.3f")},
+            )
+            st.caption("Within sources = the difference inside each source, averaged over the sources weighted by "
+                       "the two groups' cases (a source-standardised gap; approximate normal interval). A gap that "
+                       "comes from the mix of sources is about which sources each group has, not about the model.")
 
 block = groups[(groups["source"] == source) & (groups["attribute"] == attribute)]
 st.subheader(f"Group sizes: {attribute}")
@@ -351,13 +398,23 @@ st.subheader("Gaps between groups")
 kinds = st.multiselect("Comparisons", ["max-min", "vs-reference", "pairwise", "vs-overall"],
                        default=["max-min", "vs-reference"], key="audit_gap_kinds")
 shown = gaps[(gaps["source"] == source) & (gaps["attribute"] == attribute) & gaps["comparison"].isin(kinds)]
+# One row per comparison: a pairwise row that repeats a vs-reference row (the same two groups) is dropped.
+reference_pairs = {frozenset((a, b)) for a, b, c in zip(shown["group_a"], shown["group_b"], shown["comparison"])
+                   if c == "vs-reference"}
+shown = shown[~((shown["comparison"] == "pairwise")
+                & np.array([frozenset((a, b)) in reference_pairs for a, b in zip(shown["group_a"], shown["group_b"])],
+                           dtype=bool))]
+verdict_of = {(v.metric, v.group): v.verdict for v in strip.verdicts}
 shown = shown.assign(
+    band_verdict=[verdict_of.get((m, a), "") if c == "vs-reference" else ""
+                  for m, a, c in zip(shown["metric"], shown["group_a"], shown["comparison"])],
     metric=shown["metric"].map(METRIC_LABELS),
-    outside_band=(shown["ratio"] < band[0]) | (shown["ratio"] > band[1]),
+    group_a=shown["group_a"].map(describe_group),
+    group_b=shown["group_b"].map(describe_group),
 )
 st.dataframe(
     shown[["comparison", "metric", "group_a", "group_b", "difference", "ci_low", "ci_high", "ratio",
-           "outside_band", "p_value_raw", "p_value", "significant", "minimum_detectable_gap", "interval_method",
+           "band_verdict", "p_value_raw", "p_value", "significant", "minimum_detectable_gap", "interval_method",
            "test_method", "note"]],
     hide_index=True, width="stretch",
     column_config={c: st.column_config.NumberColumn(format="%.3f")
@@ -365,6 +422,10 @@ st.dataframe(
     | {"p_value": st.column_config.NumberColumn("p (corrected)", format="%.4f"),
        "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f"),
        "minimum_detectable_gap": st.column_config.NumberColumn("smallest detectable gap", format="%.3f"),
+       "difference": st.column_config.NumberColumn("difference (a - b, metric scale 0-1)", format="%+.3f"),
+       "band_verdict": st.column_config.TextColumn(
+           "ratio band", help="Judged from the difference's 95% interval against the band read at the reference "
+           "group's value: inside, outside, or not settled by these data."),
        "interval_method": "interval", "test_method": "test"},
 )
 st.caption(

@@ -67,6 +67,7 @@ def test_format_failures_are_scored_as_chosen_and_their_rate_is_shown_per_group(
     app.switch_page("pages/fairness_audit.py").run()
     _no_errors(app)
     assert any("could not be parsed" in w.value for w in app.warning)
+    app.selectbox(key="audit_view_source").set_value("ALL").run()  # the page opens per source
     rates = _table(app, "failures")
     overall = rates[rates["attribute"] == "overall"].iloc[0]
     assert overall["failures"] == int(failed.sum()) and overall["n"] == len(predictions)

@@ -69,8 +69,40 @@ def test_audit_page_audits_the_shipped_predictions(app):
     assert set(gap_table["comparison"]) == {"max-min", "vs-reference"}
     assert gap_table["test_method"].str.startswith("permutation").all()
     detail = next(t for t in tables if "interval_method" in t.columns and "denominator" in t.columns)
-    assert set(detail["interval_method"]) <= {"wilson", "wilson on the Jaccard index"}
+    defined = detail[detail["estimate"].notna()]
+    assert set(defined["interval_method"]) <= {"wilson", "wilson on the Jaccard index"}
     assert (detail["minimum_detectable_gap"].dropna() > 0).all()
+
+
+def test_audit_page_opens_per_source_with_a_verdict_strip_and_checks_pooled_gaps(app):
+    """Issue 15, observations 1-3: the audit opens on one source; the strip names the near-constant chest X-ray
+    source; the pooled sex recall gap is shown beside its within-source version; one row per comparison."""
+    app.switch_page("pages/fairness_audit.py").run()
+    _no_errors(app)
+    assert app.selectbox(key="audit_view_source").value == "synth_cxr"
+    strip = " ".join(m.value for m in app.markdown)
+    assert "group-vs-reference comparisons are outside the 0.8-1.25 ratio band" in strip
+    assert "finds 1.1% of the 285 positive cases" in strip and "ratio verdicts are suppressed" in strip
+    app.selectbox(key="audit_view_source").set_value("ALL").run()
+    app.selectbox(key="audit_view_attribute").set_value("sex").run()
+    _no_errors(app)
+    tables = [d.value for d in app.dataframe]
+    pooled = next(t for t in tables if "within sources" in t.columns)
+    recall = pooled[pooled["metric"].str.startswith("Recall")].iloc[0]
+    assert recall["reading"] != "persists within sources"
+    app.multiselect(key="audit_gap_kinds").set_value(["vs-reference", "pairwise"]).run()
+    gaps = next(t for t in [d.value for d in app.dataframe] if "comparison" in t.columns)
+    pairs = [frozenset((a, b, m)) for a, b, m in zip(gaps["group_a"], gaps["group_b"], gaps["metric"])]
+    assert len(pairs) == len(set(pairs))  # no comparison twice
+    assert set(gaps["group_a"]) <= {"female", "male"}  # decoded group names
+
+
+def test_audit_page_crosses_two_chosen_attributes(app):
+    app.switch_page("pages/fairness_audit.py").run()
+    app.multiselect(key="audit_crossed").set_value(["sex", "age_group"]).run()
+    _no_errors(app)
+    assert app.selectbox(key="audit_view_attribute").value == "sex x age_group"
+    assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]
 
 
 def test_audit_page_follows_attribute_source_and_intersection(app):
@@ -81,10 +113,10 @@ def test_audit_page_follows_attribute_source_and_intersection(app):
     assert "Group sizes: sex" in [s.value for s in app.subheader]
     # Mammography has very few men: the page must say the group is too small to support a claim.
     assert any("Too small to support a claim" in w.value and "**M**" in w.value for w in app.warning)
-    app.checkbox(key="audit_intersect").check().run()
+    app.multiselect(key="audit_crossed").set_value(["sex", "skin_tone"]).run()
     _no_errors(app)
     options = app.selectbox(key="audit_view_attribute").options
-    assert any(" x " in option for option in options)
+    assert "sex x skin_tone" in options
 
 
 def test_audit_page_asks_for_a_metric_instead_of_failing(app):
@@ -118,7 +150,7 @@ def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
 def test_audit_page_maps_a_two_attribute_intersection(app):
     app.switch_page("pages/fairness_audit.py").run()
     app.multiselect(key="audit_attributes_tiny-fairmedgemma-test").set_value(["sex", "age_group"]).run()
-    app.checkbox(key="audit_intersect").check().run()
+    app.multiselect(key="audit_crossed").set_value(["sex", "age_group"]).run()
     app.selectbox(key="audit_view_attribute").set_value("sex x age_group").run()
     _no_errors(app)
     assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]

@@ -54,20 +54,20 @@ class MetricSpec:
 _TN, _FP, _FN, _TP = 0, 1, 2, 3
 
 METRIC_SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec("accuracy", "accuracy", True, True, "all", "all cases", (_TN, _TP), (_TN, _FP, _FN, _TP)),
-    MetricSpec("precision", "precision (PPV)", True, True, "predicted", "predicted positives", (_TP,), (_FP, _TP)),
-    MetricSpec("recall", "recall (sensitivity, TPR)", True, True, "true", "positive cases", (_TP,), (_FN, _TP)),
-    MetricSpec("specificity", "specificity (TNR)", True, True, "true", "negative cases", (_TN,), (_TN, _FP)),
+    MetricSpec("accuracy", "Accuracy", True, True, "all", "all cases", (_TN, _TP), (_TN, _FP, _FN, _TP)),
+    MetricSpec("precision", "Precision (PPV)", True, True, "predicted", "predicted positives", (_TP,), (_FP, _TP)),
+    MetricSpec("recall", "Recall (TPR, sensitivity)", True, True, "true", "positive cases", (_TP,), (_FN, _TP)),
+    MetricSpec("specificity", "Specificity (TNR)", True, True, "true", "negative cases", (_TN,), (_TN, _FP)),
     MetricSpec(
         "f1", "F1", True, False, "all", "all cases", (_TP,), (_FP, _FN, _TP), transform="f1_from_jaccard"
     ),
-    MetricSpec("fpr", "false positive rate", False, True, "true", "negative cases", (_FP,), (_TN, _FP)),
-    MetricSpec("fdr", "false discovery rate", False, True, "predicted", "predicted positives", (_FP,), (_FP, _TP)),
+    MetricSpec("fpr", "False positive rate", False, True, "true", "negative cases", (_FP,), (_TN, _FP)),
+    MetricSpec("fdr", "False discovery rate", False, True, "predicted", "predicted positives", (_FP,), (_FP, _TP)),
     MetricSpec(
-        "selection_rate", "selection rate", None, True, "all", "all cases", (_FP, _TP), (_TN, _FP, _FN, _TP)
+        "selection_rate", "Selection rate", None, True, "all", "all cases", (_FP, _TP), (_TN, _FP, _FN, _TP)
     ),
     MetricSpec("auroc", "AUROC", True, False, "all", "all cases", needs_score=True),
-    MetricSpec("ece", "expected calibration error", False, False, "all", "all cases", needs_score=True),
+    MetricSpec("ece", "Expected calibration error", False, False, "all", "all cases", needs_score=True),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in METRIC_SPECS}

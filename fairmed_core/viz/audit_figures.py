@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from fairmed_core.fairness import METRIC_SPECS
 from fairmed_core.viz.palette import BAND_FILL, NEUTRAL_GREY, colour_for
 
 __all__ = [
@@ -22,18 +23,8 @@ __all__ = [
     "ratio_band_figure",
 ]
 
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "precision": "Precision (PPV)",
-    "recall": "Recall (TPR, sensitivity)",
-    "specificity": "Specificity (TNR)",
-    "f1": "F1",
-    "fpr": "False positive rate",
-    "fdr": "False discovery rate",
-    "selection_rate": "Selection rate",
-    "auroc": "AUROC",
-    "ece": "Expected calibration error",
-}
+METRIC_LABELS = {spec.name: spec.label for spec in METRIC_SPECS}
+"""Display label of every metric, from the audit's one metric spec table."""
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=60), font=dict(size=13))
 
 
