@@ -103,10 +103,17 @@ def test_runs_on_different_cases_are_refused_naming_the_ids():
         compare_runs([a, a.assign(y_true="yes")], ["A", "B"], attributes=["sex"])
 
 
-def test_a_format_failure_is_scored_as_the_wrong_answer():
+def test_a_format_failure_is_scored_as_the_audit_scores_it():
     frame = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "source": "s", "sex": "F",
                           "y_true": ["yes", "yes", "no", "no"], "y_pred": ["yes", "yes", "no", "no"]})
     failed = frame.assign(y_pred=["(format failure)", "yes", "(format failure)", "no"])
     result = compare_runs([frame, failed], ["A", "B"], attributes=["sex"], metrics=["recall", "fpr"], n_boot=50)
     values = {c.metric: c.candidate_value for c in result.changes}
-    assert values == {"recall": 0.5, "fpr": 0.5}  # the failed positive is missed, the failed negative a false alarm
+    # As the audit's default ("wrong"): the failed positive is missed, the failed negative is no false alarm.
+    assert values == {"recall": 0.5, "fpr": 0.0}
+    from fairmed_core.fairness import audit
+
+    audited = audit(failed, label_col="y_true", pred_col="y_pred", sensitive=["sex"], metrics=["recall", "fpr"],
+                    n_boot=0).groups_frame().set_index(["attribute", "metric"])  # fmt: skip
+    assert audited.loc[("overall", "recall"), "estimate"] == values["recall"]
+    assert audited.loc[("overall", "fpr"), "estimate"] == values["fpr"]

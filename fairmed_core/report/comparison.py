@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import FORMAT_FAILURE, METRIC_SPECS, MISSING_GROUP
+from fairmed_core.fairness import METRIC_SPECS, MISSING_GROUP
 
 __all__ = ["COMPARABLE_METRICS", "ChangeEstimate", "Comparison", "GapChange", "compare_runs", "metrics_from_confusion"]
 
@@ -213,10 +213,9 @@ def compare_runs(
     n = len(base)
     positive = str(positive_label)
     y = (base[label_col].astype(str) == positive).to_numpy()
-    # A format failure is scored as the wrong answer, as the audit scores it by default ("wrong"): a missed
-    # finding on a positive case, a false alarm on a negative one.
-    answered = [((f[pred_col].astype(str) == positive) | ((f[pred_col].astype(str) == FORMAT_FAILURE) & ~y)).to_numpy()
-                for f in frames]
+    # A format failure is scored as the audit scores it by default ("wrong"): it is never a positive call, so on a
+    # positive case it is a missed finding and on a negative case no false alarm (the FairGRPO authors' rule).
+    answered = [(f[pred_col].astype(str) == positive).to_numpy() for f in frames]
     cells = y.astype(np.int64)
     for r, pred in enumerate(answered):
         cells = cells + (pred.astype(np.int64) << (r + 1))
