@@ -35,6 +35,7 @@ from fairmed_core.viz import (
     metric_bars_figure,
     ratio_band_figure,
 )
+from fairmed_core.report.comparison import COMPARABLE_METRICS, compare_runs
 from fairmed_core.report.strip import FOUR_FIFTHS_BAND, verdict_strip
 from fairmed_core.runs.audit_store import save_audit
 from fairmed_core.runs.eval_store import list_evaluations
@@ -72,6 +73,12 @@ FORMAT_FAILURE_LABELS = {
 @st.cache_data(show_spinner="Auditing (bootstrap intervals)...", max_entries=8)
 def _run_audit(frame: pd.DataFrame, settings_json: str) -> AuditResult:
     return audit(frame, **json.loads(settings_json))
+
+
+@st.cache_data(show_spinner="Comparing runs (paired bootstrap)...", max_entries=4)
+def _compare(paths: tuple[str, ...], names: tuple[str, ...], attributes: tuple[str, ...], metrics: tuple[str, ...]):
+    frames = [evaluation_predictions(Path(path)) for path in paths]
+    return compare_runs(frames, list(names), attributes=list(attributes), metrics=list(metrics) or ["accuracy"])
 
 
 @st.cache_data(show_spinner="Reading the uploaded file...", max_entries=4)
@@ -477,6 +484,52 @@ if paper is not None:
         column_config={c: st.column_config.NumberColumn(format="%.4f")
                        for c in ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy")},
     )
+
+st.subheader("Compare models on the same cases")
+evaluations = {run.label(): run for run in list_evaluations(workspace(), shipped=True)}
+default_compare = [label for label, run in evaluations.items()
+                   if run.name in ("shipped/tiny-fairmedgemma-grpo", "shipped/tiny-fairmedgemma-fairgrpo")]
+compared = st.multiselect(
+    "Evaluation runs (the first is the baseline)", list(evaluations), default=default_compare,
+    key="audit_compare_runs", max_selections=4,
+    help="Two or more evaluations of the same test cases, e.g. a GRPO- and a FairGRPO-trained model. Changes have "
+    "paired 95% intervals: cases are resampled jointly, so both models are judged on the same patients.",
+)
+if len(compared) >= 2:
+    runs = [evaluations[label] for label in compared]
+    try:
+        comparison = _compare(tuple(str(run.predictions_path) for run in runs), tuple(run.name for run in runs),
+                              tuple(attributes), tuple(m for m in metrics if m in COMPARABLE_METRICS))
+    except FairMedInputError as error:
+        show_input_error(error)
+    else:
+        changes = comparison.changes_frame()
+        changes = changes[(changes["source"] == source) & (changes["attribute"] == attribute)]
+        gap_changes = comparison.gap_changes_frame()
+        gap_changes = gap_changes[(gap_changes["source"] == source) & (gap_changes["attribute"] == attribute)]
+        st.caption(f"{comparison.n_cases:,} cases in every run; {comparison.method}. Showing {source}, {attribute}.")
+        st.dataframe(
+            gap_changes.assign(metric=gap_changes["metric"].map(METRIC_LABELS))[
+                ["metric", "baseline", "candidate", "baseline_gap", "candidate_gap", "change", "ci_low", "ci_high",
+                 "outcome"]],
+            hide_index=True, width="stretch",
+            column_config={c: st.column_config.NumberColumn(format="%+.3f" if c in ("change", "ci_low", "ci_high")
+                                                            else "%.3f")
+                           for c in ("baseline_gap", "candidate_gap", "change", "ci_low", "ci_high")}
+            | {"outcome": st.column_config.TextColumn("max-min gap", help="narrowed / widened when the paired 95% "
+                                                     "interval of the change excludes 0")},
+        )
+        st.dataframe(
+            changes.assign(metric=changes["metric"].map(METRIC_LABELS), group=changes["group"].map(describe_group))[
+                ["group", "metric", "n", "baseline", "candidate", "baseline_value", "candidate_value", "change",
+                 "ci_low", "ci_high", "outcome"]],
+            hide_index=True, width="stretch",
+            column_config={c: st.column_config.NumberColumn(format="%+.3f" if c in ("change", "ci_low", "ci_high")
+                                                            else "%.3f")
+                           for c in ("baseline_value", "candidate_value", "change", "ci_low", "ci_high")},
+        )
+elif len(evaluations) >= 2:
+    st.caption("Choose two or more evaluation runs of the same cases to compare them group by group.")
 
 st.subheader("Export")
 stem = Path(file_name).stem

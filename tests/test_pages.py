@@ -206,3 +206,19 @@ def test_audit_page_warns_where_a_model_answers_no_to_every_case(app, default_wo
                         "rates are the same in every group, so its equal opportunity and equalized odds gaps are 0 "
                         "because it tells no case apart, not because it is fair. Read accuracy, recall and "
                         "prevalence there."]
+
+
+def test_audit_page_compares_the_shipped_grpo_and_fairgrpo_models(app):
+    """Issue 15: two evaluations on the same cases side by side, with paired intervals."""
+    app.switch_page("pages/fairness_audit.py").run()
+    _no_errors(app)
+    chosen = app.multiselect(key="audit_compare_runs").value
+    assert len(chosen) == 2 and any("fairgrpo" in c for c in chosen)
+    tables = [d.value for d in app.dataframe]
+    changes = next(t for t in tables if "candidate_value" in t.columns)
+    assert set(changes["outcome"]) <= {"better", "worse", "no clear change", "changed", "undefined"}
+    defined = changes[changes["outcome"] != "undefined"]
+    assert len(defined) and (defined["ci_low"] <= defined["change"]).all()
+    assert (defined["change"] <= defined["ci_high"]).all()
+    gaps = next(t for t in tables if "candidate_gap" in t.columns)
+    assert set(gaps["outcome"]) <= {"narrowed", "widened", "no clear change", "undefined"}
