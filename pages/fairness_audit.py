@@ -20,6 +20,7 @@ import streamlit as st
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.data import describe_group
 from fairmed_core.fairness import (
+    GLOSSARY,
     METRICS,
     AuditResult,
     audit,
@@ -215,6 +216,9 @@ st.markdown(
     "crosses zero means the data cannot tell the groups apart."
 )
 
+with st.expander("Glossary: what each number means"):
+    st.markdown("\n".join(f"- **{METRIC_LABELS.get(term, term)}**: {text}" for term, text in GLOSSARY.items()))
+
 try:
     chosen = _choose_predictions()
 except Exception as error:  # noqa: BLE001 - bad input must never take the page down
@@ -237,7 +241,8 @@ with st.expander("Audit settings", expanded=True):
     intersect = list(crossed) if len(crossed) == 2 else False
     available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
     metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
-                             format_func=lambda m: METRIC_LABELS[m], key="audit_metrics")
+                             format_func=lambda m: METRIC_LABELS[m], key="audit_metrics",
+                             help=" ".join(f"**{METRIC_LABELS[m]}**: {GLOSSARY[m]}" for m in available_metrics))
     n_boot = s2.select_slider("Bootstrap resamples and permutations", [200, 500, 1000, 2000], value=1000,
                               key="audit_n_boot")
     interval_method = s2.selectbox(

@@ -26,7 +26,7 @@ from fairmed_core.fairness._intervals import (
     newcombe_difference_interval,
     wilson_interval,
 )
-from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME, MetricSpec
+from fairmed_core.fairness._metric_spec import GLOSSARY, METRIC_SPECS, SPEC_BY_NAME, MetricSpec
 from fairmed_core.fairness._one_answer import (
     NEAR_CONSTANT_RATE,
     NearConstant,
@@ -63,6 +63,7 @@ from fairmed_core.fairness._results import (
 __all__ = [
     "FORMAT_FAILURE",
     "FORMAT_FAILURE_POLICIES",
+    "GLOSSARY",
     "INTERVAL_METHODS",
     "METRICS",
     "METRIC_SPECS",

@@ -71,3 +71,31 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in METRIC_SPECS}
+
+GLOSSARY = {
+    "accuracy": "Share of cases the model answers correctly.",
+    "precision": "Of the cases the model calls positive, the share that are positive (positive predictive value).",
+    "recall": "Of the positive cases, the share the model finds (sensitivity, true positive rate). A screening "
+    "use cares most about this.",
+    "specificity": "Of the negative cases, the share the model clears (true negative rate).",
+    "f1": "Harmonic mean of precision and recall: one number for how well positives are found without false "
+    "alarms.",
+    "fpr": "Of the negative cases, the share the model wrongly calls positive (false alarms; 1 - specificity).",
+    "fdr": "Of the cases the model calls positive, the share that are negative (1 - precision). Its gap between "
+    "groups x 100 is the FairGRPO paper's predictive parity (PP).",
+    "selection_rate": "Share of all cases the model calls positive.",
+    "auroc": "How well the score ranks positive above negative cases (0.5 = chance, 1 = perfect).",
+    "ece": "Expected calibration error: how far the score's stated probability is from the observed rate, "
+    "averaged over 10 score bins. Biased upward in small groups (see docs/RESULTS.md).",
+    "interval": "95% interval: the range of values the data are compatible with. Two groups whose intervals "
+    "overlap may still differ; read the gap's own interval and test.",
+    "permutation test": "Shuffles the group labels within each source many times to see how often a gap this "
+    "large appears by chance alone; exact at any group size.",
+    "Holm / Benjamini-Hochberg": "Corrections for testing many gaps at once: Holm keeps the chance of any false "
+    "finding under 5%, Benjamini-Hochberg the share of false findings among those reported.",
+    "minimum detectable gap": "The smallest gap to the reference group this sample would detect with 80% "
+    "probability; smaller true gaps would usually go unseen.",
+    "disparity band": "Acceptable ratio of a group's value to the reference group's (default 0.8-1.25, the "
+    "four-fifths rule made symmetric); a review board should set its own.",
+}
+"""Plain-language meaning of every metric and every statistical term the audit shows, for hover help."""
