@@ -38,7 +38,7 @@ from fairmed_core.viz import (
 )
 from fairmed_core.report.comparison import COMPARABLE_METRICS, compare_runs
 from fairmed_core.report.strip import FOUR_FIFTHS_BAND, verdict_strip
-from fairmed_core.runs.audit_store import save_audit
+from fairmed_core.runs.audit_store import list_saved_audits, save_audit
 from fairmed_core.runs.eval_store import list_evaluations
 from pages._common import (
     evaluation_predictions,
@@ -53,6 +53,7 @@ TINY = "Tiny FairMedGemma on the embedded benchmark (shipped)"
 SHIPPED = "Reference classifier on the embedded benchmark (shipped)"
 RUN = "A saved evaluation run"
 UPLOAD = "Upload a predictions file"
+SAVED = "A saved audit"
 NONE = "(none)"
 DEFAULT_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "fpr")
 INTERVAL_LABELS = {
@@ -130,8 +131,22 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
     preselect = st.session_state.pop("audit_preselect_run", None)
     if preselect is not None:
         st.session_state["audit_source_kind"] = RUN
-    kind = st.radio("Predictions to audit", [TINY, SHIPPED, RUN, UPLOAD], horizontal=True,
+    kind = st.radio("Predictions to audit", [TINY, SHIPPED, RUN, SAVED, UPLOAD], horizontal=True,
                     key="audit_source_kind")
+    if kind == SAVED:
+        saved = list_saved_audits(workspace().audits)
+        if not saved:
+            st.info("No saved audits in this workspace yet: audit something and press 'Save to workspace' below.")
+            return None
+        labels = {item.label(): item for item in saved}
+        item = labels[st.selectbox("Saved audit", list(labels), key="audit_saved_choice")]
+        frame = evaluation_predictions(item.predictions_path)
+        settings = item.settings
+        mapping = dict(label_col=settings["label_col"], pred_col=settings["pred_col"],
+                       score_col=settings.get("score_col"), source_col=settings.get("source_col"),
+                       attributes=list(settings.get("sensitive") or []))
+        st.caption(f"Reopened from {item.path}; its settings are in its audit.json.")
+        return frame, mapping, item.name
     if kind == TINY:
         frame = tiny_model_predictions()
         st.caption(

@@ -145,6 +145,11 @@ def test_audit_page_saves_the_audit_to_the_workspace(app, default_workspace):
     payload = json.loads(saved[-1].read_text())
     assert {"groups", "gaps", "summary", "settings"} <= set(payload)
     assert (saved[-1].parent / "groups.csv").is_file() and (saved[-1].parent / "predictions.csv").is_file()
+    # Issue 15, observation 9: a saved audit reopens from a list.
+    app.radio(key="audit_source_kind").set_value("A saved audit").run()
+    _no_errors(app)
+    assert app.selectbox(key="audit_saved_choice").value.startswith(saved[-1].parent.name)
+    assert any("Group sizes" in s.value for s in app.subheader)
 
 
 def test_audit_page_maps_a_two_attribute_intersection(app):

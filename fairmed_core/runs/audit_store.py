@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +11,7 @@ import pandas as pd
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
-__all__ = ["save_audit"]
+__all__ = ["SavedAudit", "list_saved_audits", "save_audit"]
 
 
 def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.DataFrame | None = None) -> Path:
@@ -36,3 +38,40 @@ def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.Da
     atomic_write_json(directory / "audit.json", result.to_json_dict())
     return directory / "audit.json"
 
+
+
+@dataclass(frozen=True)
+class SavedAudit:
+    """A complete saved audit in the workspace (``audits/<name>/``) whose predictions were saved with it."""
+
+    name: str
+    path: Path
+    settings: dict
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.csv"
+
+    def label(self) -> str:
+        attributes = ", ".join(self.settings.get("sensitive") or [])
+        return f"{self.name}: {self.settings.get('n_rows', '?')} rows, attributes {attributes}"
+
+
+def list_saved_audits(audits_dir: str | Path) -> list[SavedAudit]:
+    """Saved audits under ``audits_dir`` that can be reopened (audit.json and predictions.csv), newest first;
+    unreadable folders are skipped."""
+    root = Path(audits_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in root.iterdir():
+        audit_file = folder / "audit.json"
+        if not (audit_file.is_file() and (folder / "predictions.csv").is_file()):
+            continue
+        try:
+            settings = json.loads(audit_file.read_text(encoding="utf-8"))["settings"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(settings, dict):
+            found.append(SavedAudit(name=folder.name, path=folder, settings=settings))
+    return sorted(found, key=lambda a: (a.path / "audit.json").stat().st_mtime, reverse=True)
