@@ -366,7 +366,8 @@ if not small.empty:
         + ". Their estimates are shown hatched; read their intervals, not their bars."
     )
 left, right = st.columns([2, 3])
-left.dataframe(sizes.rename(columns={"small_group_reason": "warning"}), hide_index=True, width="stretch",
+left.dataframe(sizes.assign(group=sizes["group"].map(describe_group)).rename(columns={"small_group_reason": "warning"}),
+               hide_index=True, width="stretch",
                column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
 right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",
                    key="sizes_chart")
@@ -387,7 +388,8 @@ if not undefined.empty:
         f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
 
 with st.expander("Intervals and the smallest detectable gap, per group"):
-    detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS))
+    detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS),
+                                                         group=lambda t: t["group"].map(describe_group))
     st.dataframe(
         detail[["group", "metric", "denominator", "estimate", "ci_low", "ci_high", "interval_method",
                 "minimum_detectable_gap", "interval_note"]],

@@ -106,6 +106,10 @@ def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
     # A deep link as the server's first request still gets app.py's navigation and sidebar.
     sidebar = page.locator("[data-testid=stSidebar]").inner_text()
     assert "FairMed" in sidebar and "Overview" in sidebar, sidebar
+    # Issue 15: the audit opens per source, with the verdict strip naming the near-constant source first.
+    page.get_by_text("What this audit shows", exact=False).wait_for(timeout=60_000)
+    body = page.locator("[data-testid=stMain]").inner_text()
+    assert "ratio verdicts are suppressed" in body and "synth_cxr" in body, body[:2000]
     page.screenshot(path=str(ARTIFACTS / "audit_sex.png"), full_page=True)
 
     _choose(page, "Attribute to inspect", "age_group")

@@ -13,7 +13,13 @@ import math
 from dataclasses import dataclass
 
 from fairmed_core.data.schema import describe_group
-from fairmed_core.fairness import SPEC_BY_NAME, AuditResult, near_constant_sources, pooled_gap_checks
+from fairmed_core.fairness import (
+    MISSING_GROUP,
+    SPEC_BY_NAME,
+    AuditResult,
+    near_constant_sources,
+    pooled_gap_checks,
+)
 from fairmed_core.report.verdicts import FAILS, INSUFFICIENT, MEETS, interval_verdict
 
 FOUR_FIFTHS_BAND = (0.8, 1.25)
@@ -73,7 +79,7 @@ def _worst_groups(result: AuditResult, source: str, attribute: str, metrics) -> 
     parts = []
     for metric in metrics:
         rows = [g for g in result.groups if (g.source, g.attribute, g.metric) == (source, attribute, metric)
-                and math.isfinite(g.estimate) and not g.small_group]
+                and math.isfinite(g.estimate) and not g.small_group and MISSING_GROUP not in g.group.split(",")]
         better = SPEC_BY_NAME[metric].higher_is_better
         if len(rows) < 2 or better is None:
             continue
@@ -106,7 +112,8 @@ def verdict_strip(result: AuditResult, *, source: str, attribute: str, metrics=N
     lines.append(head)
     worst = _worst_groups(result, source, attribute, metrics)
     if worst:
-        lines.append("Lowest-performing group (among groups large enough): " + "; ".join(worst) + ".")
+        lines.append("Lowest-performing group (among recorded groups large enough to support a claim): "
+                     + "; ".join(worst) + ".")
     small = sorted({g.group for g in result.groups
                     if g.source == source and g.attribute == attribute and g.small_group and g.n > 0})
     if small:
