@@ -331,21 +331,21 @@ def _mc_se(p: float, n: int) -> float:
 
 
 def coverage_table(coverage: pd.DataFrame) -> pd.DataFrame:
+    """One row per (metric, denominator band): coverage and interval count per method, zero-width shares."""
     defined = coverage.dropna(subset=["covered"])
-    table = (
-        defined.groupby(["metric", "band", "method"])
-        .agg(coverage=("covered", "mean"), intervals=("covered", "size"))
-        .unstack("method")
-    )
-    zero = coverage[coverage.interior].groupby(["metric", "band", "method"]).zero_width.mean().unstack("method")
-    table[("zero_width", "old")] = zero.get("old")
-    table[("zero_width", "new")] = zero.get("new")
-    order = {name: i for i, name in enumerate(METRICS)}
-    band_order = {name: i for i, (_, _, name) in enumerate(BANDS)}
-    table = table.reset_index()
-    table["_m"] = table.metric.map(order)
-    table["_b"] = table.band.map(band_order)
-    return table.sort_values(["_m", "_b"]).drop(columns=["_m", "_b"])
+    rows = []
+    for metric in METRICS:
+        for _, _, band in BANDS:
+            row = {"metric": metric, "band": band}
+            for method in ("old", "new"):
+                cell = defined[(defined.metric == metric) & (defined.band == band) & (defined.method == method)]
+                inside = coverage[(coverage.metric == metric) & (coverage.band == band)
+                                  & (coverage.method == method) & coverage.interior]
+                row[f"coverage_{method}"] = cell.covered.mean() if len(cell) else float("nan")
+                row[f"intervals_{method}"] = len(cell)
+                row[f"zero_width_{method}"] = inside.zero_width.mean() if len(inside) else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def markdown(coverage, type_one, family, power, *, replicates: int, n_boot: int, seconds: float) -> str:
@@ -365,11 +365,9 @@ def markdown(coverage, type_one, family, power, *, replicates: int, n_boot: int,
         "|---|---|---|---|---|---|---|",
     ]
     for row in coverage_table(coverage).itertuples(index=False):
-        values = dict(zip(coverage_table(coverage).columns, row, strict=True))
         lines.append(
-            f"| {values[('metric', '')]} | {values[('band', '')]} | {values[('coverage', 'old')]:.3f} | "
-            f"{values[('coverage', 'new')]:.3f} | {int(values[('intervals', 'new')])} | "
-            f"{values[('zero_width', 'old')]:.3f} | {values[('zero_width', 'new')]:.3f} |"
+            f"| {row.metric} | {row.band} | {row.coverage_old:.3f} | {row.coverage_new:.3f} | {row.intervals_new} | "
+            f"{row.zero_width_old:.3f} | {row.zero_width_new:.3f} |"
         )
     by_truth = coverage.dropna(subset=["covered"]).groupby(["truth", "band", "method"]).covered.mean().unstack("method")
     lines += ["", "Coverage by true-rate setting (all proportion metrics and F1 together):", "",
