@@ -95,3 +95,14 @@ def test_pareto_axes_hold_every_point_and_stay_near_the_unit_range():
     x_low, x_high = pareto_figure(spread, attribute="race").layout.xaxis.range
     y_low, y_high = pareto_figure(spread, attribute="race").layout.yaxis.range
     assert x_low < 0.02 and 0.9 < x_high < 1.1 and y_low < 0.7 and 0.99 < y_high < 1.05
+
+
+def test_a_group_has_one_colour_in_every_figure_whatever_its_position():
+    from fairmed_core.viz.palette import FIXED_COLOURS, colour_for
+
+    assert colour_for(0, "A4") == colour_for(5, "A4") == FIXED_COLOURS["A4"]
+    assert colour_for(3, "UNK") == FIXED_COLOURS["UNK"]
+    assert colour_for(1, "no fixed colour") == colour_for(1)
+    groups = ("F", "M", "A1", "A2", "A3", "A4", "UNK")
+    assert len({FIXED_COLOURS[g] for g in ("A1", "A2", "A3", "A4", "UNK")}) == 5  # distinct within an attribute
+    assert all(g in FIXED_COLOURS for g in groups)

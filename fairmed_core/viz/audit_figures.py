@@ -63,7 +63,7 @@ def metric_bars_figure(
         rows = block[block["group"] == group].set_index("metric").reindex(list(metrics))
         estimate = rows["estimate"].to_numpy(dtype=float)
         small = bool(rows["small_group"].fillna(False).any())
-        colour = NEUTRAL_GREY if group == "UNK" else colour_for(index)
+        colour = colour_for(index, group)
         hover = [
             f"{group}: {METRIC_LABELS.get(m, m)} = "
             + (f"{e:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(e) else f"undefined ({reason})")
@@ -124,7 +124,7 @@ def ratio_band_figure(
         figure.add_scatter(
             x=[METRIC_LABELS.get(m, m) for m in part["metric"]], y=ratio, mode="markers", name=str(group),
             marker=dict(
-                color=colour_for(index), size=13,
+                color=colour_for(index, group), size=13,
                 symbol=["diamond" if o else "circle-open" for o in outside], line=dict(width=2),
             ),
             hovertext=[

@@ -22,7 +22,7 @@ def group_counts_figure(group_counts: pd.DataFrame, *, attribute: str, split: st
     rows = _rows(group_counts, attribute, split)
     figure = go.Figure()
     for index, (source, part) in enumerate(rows.groupby("source", sort=True)):
-        figure.add_bar(x=part["group"], y=part["n"], name=str(source), marker_color=colour_for(index))
+        figure.add_bar(x=part["group"], y=part["n"], name=str(source), marker_color=colour_for(index, source))
     figure.update_layout(
         title=f"Cases per {attribute} group ({split} splits)", barmode="group", yaxis_title="cases", **_LAYOUT
     )
@@ -35,7 +35,7 @@ def prevalence_figure(group_counts: pd.DataFrame, *, attribute: str, split: str 
     figure = go.Figure()
     for index, (source, part) in enumerate(rows.groupby("source", sort=True)):
         figure.add_bar(
-            x=part["group"], y=part["prevalence"], name=str(source), marker_color=colour_for(index),
+            x=part["group"], y=part["prevalence"], name=str(source), marker_color=colour_for(index, source),
             hovertext=[f"{p}/{n} positive" for p, n in zip(part["n_positive"], part["n"])],
         )
     figure.update_layout(

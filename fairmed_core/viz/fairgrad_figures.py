@@ -30,7 +30,7 @@ def pareto_figure(comparison: pd.DataFrame, *, attribute: str, disparity: str = 
             figure.add_trace(go.Scatter(
                 x=block[disparity], y=block["accuracy"], mode="markers", name=f"{method}, {source}",
                 legendgroup=method,
-                marker=dict(color=colour_for(m_index), symbol=_SYMBOLS[s_index % len(_SYMBOLS)], size=12,
+                marker=dict(color=colour_for(m_index, method), symbol=_SYMBOLS[s_index % len(_SYMBOLS)], size=12,
                             line=dict(width=1, color="white")),
                 customdata=block[["run", "positive_rate"]].to_numpy(),
                 hovertemplate=(f"{method}, {source}<br>run %{{customdata[0]}}<br>"
@@ -66,7 +66,7 @@ def conflict_figure(history: pd.DataFrame, *, title: str) -> go.Figure:
     if "conflicting_pairs" in history and history["conflicting_pairs"].notna().any():
         for index, (source, block) in enumerate(history.groupby("source", sort=True)):
             figure.add_trace(go.Scatter(x=block["epoch"] + 1, y=block["conflicting_pairs"], mode="lines+markers",
-                                        name=source, line=dict(color=colour_for(index))))
+                                        name=source, line=dict(color=colour_for(index, source))))
     figure.update_layout(title=title, **_LAYOUT)
     figure.update_xaxes(title="Epoch")
     figure.update_yaxes(title="Conflicting gradient pairs (summed over steps)", rangemode="tozero")

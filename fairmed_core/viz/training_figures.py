@@ -22,7 +22,7 @@ def step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, title: st
         block = block.sort_values("step")
         style = dashes[dash_values.index(block[dash].iloc[0]) % len(dashes)] if dash_values else "solid"
         figure.add_trace(go.Scatter(x=block["step"], y=block[value], mode="lines+markers", name=str(name),
-                                    line=dict(color=colour_for(index), dash=style)))
+                                    line=dict(color=colour_for(index, name), dash=style)))
     figure.update_layout(title=title, **_LAYOUT)
     figure.update_xaxes(title="Training step")
     figure.update_yaxes(title=y_title)
