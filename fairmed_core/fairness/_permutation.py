@@ -86,14 +86,20 @@ def permuted_group_counts(
 
 
 def permutation_p_value(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
-    """``(1 + #{T* >= T}) / (1 + P)`` per column; ``permuted`` is ``(P, ...)``. NaN where T is NaN.
+    """``(1 + #{T* >= T}) / (1 + P_defined)`` per column over the permutations where the statistic is defined;
+    ``permuted`` is ``(P, ...)``. NaN where T is NaN.
 
+    The test is conditional on the statistic being defined (a relabelling can leave a group without positives,
+    and so without a recall or an AUROC): the observed labelling is a uniform draw among the labellings where it
+    is defined, so counting among those keeps the test exact. Counting an undefined permutation as "less
+    extreme" instead would make the test anti-conservative (measured: 5.5-5.7% at a 5% level for AUROC).
     A permuted statistic within a relative 1e-9 of the observed one counts as at least as extreme (ties from
     floating-point rounding must not make the test anti-conservative).
     """
     observed = np.asarray(observed, dtype=float)
     permuted = np.asarray(permuted, dtype=float)
     tolerance = 1e-9 * np.maximum(1.0, np.abs(observed))
-    extreme = (permuted >= observed - tolerance).sum(axis=0)
-    p = (1.0 + extreme) / (1.0 + permuted.shape[0])
+    defined = ~np.isnan(permuted)
+    extreme = (defined & (permuted >= observed - tolerance)).sum(axis=0)
+    p = (1.0 + extreme) / (1.0 + defined.sum(axis=0))
     return np.where(np.isnan(observed), np.nan, p)
