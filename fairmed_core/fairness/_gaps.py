@@ -303,6 +303,8 @@ def _pair_gaps(
         else:
             if np.isnan(stats.ratio[k]):
                 notes.append("ratio undefined: denominator is 0")
+            if comparison != "vs-overall" and part.pair_p_values is not None and not part.pair_p_values:
+                notes.append("not tested pair by pair: too many groups (the max-min row tests all groups at once)")
             if n_boot and interval_method == "percentile bootstrap" and stats.resamples_used[k] < n_boot:
                 notes.append(
                     f"interval from {int(stats.resamples_used[k])} of {n_boot} resamples "
