@@ -165,3 +165,19 @@ def test_cli_audit_takes_the_interval_method_and_says_how_numbers_were_made(tmp_
     assert recall["interval_method"] == "clopper-pearson"
     with pytest.raises((SystemExit, __import__("argparse").ArgumentError)):
         main([*args, "--interval-method", "normal"])
+
+
+def test_hundreds_of_groups_cost_linear_rows_and_still_get_an_all_groups_test():
+    """A table with 150 sites: no pairwise rows (11,175 pairs per metric), vs-reference rows and the max-min
+    permutation test remain; each untested row says why."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    frame = pd.DataFrame({"y": rng.integers(0, 2, n), "site": rng.integers(0, 150, n).astype(str)})
+    frame["pred"] = np.where(rng.random(n) < 0.8, frame.y, 1 - frame.y)
+    result = audit(frame, label_col="y", pred_col="pred", sensitive=["site"], metrics=["recall"], n_boot=100)
+    gaps = result.gaps_frame()
+    assert not (gaps.comparison == "pairwise").any()
+    reference = gaps[gaps.comparison == "vs-reference"]
+    assert len(reference) == 149 and reference.note.str.contains("not tested pair by pair").all()
+    assert reference.ci_low.notna().all()  # Newcombe intervals still there
+    assert 0 < gaps[gaps.comparison == "max-min"].p_value.iloc[0] <= 1

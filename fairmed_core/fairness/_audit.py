@@ -35,6 +35,7 @@ from fairmed_core.fairness._encode import EncodedTable, encode_table
 from fairmed_core.fairness._format_failures import check_policy, score_format_failures
 from fairmed_core.fairness._gaps import (
     CORRECTION_ALIASES,
+    MAX_PAIRWISE_GROUPS,
     MetricPartition,
     SummaryInputs,
     mean_over,
@@ -223,9 +224,6 @@ _UNDERCOVERING = {
             "10-29 cases, 0.64 at 30-99, 0.85 at 100+; docs/RESULTS.md): compare groups of similar size"),
 }
 """Where the simulation study measured a bootstrap interval below its nominal coverage, said beside the number."""
-MAX_PAIRWISE_TESTED_GROUPS = 40
-"""Above this many non-empty groups in one partition (780 pairs), pairwise gaps are not tested one by one: the
-max-min row still tests all groups at once, and the cost stays bounded for a table with hundreds of groups."""
 MIN_BOOTSTRAP_CASES = 10
 """A bootstrap interval of a group with fewer cases than this is not reported: too few distinct resamples."""
 _MAX_CHUNK_VALUES = 4_000_000
@@ -339,7 +337,7 @@ def _partition_tests(
     denominator) of every pair of non-empty groups and of all groups at once, for the confusion metrics."""
     k = table.n_classes
     present = [g for g in kept if cells[:, g].sum() > 0]
-    paired = present if len(present) <= MAX_PAIRWISE_TESTED_GROUPS else []
+    paired = present if len(present) <= MAX_PAIRWISE_GROUPS else []
     pairs: dict[str, dict[tuple[int, int], float]] = {m: {} for m in metrics}
     all_groups: dict[str, float] = {}
     by_conditioning: dict[str, list[str]] = {}
@@ -429,7 +427,7 @@ def _score_partition_tests(
         return np.stack([auroc, ece], axis=-1).reshape(*lead, 2)[..., columns]
 
     present = [g for g in kept if cells[:, g].sum() > 0]
-    paired = present if len(present) <= MAX_PAIRWISE_TESTED_GROUPS else []
+    paired = present if len(present) <= MAX_PAIRWISE_GROUPS else []
     pairs: dict[str, dict[tuple[int, int], float]] = {m: {} for m in metrics}
     all_groups: dict[str, float] = {}
     parts = (np.arange(used.size),)

@@ -34,6 +34,11 @@ SIGNIFICANCE_LEVEL = 0.05
 POWER = 0.8
 """Power at which the minimum detectable gap is stated."""
 _MAX_NAMED = 4
+_MAX_PAIR_SAMPLES = 2_000_000  # resampled differences held at once (16 MB)
+MAX_PAIRWISE_GROUPS = 40
+"""Above this many non-empty groups in one partition (780 pairs), there are no pairwise rows or pairwise tests:
+the max-min row tests all groups at once and the vs-reference rows compare each group with the reference, so
+the cost and the table stay linear in the number of groups (a table with hundreds of sites stays usable)."""
 _Z_SUM = 2.8015852  # z_{0.975} + z_{0.80}: the normal-approximation detectable gap is this many SEs
 
 
@@ -253,13 +258,20 @@ def _pair_statistics(
     np.divide(value_a, value_b, out=ratio, where=~np.isnan(difference) & (value_b != 0))
     nan = np.full(len(pairs), np.nan)
     low, high, se, count = nan.copy(), nan.copy(), nan.copy(), np.zeros(len(pairs), dtype=int)
-    if part.boot is not None and pairs:
-        b_samples = np.stack([part.overall_boot if b is None else part.boot[:, b] for _, b in pairs], axis=1)
-        samples = part.boot[:, a_index] - b_samples
-        samples[:, np.isnan(difference)] = np.nan
-        low, high = percentile_interval(samples, confidence=confidence)
-        se, count = bootstrap_standard_error(samples)
     between_groups = bool(pairs) and all(b is not None for _, b in pairs)
+    # Differences of two groups with closed-form intervals need no resampled differences at all.
+    if part.boot is not None and pairs and not (between_groups and part.group_low is not None):
+        # In chunks of pairs, so that a partition with many groups costs memory linear in its groups.
+        chunk = max(1, _MAX_PAIR_SAMPLES // max(1, part.boot.shape[0]))
+        for start in range(0, len(pairs), chunk):
+            block = pairs[start : start + chunk]
+            b_samples = np.stack([part.overall_boot if b is None else part.boot[:, b] for _, b in block], axis=1)
+            samples = part.boot[:, a_index[start : start + len(block)]] - b_samples
+            samples[:, np.isnan(difference[start : start + len(block)])] = np.nan
+            low[start : start + len(block)], high[start : start + len(block)] = percentile_interval(
+                samples, confidence=confidence
+            )
+            se[start : start + len(block)], count[start : start + len(block)] = bootstrap_standard_error(samples)
     detectable = nan.copy()
     if between_groups:
         b_index = np.array([b for _, b in pairs], dtype=np.int64)
@@ -303,8 +315,9 @@ def _pair_gaps(
         else:
             if np.isnan(stats.ratio[k]):
                 notes.append("ratio undefined: denominator is 0")
-            if comparison != "vs-overall" and part.pair_p_values is not None and not part.pair_p_values:
-                notes.append("not tested pair by pair: too many groups (the max-min row tests all groups at once)")
+            if comparison != "vs-overall" and int((part.n > 0).sum()) > MAX_PAIRWISE_GROUPS:
+                notes.append(f"not tested pair by pair: more than {MAX_PAIRWISE_GROUPS} groups (the max-min row "
+                             "tests all groups at once)")
             if n_boot and interval_method == "percentile bootstrap" and stats.resamples_used[k] < n_boot:
                 notes.append(
                     f"interval from {int(stats.resamples_used[k])} of {n_boot} resamples "
@@ -389,7 +402,9 @@ def partition_gaps(part: MetricPartition, *, confidence: float, correction: str)
     """
     gaps = [_max_min_gap(part, confidence=confidence)]
     present = [int(i) for i in np.flatnonzero(part.n > 0)]
-    pairs = [(i, j) for position, i in enumerate(present) for j in present[position + 1 :]]
+    pairs = []
+    if len(present) <= MAX_PAIRWISE_GROUPS:
+        pairs = [(i, j) for position, i in enumerate(present) for j in present[position + 1 :]]
     stats = _pair_statistics(part, pairs, confidence=confidence)
     p_raw = _pair_p_values(part, pairs, stats)
     adjusted = CORRECTIONS[correction](p_raw)
@@ -408,14 +423,18 @@ def partition_gaps(part: MetricPartition, *, confidence: float, correction: str)
             )
         else:
             ref_pairs = [(g, r) for g in present if g != r]
-            which = np.array([test_of_pair[frozenset(pair)] for pair in ref_pairs], dtype=np.int64)
+            if pairs:
+                which = np.array([test_of_pair[frozenset(pair)] for pair in ref_pairs], dtype=np.int64)
+                ref_raw, ref_adjusted = p_raw[which], adjusted[which]
+            else:
+                ref_raw = ref_adjusted = np.full(len(ref_pairs), np.nan)
             gaps += _pair_gaps(
                 part,
                 ref_pairs,
                 _pair_statistics(part, ref_pairs, confidence=confidence),
                 comparison="vs-reference",
-                p_raw=p_raw[which],
-                p_adjusted=adjusted[which],
+                p_raw=ref_raw,
+                p_adjusted=ref_adjusted,
             )
     overall_pairs = [(g, None) for g in present]
     untested = np.full(len(overall_pairs), np.nan)
