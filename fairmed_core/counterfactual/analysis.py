@@ -122,15 +122,17 @@ class AnalysisSettings:
     split: str = field(default="test", metadata={"help": "the split whose cases are edited"})
     n: int = field(default=48, metadata={"help": "cases to edit (stratified by source and factual group)"})
     group: str | None = field(default=None, metadata={"help": "only cases of this factual group"})
-    targets: tuple[str, ...] = field(default=(), metadata={"help": "target groups (empty: every other group)"})
+    targets: tuple[str, ...] = field(default=(), metadata={
+        "help": "target group (repeat; default every other group)", "flag": "--target"})
     seed: int = field(default=0, metadata={"help": "sampling and CI-test seed"})
     guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance (None: the generator's)"})
     steps: int | None = field(default=None, metadata={"help": "DDIM steps (None: the generator's)"})
     strength: float | None = field(default=None,
                                    metadata={"help": "share of the chain inverted (None: the generator's)"})
-    batch_size: int = field(default=8, metadata={"help": "images per generator batch"})
+    batch_size: int = field(default=8, metadata={"help": "images per generator batch", "flag": "--generator-batch"})
     reversibility: bool = field(default=True, metadata={"help": "run the there-and-back check (one more inversion)"})
-    thresholds: ValidityThresholds = field(default_factory=ValidityThresholds)
+    thresholds: ValidityThresholds = field(default_factory=ValidityThresholds, metadata={
+        "help": "when a pair counts as valid", "prefix": ""})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))

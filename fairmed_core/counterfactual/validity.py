@@ -37,9 +37,13 @@ __all__ = ["CounterfactualPair", "PairValidity", "ValidityThresholds", "make_pai
 class ValidityThresholds:
     """When a pair counts as valid. Errors are mean absolute grey-level differences (0..255)."""
 
-    effectiveness: float = field(default=0.5, metadata={"help": "least P(target | counterfactual)"})
-    composition_mae: float = field(default=12.0, metadata={"help": "largest reconstruction error"})
-    reversibility_mae: float = field(default=15.0, metadata={"help": "largest there-and-back error"})
+    effectiveness: float = field(default=0.5, metadata={"help": "least P(target | counterfactual) of a valid pair",
+                                                        "flag": "--min-effectiveness"})
+    composition_mae: float = field(default=12.0, metadata={
+        "help": "largest reconstruction error of a valid pair (grey levels, 0..255)", "flag": "--max-composition-error"})
+    reversibility_mae: float = field(default=15.0, metadata={
+        "help": "largest there-and-back error of a valid pair (grey levels, 0..255)",
+        "flag": "--max-reversibility-error"})
 
     def __post_init__(self) -> None:
         if not 0 < self.effectiveness < 1:

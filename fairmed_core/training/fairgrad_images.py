@@ -22,11 +22,10 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.runs.evaluation_job import audit_predictions
 from fairmed_core.runs.workspace import atomic_write_text
-from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
+from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
 
 __all__ = ["FairGradImageConfig", "fairgrad_image_predictions", "image_matrix", "run_fairgrad_images"]
 
-METHODS = ("erm", "penalty", "fairgrad")
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,15 @@ class FairGradImageConfig:
     """How the per-source CNNs are trained (defaults measured on the benchmark's chest X-rays: ERM reaches test
     AUROC 0.90 in about 10 s per source on one CPU thread)."""
 
-    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad"})
-    attributes: tuple[str, ...] = field(default=("sex",), metadata={"help": "sensitive attributes, one objective each"})
-    objective: str = field(default="equalized_odds", metadata={"help": "fairness objective for every attribute"})
+    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad", "choices": METHODS})
+    attributes: tuple[str, ...] = field(default=("sex",), metadata={
+        "help": "sensitive attribute with its own fairness objective (repeat)", "flag": "--attribute"})
+    objective: str = field(default="equalized_odds", metadata={"help": "fairness objective for every attribute",
+                                                               "choices": tuple(FAIRNESS_OBJECTIVES)})
     penalty_weight: float = field(default=1.0, metadata={"help": "fairness weight of the penalty method"})
     epochs: int = field(default=15, metadata={"help": "training epochs per source"})
     warmup_epochs: int = field(default=8, metadata={"help": "ERM epochs before the fairness objectives start"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate", "flag": "--lr"})
     batch_size: int = field(default=64, metadata={"help": "images per step"})
     width: int = field(default=8, metadata={"help": "channels of the CNN's first convolution"})
     seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
@@ -54,6 +55,7 @@ class FairGradImageConfig:
                                     hint=f"known: {sorted(FAIRNESS_OBJECTIVES)}")
         if self.method != "erm" and not self.attributes:
             raise FairMedInputError(f"method {self.method!r} needs at least one sensitive attribute")
+        check_training_numbers(self)
 
     @property
     def model_name(self) -> str:

@@ -26,13 +26,12 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.plain import python_scalar
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.runs.evaluation_job import audit_predictions
-from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
+from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
 from fairmed_core.training.fairgrad_images import write_training_history
 
 __all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
 
 RUN_KIND = "fairgrad-tabular"
-METHODS = ("erm", "penalty", "fairgrad")
 MODELS = ("logistic", "mlp")
 POSITIVE, NEGATIVE = "yes", "no"
 _RESERVED_COLUMNS = ("case_id", "source", "split", "y_true", "y_pred", "score", "model")
@@ -46,24 +45,32 @@ class FairGradTabularConfig:
     label: str = field(metadata={"help": "outcome column"})
     positive_label: str | None = field(default=None, metadata={
         "help": "the label's value that means the outcome happened (not needed for a 0/1 or boolean label)"})
-    attributes: tuple[str, ...] = field(default=(), metadata={"help": "sensitive attribute columns"})
-    objective: str = field(default="equalized_odds", metadata={"help": "fairness objective of every attribute"})
+    attributes: tuple[str, ...] = field(default=(), metadata={
+        "help": "sensitive attribute column with its own fairness objective (repeat)", "flag": "--attribute"})
+    objective: str = field(default="equalized_odds", metadata={
+        "help": "fairness objective of every attribute (equalized_odds, equal_opportunity or demographic_parity), "
+                "or ATTR=OBJECTIVE for one attribute (repeat)", "keyed": "objectives"})
     objectives: Mapping[str, str] = field(default_factory=dict, metadata={
-        "help": "attribute -> objective, overriding `objective` for the attributes it names"})
-    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad"})
-    model: str = field(default="logistic", metadata={"help": "logistic or mlp (one hidden layer)"})
+        "help": "ATTR=OBJECTIVE: the objective of one attribute, overriding `objective` (repeat)",
+        "flag": "--objective-for"})
+    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad", "choices": METHODS})
+    model: str = field(default="logistic", metadata={"help": "logistic or mlp (one hidden layer)",
+                                                     "choices": MODELS})
     hidden: int = field(default=32, metadata={"help": "width of the MLP's hidden layer"})
     epochs: int = field(default=100, metadata={"help": "training epochs"})
     warmup_epochs: int = field(default=0, metadata={"help": "ERM epochs before the fairness objectives start"})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
+    learning_rate: float = field(default=1e-2, metadata={"help": "Adam learning rate", "flag": "--lr"})
     weight_decay: float = field(default=1e-4, metadata={"help": "Adam weight decay"})
     batch_size: int = field(default=256, metadata={"help": "rows per step"})
     penalty_weight: float = field(default=1.0, metadata={"help": "fairness weight of the penalty method"})
     test_fraction: float = field(default=0.2, metadata={"help": "share of rows held out for the test split"})
     seed: int = field(default=0, metadata={"help": "split, initialisation and shuffling seed"})
-    numeric: tuple[str, ...] | None = field(default=None, metadata={"help": "columns declared numeric"})
-    categorical: tuple[str, ...] | None = field(default=None, metadata={"help": "columns declared categorical"})
-    drop: tuple[str, ...] = field(default=(), metadata={"help": "columns to ignore (identifiers, dates, text)"})
+    numeric: tuple[str, ...] | None = field(default=None, metadata={"help": "columns to read as numbers",
+                                                                     "nargs": "+"})
+    categorical: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "columns to one-hot encode (text feature columns must be declared)", "nargs": "+"})
+    drop: tuple[str, ...] = field(default=(), metadata={
+        "help": "columns to ignore (identifiers, dates, free text, other outcomes)", "nargs": "+"})
 
     def __post_init__(self) -> None:
         for name in ("attributes", "drop", "numeric", "categorical"):
@@ -94,8 +101,7 @@ class FairGradTabularConfig:
                                         "that name", column=attribute, hint="rename the column in the table")
         if not 0.05 <= self.test_fraction <= 0.5:
             raise FairMedInputError(f"test_fraction must be between 0.05 and 0.5, got {self.test_fraction}")
-        if self.epochs < 1 or self.warmup_epochs < 0:
-            raise FairMedInputError("epochs must be at least 1 and warmup_epochs at least 0")
+        check_training_numbers(self)
 
     def objective_of(self, attribute: str) -> str:
         return self.objectives.get(attribute, self.objective)

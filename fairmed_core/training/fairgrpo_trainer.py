@@ -74,6 +74,7 @@ from fairmed_core.training.fairgrpo_weights import (
     FairGRPOWeighting,
     fairgrpo_advantages,
 )
+from fairmed_core.training.grpo_config import METHODS
 from fairmed_core.training.rewards import accuracy_reward, format_reward
 
 __all__ = [
@@ -93,7 +94,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("grpo", "fairgrpo", "fairgrpo_nd", "grpo_dro", "grpo_resample")
 _FAIRGRPO_METHODS = ("fairgrpo", "fairgrpo_nd")
 _GROUP_METHODS = ("fairgrpo", "grpo_dro", "grpo_resample")  # need known demographics
 STATISTICS_FILE = "fairgrpo_statistics.json"

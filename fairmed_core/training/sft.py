@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from fairmed_core.models.answers import build_prompt
 from fairmed_core.models.prompting import chat_messages, to_model_image
 from fairmed_core.models.tiny import TinyModelConfig, build_processor, build_tiny_model, build_tokenizer
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.settings import config_from_dict
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
 
 __all__ = ["SFTConfig", "SFTResult", "encode_sft_examples", "train_sft", "tiny_corpus"]
@@ -38,45 +39,40 @@ class SFTConfig:
 
     epochs: int = field(default=12, metadata={"help": "passes over the training split"})
     batch_size: int = field(default=32, metadata={"help": "cases per optimiser step"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate", "flag": "--lr"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     split: str = field(default="train", metadata={"help": "manifest split to train on"})
-    sources: tuple[str, ...] | None = field(default=None, metadata={"help": "train on these data sources only"})
+    sources: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "train on this data source only (repeat; default all)", "flag": "--source"})
     max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
     seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
-    model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes"})
+    model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes",
+                                                                              "prefix": "model-"})
 
     def __post_init__(self) -> None:
+        if self.sources is not None:
+            object.__setattr__(self, "sources", tuple(self.sources))
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FairMedInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FairMedInputError(f"{name} must be at least 1, got {value!r}", column=name)
+        if self.max_cases is not None and (isinstance(self.max_cases, bool) or not isinstance(self.max_cases, int)
+                                           or self.max_cases < 1):
+            raise FairMedInputError(f"max_cases must be a positive whole number, got {self.max_cases!r}",
+                                    column="max_cases")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}",
+                                    column="learning_rate", hint="e.g. 2e-3")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> SFTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FairMedInputError(f"unknown SFT settings {unknown}", hint=f"known: {sorted(known)}")
-        values = dict(data)
-        if values.get("sources") is not None:
-            values["sources"] = tuple(values["sources"])
-        if "model" in values:
-            model_known = {f.name for f in fields(TinyModelConfig)}
-            bad = sorted(set(values["model"]) - model_known)
-            if bad:
-                raise FairMedInputError(f"unknown model settings {bad}", hint=f"known: {sorted(model_known)}")
-            try:
-                values["model"] = TinyModelConfig(**values["model"])
-            except ValueError as error:
-                raise FairMedInputError(f"model settings: {error}") from error
-        return cls(**values)
+        return config_from_dict(cls, data, what="SFT")
 
 
 @dataclass(frozen=True)
