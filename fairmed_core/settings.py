@@ -32,9 +32,12 @@ from typing import Any
 
 from fairmed_core.errors import FairMedInputError
 
-__all__ = ["Setting", "add_config_flags", "config_from_args", "config_from_dict", "config_settings",
+__all__ = ["JOB_FILE", "Setting", "add_config_flags", "config_from_args", "config_from_dict", "config_settings",
            "config_to_dict", "read_config", "write_config"]
 
+# The config file a page hands to a background job: written into the job's run folder before the job starts, and
+# read again when the job resumes. A run folder holding only this file counts as empty.
+JOB_FILE = "job.json"
 _REGISTRY = "_fairmed_settings"  # namespace attribute: {dest: [paths]} of the flags a parser derived
 
 

@@ -10,12 +10,15 @@ declare, marked ``inline``: their fields are flags and JSON keys of the job itse
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fairmed_core.counterfactual.analysis import AnalysisSettings
 from fairmed_core.counterfactual.config import CounterfactualGeneratorConfig
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.generation import GenerationOptions
+from fairmed_core.settings import JOB_FILE
 from fairmed_core.training.fairgrad_images import FairGradImageConfig
 from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig
 from fairmed_core.training.grpo_config import GRPOJobConfig
@@ -23,9 +26,8 @@ from fairmed_core.training.sft import SFTConfig
 
 __all__ = ["CounterfactualAnalysisJobConfig", "EvaluationJobConfig", "FairGradImagesJobConfig",
            "FairGradTabularJobConfig", "GeneratorTrainingJobConfig", "GRPOTrainingJobConfig", "JOB_CONFIGS",
-           "JOB_FILE", "SFTJobConfig"]
+           "JOB_FILE", "SFTJobConfig", "job_argv"]
 
-JOB_FILE = "job.json"  # the config a page hands to a background job, in the job's run folder
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -170,6 +172,12 @@ class CounterfactualAnalysisJobConfig:
             raise FairMedInputError(f"attribute must name an attribute such as 'sex', got {self.attribute!r}",
                                     column="attribute")
         _device(self.device)
+
+
+def job_argv(command: Sequence[str], job_file: str | Path, out_dir: str | Path, *, resume: bool = False) -> list[str]:
+    """The ``fairmed`` arguments that run a job from the job file a page wrote (``resume``: continue it from
+    its last checkpoint, with the same file)."""
+    return [*command, "--config", str(job_file), "--out", str(out_dir), *(["--resume"] if resume else [])]
 
 
 # The job configs by command, for the docs and the test that every setting has a flag and a help.

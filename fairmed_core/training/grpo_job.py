@@ -36,6 +36,7 @@ from fairmed_core.plain import json_safe
 from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
 from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.settings import JOB_FILE
 from fairmed_core.training.grpo_config import GRPOJobConfig
 
 __all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
@@ -174,7 +175,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
                                     hint="start the run without --resume")
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
         config = GRPOJobConfig.from_dict(saved["job"])
-    elif _is_main_process() and out.exists() and any(out.iterdir()):
+    elif _is_main_process() and out.exists() and any(p.name != JOB_FILE for p in out.iterdir()):
         # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
     dataset = read_manifest(manifest)
