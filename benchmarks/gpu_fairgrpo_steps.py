@@ -45,7 +45,7 @@ from fairmed_core.models.architectures import (  # noqa: E402
 )
 from fairmed_core.models.loading import check_model_directory, estimate_parameter_count  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics  # noqa: E402
-from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.training.sft import tiny_corpus  # noqa: E402
 
 HEADER = ("| model | parameters | method | LoRA rank | prompts x G | completion tokens | median s/step | "

@@ -148,7 +148,7 @@ def _progress_bar(description: str):
 
 
 def _evaluate_into(loaded, dataset, out: Path, *, split, options, limit, n_boot: int):
-    from fairmed_core.runs.evaluation_job import run_evaluation
+    from fairmed_core.jobs.evaluation import run_evaluation
 
     progress, bar = _progress_bar(f"{loaded.name} on {dataset.name} [{split or 'all'}]")
     try:
@@ -229,7 +229,7 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     from fairmed_core.data import read_manifest
     from fairmed_core.jobs.configs import FairGradImagesJobConfig
     from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.fairgrad_images import run_fairgrad_images
+    from fairmed_core.jobs.fairgrad_images import run_fairgrad_images
 
     job = config_from_args(FairGradImagesJobConfig, args)
     config = job.fairgrad
@@ -273,7 +273,7 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
 
     from fairmed_core.jobs.configs import FairGradTabularJobConfig
     from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.fairgrad_tabular import run_fairgrad_tabular
+    from fairmed_core.jobs.fairgrad_tabular import run_fairgrad_tabular
 
     job = config_from_args(FairGradTabularJobConfig, args)
     config = job.fairgrad
@@ -305,7 +305,7 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
 
     from fairmed_core.jobs.configs import GRPOTrainingJobConfig
     from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.grpo_job import run_grpo_training
+    from fairmed_core.jobs.grpo_training import run_grpo_training
 
     job = config_from_args(GRPOTrainingJobConfig, args, method=args.method)
     torch.set_num_threads(args.threads)
@@ -591,4 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import os
+
+    from fairmed_core.runs.jobs import JOB_DIR_ENV, run_recorded
+
+    # Started as a background job (fairmed_core.runs.jobs.start_job): record how the command ends.
+    job_dir = os.environ.get(JOB_DIR_ENV)
+    sys.exit(run_recorded(job_dir, main) if job_dir else main())

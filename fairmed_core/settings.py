@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json
 
 __all__ = ["JOB_FILE", "Setting", "add_config_flags", "config_from_args", "config_from_dict", "config_settings",
            "config_to_dict", "read_config", "write_config"]
@@ -403,15 +402,4 @@ def read_config(cls: type, path: str | Path, *, what: str = ""):
 
 def write_config(config: Any, path: str | Path) -> Path:
     """Write ``config``'s JSON form to ``path`` atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(config_to_dict(config), indent=2, allow_nan=False) + "\n"
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, config_to_dict(config))

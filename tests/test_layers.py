@@ -31,12 +31,17 @@ def _package(path: Path) -> str:
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
-    """``(module, line)`` of every absolute import in the file, wherever it sits (lazy imports count)."""
+    """``(module, line)`` of every import in the file (relative ones resolved), wherever it sits (lazy imports
+    count)."""
     found = []
+    here = ("fairmed_core", *path.relative_to(CORE).with_suffix("").parts)
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules = [node.module] if node.module != "fairmed_core" else [
-                f"fairmed_core.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against this module's package
+                package = here[:-node.level]  # an __init__ counts as a module of its package: the same rule
+                base = ".".join([*package, *([base] if base else [])])
+            modules = [base] if base != "fairmed_core" else [f"fairmed_core.{alias.name}" for alias in node.names]
             found += [(module, node.lineno) for module in modules]
         elif isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]

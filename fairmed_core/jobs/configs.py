@@ -19,8 +19,8 @@ from fairmed_core.counterfactual.config import CounterfactualGeneratorConfig
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.settings import JOB_FILE
-from fairmed_core.training.fairgrad_images import FairGradImageConfig
-from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig
+from fairmed_core.jobs.fairgrad_images import FairGradImageConfig
+from fairmed_core.jobs.fairgrad_tabular import FairGradTabularConfig
 from fairmed_core.training.grpo_config import GRPOJobConfig
 from fairmed_core.training.sft import SFTConfig
 

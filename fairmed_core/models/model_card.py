@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fairmed_core.fairness import AuditResult
-from fairmed_core.runs.workspace import atomic_write_text
+from fairmed_core.files import atomic_write_text
 
 __all__ = ["model_card_markdown", "write_model_card"]
 

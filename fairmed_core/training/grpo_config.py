@@ -1,6 +1,6 @@
 """The settings of a GRPO-family training run (GRPO, FairGRPO and its baselines), checked when built.
 
-Kept apart from :mod:`fairmed_core.training.grpo_job` (which imports torch and TRL) so the Training page and the
+Kept apart from :mod:`fairmed_core.jobs.grpo_training` (which imports torch and TRL) so the Training page and the
 command line can build and check a run's settings before any job starts.
 """
 

@@ -24,7 +24,7 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.answers import build_prompt
 from fairmed_core.models.prompting import chat_messages, to_model_image
 from fairmed_core.models.tiny import TinyModelConfig, build_processor, build_tiny_model, build_tokenizer
-from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.settings import config_from_dict
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
 

@@ -33,7 +33,7 @@ from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.plain import json_safe
-from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
+from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 from fairmed_core.settings import JOB_FILE

@@ -1,8 +1,8 @@
 """FairGrad on a hospital's own table: read a CSV with :func:`read_tabular`, train ERM, the fixed-weight penalty or
 FairGrad on a seeded stratified train split, and store the test predictions as an audited evaluation run.
 
-The run has the layout of the image runs (:mod:`fairmed_core.training.fairgrad_images`), so the Fairness audit
-page and :mod:`fairmed_core.training.fairgrad_report` open it the same way: ``predictions.csv`` (``case_id,
+The run has the layout of the image runs (:mod:`fairmed_core.jobs.fairgrad_images`), so the Fairness audit
+page and :mod:`fairmed_core.runs.fairgrad_report` open it the same way: ``predictions.csv`` (``case_id,
 source, split``, one column per attribute, ``y_true, y_pred, score, model``), ``audit/``, ``run.json`` (kind
 ``"fairgrad-tabular"``) and ``training_history.csv``. The table is one source, named after the file's stem.
 
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairmed_core.data.tabular import TabularData, read_tabular, tabular_pipeline
+from fairmed_core.training.tabular import TabularData, read_tabular, tabular_pipeline
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.plain import python_scalar
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
-from fairmed_core.runs.evaluation_job import audit_predictions
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
-from fairmed_core.training.fairgrad_images import write_training_history
+from fairmed_core.jobs.fairgrad_images import write_training_history
 
 __all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
 

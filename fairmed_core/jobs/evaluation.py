@@ -10,19 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fairmed_core.data import Dataset
-from fairmed_core.fairness import audit
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 
-__all__ = ["run_evaluation", "audit_predictions"]
-
-
-def audit_predictions(predictions, attributes, *, positive_label: str | None, n_boot: int = 1000, seed: int = 0):
-    """The default audit of a model's predictions: every attribute, per source, with bootstrap intervals."""
-    return audit(predictions, label_col="y_true", pred_col="y_pred", sensitive=list(attributes),
-                 source_col="source", positive_label=positive_label, n_boot=n_boot, seed=seed)
+__all__ = ["audit_predictions", "run_evaluation"]
 
 
 def run_evaluation(

@@ -20,7 +20,7 @@ import pandas as pd
 from fairmed_core.data import Dataset
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
-from fairmed_core.runs.evaluation_job import audit_predictions
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.runs.workspace import atomic_write_text
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
 
