@@ -134,129 +134,37 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(description: str):
-    """A tqdm bar on stderr driven by ``progress(done, total)`` callbacks; returns (callback, bar)."""
-    from tqdm import tqdm
+class _Progress:
+    """``progress(done, total, what)`` for a job run from here: one tqdm bar on stderr per stage, and the job's
+    progress file when it runs as a background job (at most every half second: the file is rewritten atomically,
+    which per epoch of a small table would cost more than the epoch)."""
 
-    bar = tqdm(total=0, desc=description, unit="case", file=sys.stderr, dynamic_ncols=True)
+    def __init__(self, description: str | None = None) -> None:
+        from fairmed_core.runs.jobs import report_progress
 
-    def update(done: int, total: int) -> None:
+        self.description, self.bars, self.report = description, {}, _every(0.5, report_progress)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(what)
+        if bar is None:
+            bar = self.bars[what] = tqdm(total=total, desc=self.description or what, unit=what.split()[0],
+                                         file=sys.stderr, dynamic_ncols=True)
         bar.total = total
         bar.update(done - bar.n)
+        self.report(done, total, what)
 
-    return update, bar
+    def __enter__(self) -> _Progress:
+        return self
 
-
-def _evaluate_into(loaded, dataset, out: Path, *, split, options, limit, n_boot: int):
-    from fairmed_core.jobs.evaluation import run_evaluation
-
-    progress, bar = _progress_bar(f"{loaded.name} on {dataset.name} [{split or 'all'}]")
-    try:
-        return run_evaluation(loaded, dataset, out, split=split, options=options, limit=limit, n_boot=n_boot,
-                              progress=progress)
-    finally:
-        bar.close()
-
-
-def _print_run(run) -> None:
-    info = run.info
-    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
-          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
-    print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.jobs.configs import EvaluationJobConfig
-    from fairmed_core.models.loading import load_model
-
-    config = config_from_args(EvaluationJobConfig, args)
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out, config=args.config)
-    dataset = read_manifest(config.data)
-    loaded = load_model(config.model, adapter=config.adapter, device=config.device)
-    run = _evaluate_into(loaded, dataset, out, split=config.split_or_all, options=config.generation,
-                         limit=config.limit, n_boot=config.n_boot)
-    _print_run(run)
-    return 0
-
-
-def _cmd_train_sft(args: argparse.Namespace) -> int:
-    import torch
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.jobs.configs import SFTJobConfig
-    from fairmed_core.models.generation import GenerationOptions
-    from fairmed_core.models.loading import load_model
-    from fairmed_core.models.model_card import write_model_card
-    from fairmed_core.training.sft import train_sft
-
-    job = config_from_args(SFTJobConfig, args)
-    config = job.sft
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite, config=args.config)
-    last = {}
-
-    def log(record: dict) -> None:
-        last.update(record)
-        if record["step"] % 50 == 0:
-            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}", file=sys.stderr)
-
-    result = train_sft(job.data, out, config, log=log)
-    print(f"trained {result.steps} steps on {result.train_cases} cases in {result.train_time_s:.0f} s "
-          f"(loss {result.first_loss:.3f} -> {result.final_loss:.3f}); saved to {out}")
-    if job.eval_split == "none":
-        return 0
-    dataset = read_manifest(job.data)
-    loaded = load_model(out, device="cpu")
-    # The evaluation lives inside the model folder, so the card's numbers sit beside the card.
-    run = _evaluate_into(loaded, dataset, out / "evaluation", split=job.eval_split,
-                         options=GenerationOptions(batch_size=32), limit=None, n_boot=1000)
-    training = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
-    card = write_model_card(out, name=out.name, training=training, evaluation=run.info, result=run.audit,
-                            parameter_count=loaded.parameter_count, architecture=config.model.to_dict())
-    _print_run(run)
-    print(f"wrote the model card {card}")
-    return 0
-
-
-def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.jobs.configs import FairGradImagesJobConfig
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.jobs.fairgrad_images import run_fairgrad_images
-
-    job = config_from_args(FairGradImagesJobConfig, args)
-    config = job.fairgrad
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out, config=args.config)
-    dataset = read_manifest(job.data)
-    bar = tqdm(total=len(dataset.sources) * config.epochs, unit="epoch",
-               desc=f"training {config.model_name} ({len(dataset.sources)} sources x {config.epochs} epochs)")
-    report = _every(0.5, report_progress)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        report(done, total, "epochs (all sources)")
-
-    try:
-        run = run_fairgrad_images(dataset, out, config, n_boot=job.n_boot, progress=progress)
-    finally:
-        bar.close()
-    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
-          "(predictions.csv, audit/, run.json, training_history.csv)")
-    return 0
+    def __exit__(self, *exc_info) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _every(seconds: float, report):
-    """``report(done, total, what)`` at most once per ``seconds`` (and always at the start and the end): a job's
-    progress file is rewritten atomically, which per epoch of a small table would cost more than the epoch."""
+    """``report(done, total, what)`` at most once per ``seconds`` (and always at the start and the end)."""
     last = [-math.inf]
 
     def throttled(done: int, total: int, what: str) -> None:
@@ -267,31 +175,77 @@ def _every(seconds: float, report):
     return throttled
 
 
-def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
+def _print_run(run) -> None:
+    info = run.info
+    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
+          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
+    print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
+
+
+def _job(cls, args: argparse.Namespace, **fixed):
+    """The job's config from the command line (``--config`` file, then flags), checked; torch's thread count."""
     import torch
-    from tqdm import tqdm
 
-    from fairmed_core.jobs.configs import FairGradTabularJobConfig
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.jobs.fairgrad_tabular import run_fairgrad_tabular
-
-    job = config_from_args(FairGradTabularJobConfig, args)
-    config = job.fairgrad
+    config = config_from_args(cls, args, **fixed)
     torch.set_num_threads(args.threads)
+    return config
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import evaluation
+    from fairmed_core.jobs.configs import EvaluationJobConfig
+
+    config = _job(EvaluationJobConfig, args)
     out = _empty_folder(args.out, config=args.config)
-    if not Path(job.table).is_file():
-        raise FairMedInputError("the table does not exist or is not a file", source=job.table)
-    bar = tqdm(total=config.epochs, unit="epoch", desc=f"training {config.model_name}")
-    report = _every(0.5, report_progress)
+    with _Progress(f"{Path(config.model).name} on {Path(config.data).parent.name} [{config.split}]") as progress:
+        run = evaluation.run(config, out, progress)
+    _print_run(run)
+    return 0
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        report(done, total, "epochs")
 
-    try:
-        run = run_fairgrad_tabular(job.table, out, config, n_boot=job.n_boot, progress=progress)
-    finally:
-        bar.close()
+def _cmd_train_sft(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import sft
+    from fairmed_core.jobs.configs import SFTJobConfig
+
+    config = _job(SFTJobConfig, args)
+    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite, config=args.config)
+
+    def log(record: dict) -> None:
+        if record["step"] % 50 == 0:
+            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}", file=sys.stderr)
+
+    with _Progress() as progress:
+        result = sft.run(config, out, progress, log=log)
+    training = result.training
+    print(f"trained {training.steps} steps on {training.train_cases} cases in {training.train_time_s:.0f} s "
+          f"(loss {training.first_loss:.3f} -> {training.final_loss:.3f}); saved to {out}")
+    if result.evaluation is not None:
+        _print_run(result.evaluation)
+        print(f"wrote the model card {result.card}")
+    return 0
+
+
+def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import fairgrad_images
+    from fairmed_core.jobs.configs import FairGradImagesJobConfig
+
+    config = _job(FairGradImagesJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress(f"training {config.fairgrad.model_name}") as progress:
+        run = fairgrad_images.run(config, out, progress)
+    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
+          "(predictions.csv, audit/, run.json, training_history.csv)")
+    return 0
+
+
+def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import fairgrad_tabular
+    from fairmed_core.jobs.configs import FairGradTabularJobConfig
+
+    config = _job(FairGradTabularJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress(f"training {config.fairgrad.model_name}") as progress:
+        run = fairgrad_tabular.run(config, out, progress)
     info = run.info
     print(f"{info['n_test']} test rows ({info['n_train']} trained on): accuracy {info['accuracy']:.3f}, "
           f"AUROC {info['auroc']:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")
@@ -301,20 +255,12 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_grpo(args: argparse.Namespace) -> int:
-    import torch
-
+    from fairmed_core.jobs import grpo_training
     from fairmed_core.jobs.configs import GRPOTrainingJobConfig
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.jobs.grpo_training import run_grpo_training
 
-    job = config_from_args(GRPOTrainingJobConfig, args, method=args.method)
-    torch.set_num_threads(args.threads)
-
-    def progress(done: int, total: int) -> None:
-        report_progress(done, total, "steps")
-
-    finished = run_grpo_training(job.model, job.data, args.out, job.training, resume=args.resume,
-                                 progress=progress)
+    config = _job(GRPOTrainingJobConfig, args, method=args.method)
+    with _Progress(f"{config.training.method} training") as progress:
+        finished = grpo_training.run(config, args.out, progress, resume=args.resume)
     if "rank" in finished:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
         return 0
     print(f"{finished['method']}: {finished['steps']} steps in {finished['train_time_s']} s "
@@ -325,107 +271,41 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_counterfactual(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from fairmed_core.counterfactual import train_generator
-    from fairmed_core.counterfactual.analysis import CLASSIFIER_DIR
-    from fairmed_core.counterfactual.attribute_classifier import train_attribute_classifier
-    from fairmed_core.data import read_manifest
+    from fairmed_core.jobs import generator_training
     from fairmed_core.jobs.configs import GeneratorTrainingJobConfig
-    from fairmed_core.runs.jobs import report_progress
 
-    job = config_from_args(GeneratorTrainingJobConfig, args)
-    config = job.generator
-    torch.set_num_threads(args.threads)
-    dataset = read_manifest(job.data)
-    bar = tqdm(total=config.train_steps, unit="step", desc=f"training the {config.attribute} generator")
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        report_progress(done, total, "steps")
-
-    try:
-        summary = train_generator(dataset, args.out, config, progress=progress, resume=not args.restart)
-    finally:
-        bar.close()
+    config = _job(GeneratorTrainingJobConfig, args)
+    with _Progress(f"training the {config.generator.attribute} generator") as progress:
+        result = generator_training.run(config, args.out, progress, restart=args.restart)
+    summary = result.summary
     recent = summary.losses[-100:]
     print(f"{summary.step} steps ({'resumed from ' + str(summary.resumed_from) if summary.resumed_from else 'fresh'}"
           f", {summary.seconds:.0f} s in all); mean loss of the last {len(recent)} steps "
           f"{sum(recent) / max(1, len(recent)):.4f}; wrote {args.out}")
-    if job.classifier_epochs:
-        from fairmed_core.counterfactual import load_generator
-
-        generator = load_generator(args.out)
-        classifier = train_attribute_classifier(dataset, config.attribute, generator.config.classes,
-                                                sources=generator.config.sources, epochs=job.classifier_epochs,
-                                                seed=config.seed)
-        classifier.save(Path(args.out) / CLASSIFIER_DIR)
+    if result.classifier is not None:
         quality = ", ".join(f"{s} {i.val_balanced_accuracy:.2f}" if i.val_balanced_accuracy is not None
-                            else f"{s} unknown" for s, i in classifier.infos.items())
+                            else f"{s} unknown" for s, i in result.classifier.infos.items())
         print(f"attribute classifier (judges effectiveness): balanced accuracy on val {quality}")
-    from fairmed_core.counterfactual.card import write_generator_card
-
-    command = (f"fairmed train counterfactual --data {job.data} --attribute {config.attribute} --out {args.out} "
-               f"--steps {config.train_steps} --batch-size {config.batch_size} --lr {config.learning_rate:g} "
-               f"--seed {config.seed}")
-    print(f"wrote the card {write_generator_card(args.out, command=command)}")
+    print(f"wrote the card {result.card}")
     return 0
 
 
-def _load_predictor(job):
-    """The model under review: a Gemma 3 image-text model folder, or a FairMed image classifier folder."""
-    from fairmed_core.counterfactual.analysis import ClassifierPredictor, VLMPredictor
-    from fairmed_core.models.loading import load_model
-
-    folder = Path(job.model)
-    if (folder / "classifier_config.json").is_file():
-        from fairmed_core.counterfactual.classifiers import load_image_classifier
-
-        return ClassifierPredictor(load_image_classifier(folder), name=str(folder))
-    return VLMPredictor(load_model(folder, adapter=job.adapter, device=job.device), job.generation,
-                        name=str(folder))
-
-
 def _cmd_counterfactual(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from fairmed_core.counterfactual import load_generator
-    from fairmed_core.counterfactual.analysis import generator_classifier, run_counterfactual_analysis
-    from fairmed_core.data import read_manifest
+    from fairmed_core.jobs import counterfactual_analysis
     from fairmed_core.jobs.configs import CounterfactualAnalysisJobConfig
-    from fairmed_core.runs.jobs import report_progress
 
-    job = config_from_args(CounterfactualAnalysisJobConfig, args)
-    settings = job.analysis
-    torch.set_num_threads(args.threads)
+    config = _job(CounterfactualAnalysisJobConfig, args)
     out = _empty_folder(args.out, config=args.config)
-    generator = load_generator(job.generator)
-    dataset = read_manifest(job.data)
-    generator.check_compatible(dataset, job.attribute)
-    predictor = _load_predictor(job)
-    bars: dict = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="item"))
-        bar.update(done - bar.n)
-        report_progress(done, total, stage)
-
-    try:
-        result = run_counterfactual_analysis(predictor, generator, dataset, settings, out_dir=out,
-                                             classifier=generator_classifier(generator), progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    with _Progress() as progress:
+        result = counterfactual_analysis.run(config, out, progress)
     tests = result.tests
     overall = tests["flips"]["rows"][0]
     print(f"{tests['n_pairs']} pairs of {tests['n_cases']} cases ({tests['n_valid_pairs']} valid): flip rate "
           f"{overall['flip_rate']:.3f} [{overall['ci_low']:.3f}, {overall['ci_high']:.3f}], McNemar p "
           f"{overall['p_value'] if overall['p_value'] is not None else float('nan'):.3g}")
-    ci = tests["ci_test"]
-    print(f"conditional-independence test: p = {ci['p_value']:.3g}" if ci.get("ran") else
-          f"conditional-independence test: {ci['note']}")
+    ci_test = tests["ci_test"]
+    print(f"conditional-independence test: p = {ci_test['p_value']:.3g}" if ci_test.get("ran") else
+          f"conditional-independence test: {ci_test['note']}")
     if "true_counterfactuals" in tests:
         eca = tests["true_counterfactuals"]["eca"]
         print(f"true counterfactuals (benchmark): ECA {eca['eca']:.3f} [{eca['ci_low']:.3f}, {eca['ci_high']:.3f}]")

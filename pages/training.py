@@ -17,13 +17,15 @@ import streamlit as st
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.runs.training_store import eval_frame, list_training_runs, summary_frame, train_frame
+from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
 from fairmed_core.viz import step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
 from pages._forms import build_config, config_widgets
 from pages._jobs import jobs_panel
 
-METHODS = {"grpo": "GRPO (TRL)", "fairgrpo": "FairGRPO", "fairgrpo_nd": "FairGRPO without demographics",
-           "grpo_dro": "GRPO + Group DRO", "grpo_resample": "GRPO + group resampling"}
+# The methods are the training config's (one list per kind); this page only names them.
+METHODS = dict(zip(GRPO_METHODS, ("GRPO (TRL)", "FairGRPO", "FairGRPO without demographics", "GRPO + Group DRO",
+                                  "GRPO + group resampling"), strict=True))
 GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportunity_difference":
         "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups)",
         "f1_es": "F1_ES (F1 / (1 + sigma F1))", "accuracy": "Accuracy", "f1": "F1"}

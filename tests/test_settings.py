@@ -174,3 +174,24 @@ def test_every_grpo_method_has_its_subcommand():
     parser = _subparser(["train"])
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(METHODS) <= set(action.choices)
+
+
+JOB_MODULES = {"evaluate": "evaluation", "train sft": "sft", "train <grpo method>": "grpo_training",
+               "train fairgrad": "fairgrad_images", "train fairgrad-tabular": "fairgrad_tabular",
+               "train counterfactual": "generator_training", "counterfactual": "counterfactual_analysis"}
+
+
+@pytest.mark.parametrize("command", list(JOB_CONFIGS))
+def test_every_job_runs_behind_one_signature(command):
+    """``fairmed_core.jobs.<job>.run(config, out_dir, progress)``: what the command line calls, and what any other
+    caller (a benchmark, a notebook) calls with the same config."""
+    import importlib
+    import inspect
+    import typing
+
+    module = importlib.import_module(f"fairmed_core.jobs.{JOB_MODULES[command]}")
+    parameters = list(inspect.signature(module.run).parameters.values())
+    assert [p.name for p in parameters[:3]] == ["config", "out_dir", "progress"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in parameters[3:])
+    hints = typing.get_type_hints(module.run, localns={JOB_CONFIGS[command].__name__: JOB_CONFIGS[command]})
+    assert hints["config"] is JOB_CONFIGS[command]

@@ -13,18 +13,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fairmed_core.data import Dataset
+from fairmed_core.data import Dataset, read_manifest
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
+from fairmed_core.files import atomic_write_text
 from fairmed_core.models.prediction_audit import audit_predictions
-from fairmed_core.runs.workspace import atomic_write_text
+from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
 
-__all__ = ["FairGradImageConfig", "fairgrad_image_predictions", "image_matrix", "run_fairgrad_images"]
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import FairGradImagesJobConfig
+
+__all__ = ["FairGradImageConfig", "fairgrad_image_predictions", "image_matrix", "run", "run_fairgrad_images"]
 
 
 
@@ -187,3 +191,11 @@ def write_training_history(run_dir: Path, models: dict) -> Path:
                 "conflicting_pairs": record.conflicting_pairs, "mean_conflict_cosine": record.mean_conflict_cosine}
                for source, model in models.items() for record in model.history_]
     return atomic_write_text(Path(run_dir) / "training_history.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+def run(config: FairGradImagesJobConfig, out_dir: str | Path,
+        progress: Callable[[int, int, str], None] | None = None) -> EvaluationRun:
+    """``fairmed train fairgrad``: :func:`run_fairgrad_images` on the manifest ``config`` names."""
+    return run_fairgrad_images(read_manifest(config.data), out_dir, config.fairgrad, n_boot=config.n_boot,
+                               progress=None if progress is None
+                               else lambda done, total: progress(done, total, "epochs (all sources)"))

@@ -17,19 +17,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fairmed_core.training.tabular import TabularData, read_tabular, tabular_pipeline
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.fairgrad_images import write_training_history
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.plain import python_scalar
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
-from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, METHODS, FairGradClassifier, check_training_numbers
-from fairmed_core.jobs.fairgrad_images import write_training_history
+from fairmed_core.training.tabular import TabularData, read_tabular, tabular_pipeline
 
-__all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import FairGradTabularJobConfig
+
+__all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run", "run_fairgrad_tabular"]
 
 RUN_KIND = "fairgrad-tabular"
 MODELS = ("logistic", "mlp")
@@ -225,3 +229,13 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
     run = save_evaluation(out_dir, predictions, info, result)
     write_training_history(run.path, {source: model})
     return run
+
+
+def run(config: FairGradTabularJobConfig, out_dir: str | Path,
+        progress: Callable[[int, int, str], None] | None = None) -> EvaluationRun:
+    """``fairmed train fairgrad-tabular``: :func:`run_fairgrad_tabular` on the table ``config`` names."""
+    if not Path(config.table).is_file():
+        raise FairMedInputError("the table does not exist or is not a file", source=config.table)
+    return run_fairgrad_tabular(config.table, out_dir, config.fairgrad, n_boot=config.n_boot,
+                                progress=None if progress is None else lambda done, total: progress(done, total,
+                                                                                                      "epochs"))

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
@@ -32,14 +33,17 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
-from fairmed_core.plain import json_safe
+from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
+from fairmed_core.plain import json_safe
 from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
-from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 from fairmed_core.settings import JOB_FILE
 from fairmed_core.training.grpo_config import GRPOJobConfig
 
-__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import GRPOTrainingJobConfig
+
+__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run", "run_grpo_training",
            "summary_frame"]
 
 _GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
@@ -236,3 +240,10 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         finished["test_accuracy"] = run.info["accuracy"]
     atomic_write_json(out / FINISHED_FILE, finished)
     return finished
+
+
+def run(config: GRPOTrainingJobConfig, out_dir: str | Path, progress: Callable[[int, int, str], None] | None = None,
+        *, resume: bool = False) -> dict:
+    """``fairmed train <method>``: :func:`run_grpo_training` of the model and data ``config`` names."""
+    return run_grpo_training(config.model, config.data, out_dir, config.training, resume=resume,
+                             progress=None if progress is None else lambda done, total: progress(done, total, "steps"))

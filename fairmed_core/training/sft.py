@@ -178,7 +178,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
-            record = {"step": step, "epoch": epoch, "loss": float(loss.detach()),
+            record = {"step": step, "total_steps": total_steps, "epoch": epoch, "loss": float(loss.detach()),
                       "learning_rate": optimizer.param_groups[0]["lr"],
                       "elapsed_s": round(time.perf_counter() - started, 3)}
             records.append(record)
