@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from fairmed_core.data.schema import UNKNOWN
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.settings import config_from_dict
 
@@ -96,7 +97,7 @@ class CounterfactualGeneratorConfig:
                 fail(f"{name} must be non-empty strings, got {values!r}", name)
             if len(set(values)) != len(values):
                 fail(f"{name} has duplicates: {values!r}", name)
-        if "UNK" in self.classes:
+        if UNKNOWN in self.classes:
             fail("'UNK' (unknown) cannot be a class: cases with an unknown attribute are not used", "classes")
         if len(self.classes) == 1:
             fail("a counterfactual needs at least two groups", "classes")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.schema import UNKNOWN
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import atomic_write_text
 from fairmed_core.models.prediction_audit import audit_predictions
@@ -95,7 +96,7 @@ def _attributes_of(dataset: Dataset, rows: pd.DataFrame, wanted: Sequence[str]) 
         if attribute not in dataset.attributes:
             raise FairMedInputError(f"dataset {dataset.name!r} has no attribute {attribute!r}", column=attribute,
                                     hint=f"attributes: {list(dataset.attributes)}")
-        if (rows[attribute].astype(str) != "UNK").any():
+        if (rows[attribute].astype(str) != UNKNOWN).any():
             present.append(attribute)
     return present
 

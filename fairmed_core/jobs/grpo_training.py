@@ -29,6 +29,7 @@ import torch
 from transformers import TrainerCallback
 
 from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
@@ -77,7 +78,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=0)
     groups = result.groups_frame()
-    groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != "UNK") & (groups["n"] > 0)]
+    groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != UNKNOWN) & (groups["n"] > 0)]
     failures = predictions.assign(failed=~predictions["format_ok"].astype(bool))
     group_rows = [{"source": g.source, "attribute": g.attribute, "group": g.group, "metric": g.metric,
                    "n": int(g.n), "value": json_safe(g.estimate)} for g in groups.itertuples(index=False)]
@@ -86,7 +87,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
         for key, block in failures.groupby(keys):
             key = key if isinstance(key, tuple) else (key,)
             group_rows.append({"source": key[0], "attribute": attribute,
-                               "group": "ALL" if attribute == "overall" else key[1], "metric": "format_failure",
+                               "group": ALL if attribute == "overall" else key[1], "metric": "format_failure",
                                "n": len(block), "value": float(block["failed"].mean())})
     summary = result.summary_frame()
     summary_rows = [{"source": row["source"], "attribute": row["attribute"],
