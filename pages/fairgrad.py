@@ -20,14 +20,13 @@ import streamlit as st
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import read_predictions_table
 from fairmed_core.jobs.configs import JOB_FILE, FairGradImagesJobConfig, FairGradTabularJobConfig, job_argv
-from fairmed_core.jobs.fairgrad_images import FairGradImageConfig
-from fairmed_core.jobs.fairgrad_tabular import FairGradTabularConfig
 from fairmed_core.runs.eval_store import list_evaluations
 from fairmed_core.runs.fairgrad_report import compare_runs, training_history
 from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.runs.workspace import atomic_write_bytes
 from fairmed_core.settings import write_config
-from fairmed_core.training.fairgrad import METHODS as FAIRGRAD_METHODS
+from fairmed_core.training.fairgrad_config import METHODS as FAIRGRAD_METHODS
+from fairmed_core.training.fairgrad_config import FairGradImageConfig, FairGradTabularConfig
 from fairmed_core.training.tabular import read_tabular
 from fairmed_core.viz import conflict_figure, pareto_figure
 from fairmed_core.viz.fairgrad_figures import DISPARITY_LABELS

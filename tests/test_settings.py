@@ -195,3 +195,23 @@ def test_every_job_runs_behind_one_signature(command):
     assert all(p.kind is p.KEYWORD_ONLY for p in parameters[3:])
     hints = typing.get_type_hints(module.run, localns={JOB_CONFIGS[command].__name__: JOB_CONFIGS[command]})
     assert hints["config"] is JOB_CONFIGS[command]
+
+
+def test_building_the_command_line_imports_no_model_library():
+    """Job configs live in light modules: ``fairmed audit`` or ``--help`` never waits for torch or diffusers."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = ("import sys; from fairmed_core.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'trl', 'streamlit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_fairgrad_objectives_are_the_estimators():
+    from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES
+    from fairmed_core.training.fairgrad_config import OBJECTIVES
+
+    assert tuple(FAIRNESS_OBJECTIVES) == OBJECTIVES

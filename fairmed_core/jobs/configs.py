@@ -4,7 +4,8 @@ Each is a frozen dataclass whose fields carry their help; :mod:`fairmed_core.set
 command-line flags and its JSON file, ``pages/_forms.py`` into its form. A page builds (and so checks) the config
 before it starts a job, and hands it over as ``job.json`` (``fairmed ... --config job.json``). Nested settings
 that are the job's algorithm (``GRPOJobConfig``, ``FairGradImageConfig``, ...) are the ones their modules
-declare, marked ``inline``: their fields are flags and JSON keys of the job itself.
+declare, marked ``inline``: their fields are flags and JSON keys of the job itself. Every config imported here
+lives in a light module (no torch, transformers or diffusers), so building the command line stays fast.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairmed_core.counterfactual.analysis import AnalysisSettings
 from fairmed_core.counterfactual.config import CounterfactualGeneratorConfig
+from fairmed_core.counterfactual.settings import AnalysisSettings
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.models.generation import GenerationOptions
+from fairmed_core.models.generation_options import GenerationOptions
 from fairmed_core.settings import JOB_FILE
-from fairmed_core.jobs.fairgrad_images import FairGradImageConfig
-from fairmed_core.jobs.fairgrad_tabular import FairGradTabularConfig
+from fairmed_core.training.fairgrad_config import FairGradImageConfig, FairGradTabularConfig
 from fairmed_core.training.grpo_config import GRPOJobConfig
-from fairmed_core.training.sft import SFTConfig
+from fairmed_core.training.sft_config import SFTConfig
 
 __all__ = ["CounterfactualAnalysisJobConfig", "EvaluationJobConfig", "FairGradImagesJobConfig",
            "FairGradTabularJobConfig", "GeneratorTrainingJobConfig", "GRPOTrainingJobConfig", "JOB_CONFIGS",

@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.plain import python_scalar
+from fairmed_core.training.fairgrad_config import METHODS, check_training_numbers  # noqa: F401 - re-exported
 
 __all__ = [
     "SmallCNN",
@@ -48,24 +49,7 @@ __all__ = [
 
 MAX_GROUPS = 50  # more groups than this in one attribute is almost always an identifier or a continuous column
 _MODELS = ("logistic", "mlp", "cnn")
-METHODS = ("erm", "penalty", "fairgrad")  # the training methods, in the order pages list them
 _DEFAULT_OBJECTIVE = "equalized_odds"
-
-
-def check_training_numbers(config) -> None:
-    """Refuse a FairGrad run config whose numbers cannot train: ``epochs``, ``batch_size`` (and ``width`` or
-    ``hidden`` where present) positive whole numbers, ``warmup_epochs`` zero or more, ``learning_rate`` a positive
-    number, ``penalty_weight`` zero or more; the error names the setting."""
-    for name, least in (("epochs", 1), ("batch_size", 1), ("width", 1), ("hidden", 1), ("warmup_epochs", 0)):
-        value = getattr(config, name, least)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise FairMedInputError(f"{name} must be a whole number >= {least}, got {value!r}", column=name)
-    for name, positive in (("learning_rate", True), ("penalty_weight", False)):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-                value <= 0 if positive else value < 0):
-            raise FairMedInputError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got "
-                                    f"{value!r}", column=name, hint="e.g. 3e-3" if positive else "e.g. 1.0")
 
 
 # --------------------------------------------------------------------------------------------------------------
