@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "MedGemma-4B architecture (random weights)" if not args.scaled_down else "scaled-down MedGemma",
         "parameters": parameters, "method": args.method, "lora_rank": args.lora_rank,
         "prompts": args.prompts, "generations": args.generations, "completion_tokens": args.completion_tokens,
-        "gradient_checkpointing": args.gradient_checkpointing, "steps": finished["steps"],
+        "gradient_checkpointing": args.gradient_checkpointing, "steps": finished.steps,
         "step_times_s": step_times, "median_step_s": statistics.median(timed) if timed else None,
         "peak_gpu_memory_gib": peak_gib, "checkpoint_written_s": round(written_s, 1),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -87,7 +87,7 @@ def main() -> int:
             config = GRPOJobConfig(method=method, steps=args.steps, prompts_per_step=8, num_generations=4,
                                    learning_rate=2e-5, eval_every=10, eval_limit=300, save_every=args.steps, seed=0)
             finished = run_grpo_training(TINY_MODEL, manifest, run, config)
-            print(json.dumps(finished), flush=True)
+            print(json.dumps(finished.to_json()), flush=True)
         if not args.train_only:
             ship(run, method, ASSETS / "models" / f"tiny-fairmedgemma-{method}", command)
             print(f"shipped {method}", flush=True)

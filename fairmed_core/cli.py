@@ -261,11 +261,10 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     config = _job(GRPOTrainingJobConfig, args, method=args.method)
     with _Progress(f"{config.training.method} training") as progress:
         finished = grpo_training.run(config, args.out, progress, resume=args.resume)
-    if "rank" in finished:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
+    if finished.rank is not None:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
         return 0
-    print(f"{finished['method']}: {finished['steps']} steps in {finished['train_time_s']} s "
-          f"({finished['seconds_per_step']} s/step)"
-          + (f", test accuracy {finished['test_accuracy']:.3f}" if "test_accuracy" in finished else "")
+    print(f"{finished.method}: {finished.steps} steps in {finished.train_time_s} s ({finished.seconds_per_step} s/step)"
+          + (f", test accuracy {finished.test_accuracy:.3f}" if finished.test_accuracy is not None else "")
           + f"; wrote {args.out}")
     return 0
 

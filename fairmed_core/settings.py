@@ -31,7 +31,7 @@ from typing import Any
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import atomic_write_json
 
-__all__ = ["JOB_FILE", "Setting", "add_config_flags", "config_from_args", "config_from_dict", "config_settings",
+__all__ = ["JOB_FILE", "JsonRecord", "Setting", "add_config_flags", "config_from_args", "config_from_dict", "config_settings",
            "config_to_dict", "read_config", "write_config"]
 
 # The config file a page hands to a background job: written into the job's run folder before the job starts, and
@@ -347,6 +347,8 @@ def config_from_dict(cls: type, data: Mapping, *, what: str = "", source: str | 
               for name, value in data.items()}
     missing = [spec.name for spec in dataclasses.fields(cls)
                if spec.init and spec.name not in values and _default(spec)[1]]
+    if missing and issubclass(cls, JsonRecord):
+        raise FairMedInputError(f"the {what or cls.__name__} record lacks {missing}", source=source)
     if missing:
         flags = {s.name: s.flag for s in config_settings(cls)}
         raise FairMedInputError(f"missing {', '.join(flags.get(m, m) for m in missing)}", source=source,
@@ -381,6 +383,21 @@ def config_to_dict(config: Any) -> dict:
         else:
             out[spec.name] = value
     return out
+
+
+class JsonRecord:
+    """``to_json``/``from_json`` for a frozen dataclass record that crosses a boundary as a file (how a run ended,
+    what it measured), written once: the JSON form of a config, read back through the same checks. Keys this
+    FairMed does not know are ignored rather than refused: a record outlives the code that wrote it."""
+
+    def to_json(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping, *, source: str | None = None):
+        known = {spec.name for spec in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known} if isinstance(data, Mapping) else data
+        return config_from_dict(cls, values, what=cls.__name__, source=source)
 
 
 def _read_json_object(path: str | Path) -> dict:

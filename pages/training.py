@@ -121,8 +121,8 @@ def dynamics_panel(dataset) -> None:
         last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
         overall = last[(last["source"] == "mean over sources") & (last["attribute"] == "mean over attributes")]
         table.append({"run": run.name, "method": METHODS.get(run.method, run.method),
-                      "steps": run.finished.get("steps") if run.finished else "running or stopped",
-                      "test accuracy": (run.finished or {}).get("test_accuracy"),
+                      "steps": run.finished.steps if run.finished else "running or stopped",
+                      "test accuracy": run.finished.test_accuracy if run.finished else None,
                       **{GAPS[k]: overall[k].iloc[0] for k in ("predictive_parity", "equal_opportunity_difference",
                                                                "sigma_f1") if not overall.empty and k in overall}})
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")

@@ -215,3 +215,15 @@ def test_the_fairgrad_objectives_are_the_estimators():
     from fairmed_core.training.fairgrad_config import OBJECTIVES
 
     assert tuple(FAIRNESS_OBJECTIVES) == OBJECTIVES
+
+
+def test_a_training_result_round_trips_and_reads_files_of_other_versions():
+    from fairmed_core.runs.training_store import TrainingResult
+
+    result = TrainingResult("fairgrpo", 60, train_time_s=12.5, seconds_per_step=0.2, test_accuracy=0.81)
+    assert TrainingResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+    # A file a later FairMed wrote, with a key this one does not know, still reads; a file missing a required
+    # key does not.
+    assert TrainingResult.from_json({"method": "grpo", "steps": 3, "gpu_hours": 1.0}).steps == 3
+    with pytest.raises(FairMedInputError, match=r"training.json: the TrainingResult record lacks \['steps'\]"):
+        TrainingResult.from_json({"method": "grpo"}, source="training.json")

@@ -37,7 +37,8 @@ from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.plain import json_safe
-from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
+from fairmed_core.runs.training_store import (FINISHED_FILE, METRICS_FILE, TrainingResult, eval_frame, read_metrics,
+                                              summary_frame)
 from fairmed_core.settings import JOB_FILE
 from fairmed_core.training.grpo_config import GRPOJobConfig
 
@@ -165,9 +166,9 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 
 def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, config: GRPOJobConfig, *,
-                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> TrainingResult:
     """Train with ``config.method`` from ``model_dir`` on ``manifest``'s train split into ``out_dir``; returns
-    the ``training.json`` record. ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
+    how it ended (what ``training.json`` holds). ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
     from fairmed_core.training.fairgrpo_trainer import FairGRPOConfig, FairGRPOTrainer, grpo_dataset
 
     out = Path(out_dir)
@@ -220,7 +221,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     elapsed = time.time() - started
     if not main:
-        return {"method": config.method, "steps": trainer.state.global_step, "rank": int(os.environ["RANK"])}
+        return TrainingResult(config.method, trainer.state.global_step, rank=int(os.environ["RANK"]))
     trained = trainer.model
     if config.lora_rank:
         # The run's model is a whole model folder like any other (audit, inference, counterfactuals): the adapter
@@ -230,21 +231,23 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     model_out = out / "model"
     trained.save_pretrained(model_out)
     loaded.processor.save_pretrained(model_out)
-    finished = {"method": config.method, "steps": trainer.state.global_step, "train_time_s": round(elapsed, 1),
-                "seconds_per_step": round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
-                "resumed_from": None if resume_from is None else resume_from.name}
+    test_accuracy = None
     if config.test_split:
         final = load_model(model_out, device=str(loaded.device))
         run = run_evaluation(final, dataset, out / "evaluation", split=config.test_split,
                              options=GenerationOptions(max_new_tokens=config.max_completion_length, batch_size=32),
                              n_boot=1000)
-        finished["test_accuracy"] = run.info["accuracy"]
-    atomic_write_json(out / FINISHED_FILE, finished)
+        test_accuracy = run.info["accuracy"]
+    finished = TrainingResult(
+        method=config.method, steps=trainer.state.global_step, train_time_s=round(elapsed, 1),
+        seconds_per_step=round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
+        resumed_from=None if resume_from is None else resume_from.name, test_accuracy=test_accuracy)
+    atomic_write_json(out / FINISHED_FILE, finished.to_json())
     return finished
 
 
 def run(config: GRPOTrainingJobConfig, out_dir: str | Path, progress: Callable[[int, int, str], None] | None = None,
-        *, resume: bool = False) -> dict:
+        *, resume: bool = False) -> TrainingResult:
     """``fairmed train <method>``: :func:`run_grpo_training` of the model and data ``config`` names."""
     return run_grpo_training(config.model, config.data, out_dir, config.training, resume=resume,
                              progress=None if progress is None else lambda done, total: progress(done, total, "steps"))
