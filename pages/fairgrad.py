@@ -256,7 +256,7 @@ def jobs() -> None:
 
 
 def comparison_panel() -> None:
-    runs = [run for run in list_evaluations(workspace()) if run.info.get("kind") in RUN_KINDS]
+    runs = list_evaluations(workspace(), kinds=RUN_KINDS)
     if not runs:
         st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` (or "
                 "`fairmed train fairgrad-tabular`) in a shell.")
