@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_GENERATORS", "TINY_MODEL",
            "TINY_MODEL_PREDICTIONS", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "shipped_model_dirs"]
+           "read_json_object", "shipped_model_dirs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
@@ -62,3 +62,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, payload: Any) -> Path:
     """Atomically write strict JSON (NaN is refused: callers convert it to null first)."""
     return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in ``path``; None when the file is missing, unreadable or holds something else (for
+    files a process may be writing or may have died before writing: a job's state, a run's end)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -18,7 +18,6 @@ a result: killed by the system, or the machine restarted). Every file is written
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import Workspace, _checked_name, atomic_write_json
 
 __all__ = ["JOB_DIR_ENV", "Job", "PROGRESS_ENV", "list_jobs", "read_job", "report_progress", "run_recorded",
@@ -84,21 +84,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_job(path: str | Path) -> Job:
     """The job in ``path``; an error if its ``job.json`` is missing or unreadable."""
     path = Path(path)
-    info = _read_json(path / "job.json")
+    info = read_json_object(path / "job.json")
     if info is None:
         raise FairMedInputError("not a job folder (job.json missing or unreadable)", source=str(path))
-    result = _read_json(path / "result.json")
+    result = read_json_object(path / "result.json")
     exit_code = None if result is None else result.get("exit_code")
     pid = int(info.get("pid", -1))
     if (path / _STOPPED).exists():
@@ -111,7 +103,7 @@ def read_job(path: str | Path) -> Job:
         status = "lost"
     return Job(name=path.name, path=path, argv=tuple(info.get("argv", ())), pid=pid,
                started_utc=str(info.get("started_utc", "")), status=status, exit_code=exit_code,
-               progress=_read_json(path / "progress.json"), labels=dict(info.get("labels", {})))
+               progress=read_json_object(path / "progress.json"), labels=dict(info.get("labels", {})))
 
 
 def list_jobs(workspace: Workspace) -> list[Job]:

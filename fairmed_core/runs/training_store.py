@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import Workspace
 from fairmed_core.settings import JsonRecord
 
@@ -71,17 +72,9 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _finished(folder: Path) -> TrainingResult | None:
     """The run's ``training.json``; None when it is missing or unreadable (a run still going, or killed)."""
-    data = _read(folder / FINISHED_FILE)
+    data = read_json_object(folder / FINISHED_FILE)
     try:
         return None if data is None else TrainingResult.from_json(data, source=str(folder / FINISHED_FILE))
     except FairMedInputError:
@@ -94,7 +87,7 @@ def list_training_runs(workspace: Workspace) -> list[TrainingRun]:
         return []
     runs = []
     for folder in workspace.runs.iterdir():
-        config = _read(folder / CONFIG_FILE) if folder.is_dir() else None
+        config = read_json_object(folder / CONFIG_FILE) if folder.is_dir() else None
         if config is None or config.get("kind") != KIND:
             continue
         runs.append(TrainingRun(name=folder.name, path=folder, config=config, finished=_finished(folder)))
