@@ -196,6 +196,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fixed: tuple
         if setting.required:
             text += " (required, as a flag or in --config)"
         kwargs: dict[str, Any] = {"dest": setting.dest, "default": argparse.SUPPRESS, "help": text}
+        if setting.kind != "bool" and setting.choices is None:
+            kwargs["metavar"] = setting.flag.lstrip("-").upper().replace("-", "_")
         convert = setting.metadata.get("parse")
         if setting.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -205,7 +207,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fixed: tuple
             if setting.metadata.get("parse"):
                 kwargs["action"] = "store"
             elif setting.metadata.get("nargs"):
-                kwargs.update(action="extend", nargs=setting.metadata["nargs"], metavar=setting.name.upper())
+                kwargs.update(action="extend", nargs=setting.metadata["nargs"])
             else:
                 kwargs["action"] = "append"
         elif setting.kind == "mapping":
