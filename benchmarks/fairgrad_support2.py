@@ -46,9 +46,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fairmed_core.training.tabular import support2_sepsis, tabular_pipeline  # noqa: E402
 from fairmed_core.report.sections import replace_section  # noqa: E402
 from fairmed_core.training.fairgrad import FairGradClassifier  # noqa: E402
+from fairmed_core.training.tabular import support2_sepsis, tabular_pipeline  # noqa: E402
 
 torch.set_num_threads(1)
 

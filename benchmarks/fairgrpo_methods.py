@@ -40,9 +40,9 @@ import torch  # noqa: E402
 
 from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa: E402
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
-from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 
 SECTION = "## FairGRPO against GRPO"
 STATISTICS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy", "f1_es")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.models.architectures import (  # noqa: E402
     medgemma_4b_config,
     scaled_down_medgemma_config,
@@ -45,7 +46,6 @@ from fairmed_core.models.architectures import (  # noqa: E402
 )
 from fairmed_core.models.loading import check_model_directory, estimate_parameter_count  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics  # noqa: E402
-from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.training.sft import tiny_corpus  # noqa: E402
 
 HEADER = ("| model | parameters | method | LoRA rank | prompts x G | completion tokens | median s/step | "

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
-from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
 from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
+from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
 
 METHODS = ("grpo", "fairgrpo")
 

@@ -14,10 +14,10 @@ import streamlit as st
 
 from fairmed_core.data.uploads import MAX_UPLOAD_BYTES, read_uploaded_image
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.evaluation import run_evaluation
 from fairmed_core.models.case_review import CaseReview, counterfactual_choices, review_case
 from fairmed_core.models.generation import Generation, GenerationOptions, generate_answers
 from fairmed_core.runs.eval_store import new_run_name
-from fairmed_core.jobs.evaluation import run_evaluation
 from pages._common import current_dataset, current_model, show_input_error, workspace
 
 ANY = "(any)"

@@ -11,8 +11,8 @@ import torch
 
 from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.eval_store import read_evaluation
 from fairmed_core.jobs.grpo_training import GRPOJobConfig, eval_frame, read_metrics, summary_frame
+from fairmed_core.runs.eval_store import read_evaluation
 
 SMALL = ["--steps", "2", "--prompts", "4", "--generations", "2", "--eval-every", "1", "--eval-limit", "24",
          "--save-every", "1", "--max-completion-length", "32"]

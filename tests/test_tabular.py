@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fairmed_core.errors import FairMedInputError
 from fairmed_core.training.tabular import (
     MAX_ATTRIBUTE_GROUPS,
     MISSING_CATEGORY,
@@ -19,7 +20,6 @@ from fairmed_core.training.tabular import (
     read_tabular,
     tabular_pipeline,
 )
-from fairmed_core.errors import FairMedInputError
 
 torch.set_num_threads(1)
 

@@ -10,10 +10,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from fairmed_core.jobs.configs import JOB_FILE, GRPOTrainingJobConfig, job_argv
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training
 from fairmed_core.runs.jobs import list_jobs, read_job
 from fairmed_core.runs.workspace import TINY_MODEL, Workspace
 from fairmed_core.settings import config_to_dict, read_config
-from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training
 from tests.conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app.py")

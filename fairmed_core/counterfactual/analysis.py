@@ -45,8 +45,8 @@ from fairmed_core.counterfactual.validity import CounterfactualPair, make_pairs
 from fairmed_core.data.schema import UNKNOWN, Dataset
 from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.plain import json_safe
 from fairmed_core.files import atomic_write_json
+from fairmed_core.plain import json_safe
 
 __all__ = [
     "CLASSIFIER_DIR",

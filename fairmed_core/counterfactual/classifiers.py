@@ -30,8 +30,8 @@ from safetensors.torch import load_file, save_file
 from fairmed_core.data.schema import NO, YES
 from fairmed_core.data.synth import RENDER_KEYWORDS, SynthCase, render_many
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.settings import config_from_dict
 from fairmed_core.folder_json import read_folder_json
+from fairmed_core.settings import config_from_dict
 from fairmed_core.training.fairgrad import SmallCNN
 
 __all__ = [

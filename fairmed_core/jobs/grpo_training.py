@@ -31,11 +31,11 @@ from transformers import TrainerCallback
 from fairmed_core.data import Dataset, read_manifest
 from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json, atomic_write_text
+from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
-from fairmed_core.files import atomic_write_json, atomic_write_text
-from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.plain import json_safe
 from fairmed_core.runs.training_store import (FINISHED_FILE, METRICS_FILE, TrainingResult, eval_frame, read_metrics,
                                               summary_frame)

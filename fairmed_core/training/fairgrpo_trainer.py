@@ -64,10 +64,10 @@ from trl.trainer.utils import RepeatSampler
 
 from fairmed_core.data.schema import UNKNOWN, Dataset, attribute_value, open_image, parse_demo
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json
 from fairmed_core.models.answers import normalise_answer
 from fairmed_core.models.generation import _suppressed_token_ids
 from fairmed_core.models.prompting import chat_messages, to_model_image
-from fairmed_core.files import atomic_write_json
 from fairmed_core.training.fairgrpo_weights import (
     FairGRPOStatistics,
     FairGRPOStepInfo,

@@ -21,9 +21,9 @@ import torch
 from fairmed_core.data import read_manifest
 from fairmed_core.data.synth import QUESTIONS, SynthCase, cases_from_dataset
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.models.answers import build_prompt
 from fairmed_core.models.prompting import chat_messages, to_model_image
-from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.models.tiny import build_processor, build_tiny_model, build_tokenizer
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
 from fairmed_core.training.sft_config import SFTConfig
