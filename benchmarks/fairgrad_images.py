@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset, read_manifest  # noqa: E402
-from fairmed_core.training.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions  # noqa: E402
-from fairmed_core.training.fairgrad_report import score_predictions  # noqa: E402
+from fairmed_core.jobs.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions  # noqa: E402
+from fairmed_core.runs.fairgrad_report import score_predictions  # noqa: E402
 
 SECTION = "## FairGrad on the image benchmark"
 METHODS = ("erm", "penalty", "fairgrad")

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/fairgrad_support2.py     # ~7 minutes on one CPU thread
 
 Accuracy and fairness (section "FairGrad on SUPPORT2 sepsis mortality" of docs/RESULTS.md, plus a Pareto plot in
-docs/fairgrad_support2_pareto.html): the cohort of :func:`fairmed_core.data.tabular.support2_sepsis` (3,515
+docs/fairgrad_support2_pareto.html): the cohort of :func:`fairmed_core.training.tabular.support2_sepsis` (3,515
 patients, death within 180 days, 44.6% positive). For each seed a split 60/20/20 into train/validation/test,
 stratified on label x race x sex, and the ``tabular_pipeline`` encoding fitted on the training rows. Every method
 trains on the training rows only, except ThresholdOptimizer, whose thresholds are fitted on the validation rows
@@ -46,9 +46,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fairmed_core.data.tabular import support2_sepsis, tabular_pipeline  # noqa: E402
 from fairmed_core.report.sections import replace_section  # noqa: E402
 from fairmed_core.training.fairgrad import FairGradClassifier  # noqa: E402
+from fairmed_core.training.tabular import support2_sepsis, tabular_pipeline  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ embedded benchmark, several seeds, the same steps, data and settings; a table li
 EOD, sigma F1, F1, accuracy, F1_ES; mean and std over seeds, on the test split) and the held-out training
 dynamics (the gaps at the first and last evaluation).
 
-Each run is ``fairmed_core.training.grpo_job.run_grpo_training`` (the same code as ``fairmed train``), into
+Each run is ``fairmed_core.jobs.grpo_training.run_grpo_training`` (the same code as ``fairmed train``), into
 ``--out`` (default a temporary folder; runs already there are reused). Results replace the section
 "FairGRPO against GRPO" of docs/RESULTS.md, or "FairGRPO against GRPO: <--variant>" when a variant is named.
 Besides the test-split table and the held-out dynamics, it reports where each method's learning signal went:
@@ -41,9 +41,9 @@ import torch  # noqa: E402
 from _report import replace_section  # noqa: E402
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
 from fairmed_core.fairness import audit  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa: E402
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
-from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training  # noqa: E402
 
 SECTION = "## FairGRPO against GRPO"
 STATISTICS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy", "f1_es")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.models.architectures import (  # noqa: E402
     medgemma_4b_config,
     scaled_down_medgemma_config,
@@ -45,7 +46,6 @@ from fairmed_core.models.architectures import (  # noqa: E402
 )
 from fairmed_core.models.loading import check_model_directory, estimate_parameter_count  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics  # noqa: E402
-from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.training.sft import tiny_corpus  # noqa: E402
 
 HEADER = ("| model | parameters | method | LoRA rank | prompts x G | completion tokens | median s/step | "
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "MedGemma-4B architecture (random weights)" if not args.scaled_down else "scaled-down MedGemma",
         "parameters": parameters, "method": args.method, "lora_rank": args.lora_rank,
         "prompts": args.prompts, "generations": args.generations, "completion_tokens": args.completion_tokens,
-        "gradient_checkpointing": args.gradient_checkpointing, "steps": finished["steps"],
+        "gradient_checkpointing": args.gradient_checkpointing, "steps": finished.steps,
         "step_times_s": step_times, "median_step_s": statistics.median(timed) if timed else None,
         "peak_gpu_memory_gib": peak_gib, "checkpoint_written_s": round(written_s, 1),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

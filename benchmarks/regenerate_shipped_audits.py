@@ -24,7 +24,7 @@ from fairmed_core.models.grpo_card import write_grpo_model_card  # noqa: E402
 from fairmed_core.models.loading import estimate_parameter_count  # noqa: E402
 from fairmed_core.models.model_card import write_model_card  # noqa: E402
 from fairmed_core.runs.audit_store import save_audit  # noqa: E402
-from fairmed_core.runs.evaluation_job import audit_predictions  # noqa: E402
+from fairmed_core.models.prediction_audit import audit_predictions  # noqa: E402
 
 MODELS = ROOT / "assets" / "models"
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
-from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training  # noqa: E402
 
 METHODS = ("grpo", "fairgrpo")
 
@@ -87,7 +87,7 @@ def main() -> int:
             config = GRPOJobConfig(method=method, steps=args.steps, prompts_per_step=8, num_generations=4,
                                    learning_rate=2e-5, eval_every=10, eval_limit=300, save_every=args.steps, seed=0)
             finished = run_grpo_training(TINY_MODEL, manifest, run, config)
-            print(json.dumps(finished), flush=True)
+            print(json.dumps(finished.to_json()), flush=True)
         if not args.train_only:
             ship(run, method, ASSETS / "models" / f"tiny-fairmedgemma-{method}", command)
             print(f"shipped {method}", flush=True)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.settings import add_config_flags, config_from_args
 
 # The audit's choices, spelled here so that parsing does not import the fairness engine (a test keeps them equal
 # to fairmed_core.fairness.FORMAT_FAILURE_POLICIES, PROTOCOLS and INTERVAL_METHODS).
@@ -39,11 +40,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _empty_folder(path: str, *, kind: str = "run folder", overwrite: bool | None = None) -> Path:
+def _empty_folder(path: str, *, kind: str = "run folder", overwrite: bool | None = None,
+                  config: str | None = None) -> Path:
     """``path`` as a folder to write into: refused when it holds anything (stored runs are never overwritten),
-    unless ``overwrite`` is True; ``overwrite=None`` means the command has no --overwrite flag."""
+    unless ``overwrite`` is True; ``overwrite=None`` means the command has no --overwrite flag. The ``--config``
+    file a page handed over inside the run folder does not count."""
     out = Path(path)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    handed = Path(config).resolve() if config else None
+    if out.exists() and any(p.resolve() != handed for p in out.iterdir()) and not overwrite:
         hint = "choose a new run folder" if overwrite is None else "choose an empty folder or pass --overwrite"
         raise FairMedInputError(f"{kind} {str(out)!r} is not empty", hint=hint)
     return out
@@ -156,154 +160,37 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation_options(args: argparse.Namespace):
-    from fairmed_core.models.generation import GenerationOptions
+class _Progress:
+    """``progress(done, total, what)`` for a job run from here: one tqdm bar on stderr per stage, and the job's
+    progress file when it runs as a background job (at most every half second: the file is rewritten atomically,
+    which per epoch of a small table would cost more than the epoch)."""
 
-    return GenerationOptions(do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
-                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    def __init__(self, description: str | None = None) -> None:
+        from fairmed_core.runs.jobs import report_progress
 
+        self.description, self.bars, self.report = description, {}, _every(0.5, report_progress)
 
-def _progress_bar(description: str):
-    """A tqdm bar on stderr driven by ``progress(done, total)`` callbacks; returns (callback, bar)."""
-    from tqdm import tqdm
+    def __call__(self, done: int, total: int, what: str) -> None:
+        from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=description, unit="case", file=sys.stderr, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
+        bar = self.bars.get(what)
+        if bar is None:
+            bar = self.bars[what] = tqdm(total=total, desc=self.description or what, unit=what.split()[0],
+                                         file=sys.stderr, dynamic_ncols=True)
         bar.total = total
         bar.update(done - bar.n)
+        self.report(done, total, what)
 
-    return update, bar
+    def __enter__(self) -> _Progress:
+        return self
 
-
-def _evaluate_into(loaded, dataset, out: Path, *, split, options, limit, n_boot: int):
-    from fairmed_core.runs.evaluation_job import run_evaluation
-
-    progress, bar = _progress_bar(f"{loaded.name} on {dataset.name} [{split or 'all'}]")
-    try:
-        return run_evaluation(loaded, dataset, out, split=split, options=options, limit=limit, n_boot=n_boot,
-                              progress=progress)
-    finally:
-        bar.close()
-
-
-def _print_run(run) -> None:
-    info = run.info
-    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
-          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
-    print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.models.loading import load_model
-
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out)
-    dataset = read_manifest(args.data)
-    loaded = load_model(args.model, adapter=args.adapter, device=args.device)
-    split = None if args.split == "all" else args.split
-    run = _evaluate_into(loaded, dataset, out, split=split, options=_generation_options(args), limit=args.limit,
-                         n_boot=args.n_boot)
-    _print_run(run)
-    return 0
-
-
-def _cmd_train_sft(args: argparse.Namespace) -> int:
-    import torch
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.models.generation import GenerationOptions
-    from fairmed_core.models.loading import load_model
-    from fairmed_core.models.model_card import write_model_card
-    from fairmed_core.training.sft import SFTConfig, train_sft
-
-    torch.set_num_threads(args.threads)
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise FairMedInputError(f"not valid JSON: {error}", source=args.config) from error
-        if not isinstance(values, dict):
-            raise FairMedInputError("the SFT config must be a JSON object", source=args.config)
-    for name in ("epochs", "seed"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    config = SFTConfig.from_dict(values)
-    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite)
-    last = {}
-
-    def log(record: dict) -> None:
-        last.update(record)
-        if record["step"] % 50 == 0:
-            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}", file=sys.stderr)
-
-    result = train_sft(args.data, out, config, log=log)
-    print(f"trained {result.steps} steps on {result.train_cases} cases in {result.train_time_s:.0f} s "
-          f"(loss {result.first_loss:.3f} -> {result.final_loss:.3f}); saved to {out}")
-    if args.eval_split == "none":
-        return 0
-    dataset = read_manifest(args.data)
-    loaded = load_model(out, device="cpu")
-    # The evaluation lives inside the model folder, so the card's numbers sit beside the card.
-    run = _evaluate_into(loaded, dataset, out / "evaluation", split=args.eval_split,
-                         options=GenerationOptions(batch_size=32), limit=None, n_boot=1000)
-    training = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
-    card = write_model_card(out, name=out.name, training=training, evaluation=run.info, result=run.audit,
-                            parameter_count=loaded.parameter_count, architecture=config.model.to_dict())
-    _print_run(run)
-    print(f"wrote the model card {card}")
-    return 0
-
-
-def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="cases per forward pass (default 16)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length limit (default 64)")
-    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-
-
-def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from fairmed_core.data import read_manifest
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
-
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out)
-    config = FairGradImageConfig(method=args.method, attributes=tuple(args.attribute or ("sex",)),
-                                 objective=args.objective, penalty_weight=args.penalty_weight, epochs=args.epochs,
-                                 warmup_epochs=args.warmup_epochs, learning_rate=args.lr, seed=args.seed,
-                                 split=args.split)
-    dataset = read_manifest(args.data)
-    bar = tqdm(total=len(dataset.sources) * config.epochs, unit="epoch",
-               desc=f"training {config.model_name} ({len(dataset.sources)} sources x {config.epochs} epochs)")
-    report = _every(0.5, report_progress)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        report(done, total, "epochs (all sources)")
-
-    try:
-        run = run_fairgrad_images(dataset, out, config, n_boot=args.n_boot, progress=progress)
-    finally:
-        bar.close()
-    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
-          "(predictions.csv, audit/, run.json, training_history.csv)")
-    return 0
+    def __exit__(self, *exc_info) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _every(seconds: float, report):
-    """``report(done, total, what)`` at most once per ``seconds`` (and always at the start and the end): a job's
-    progress file is rewritten atomically, which per epoch of a small table would cost more than the epoch."""
+    """``report(done, total, what)`` at most once per ``seconds`` (and always at the start and the end)."""
     last = [-math.inf]
 
     def throttled(done: int, total: int, what: str) -> None:
@@ -314,46 +201,77 @@ def _every(seconds: float, report):
     return throttled
 
 
-def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
+def _print_run(run) -> None:
+    info = run.info
+    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
+          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
+    print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
+
+
+def _job(cls, args: argparse.Namespace, **fixed):
+    """The job's config from the command line (``--config`` file, then flags), checked; torch's thread count."""
     import torch
-    from tqdm import tqdm
 
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
-
+    config = config_from_args(cls, args, **fixed)
     torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out)
-    if not Path(args.table).is_file():
-        raise FairMedInputError("the table does not exist or is not a file", source=args.table)
-    attributes = tuple(args.attribute or ())
-    # --objective NAME sets every attribute's objective; --objective ATTR=NAME one attribute's
-    objective, objectives = "equalized_odds", {}
-    for value in args.objective or ():
-        attribute, equals, name = (part.strip() for part in value.partition("="))
-        if not equals:
-            objective = attribute
-        elif attribute not in attributes:
-            raise FairMedInputError(f"--objective {value!r} names {attribute!r}, which is not an --attribute",
-                                    column=attribute, hint=f"attributes: {list(attributes)}")
-        else:
-            objectives[attribute] = name
-    config = FairGradTabularConfig(
-        label=args.label, positive_label=args.positive_label, attributes=attributes, objective=objective,
-        objectives=objectives, method=args.method, model=args.model, epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs, learning_rate=args.lr, penalty_weight=args.penalty_weight,
-        test_fraction=args.test_fraction, seed=args.seed, numeric=tuple(args.numeric) if args.numeric else None,
-        categorical=tuple(args.categorical) if args.categorical else None, drop=tuple(args.drop or ()))
-    bar = tqdm(total=config.epochs, unit="epoch", desc=f"training {config.model_name}")
-    report = _every(0.5, report_progress)
+    return config
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        report(done, total, "epochs")
 
-    try:
-        run = run_fairgrad_tabular(args.table, out, config, n_boot=args.n_boot, progress=progress)
-    finally:
-        bar.close()
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import evaluation
+    from fairmed_core.jobs.configs import EvaluationJobConfig
+
+    config = _job(EvaluationJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress(f"{Path(config.model).name} on {Path(config.data).parent.name} [{config.split}]") as progress:
+        run = evaluation.run(config, out, progress)
+    _print_run(run)
+    return 0
+
+
+def _cmd_train_sft(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import sft
+    from fairmed_core.jobs.configs import SFTJobConfig
+
+    config = _job(SFTJobConfig, args)
+    out = _empty_folder(args.out, kind="output folder", overwrite=args.overwrite, config=args.config)
+
+    def log(record: dict) -> None:
+        if record["step"] % 50 == 0:
+            print(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f}", file=sys.stderr)
+
+    with _Progress() as progress:
+        result = sft.run(config, out, progress, log=log)
+    training = result.training
+    print(f"trained {training.steps} steps on {training.train_cases} cases in {training.train_time_s:.0f} s "
+          f"(loss {training.first_loss:.3f} -> {training.final_loss:.3f}); saved to {out}")
+    if result.evaluation is not None:
+        _print_run(result.evaluation)
+        print(f"wrote the model card {result.card}")
+    return 0
+
+
+def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import fairgrad_images
+    from fairmed_core.jobs.configs import FairGradImagesJobConfig
+
+    config = _job(FairGradImagesJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress(f"training {config.fairgrad.model_name}") as progress:
+        run = fairgrad_images.run(config, out, progress)
+    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
+          "(predictions.csv, audit/, run.json, training_history.csv)")
+    return 0
+
+
+def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
+    from fairmed_core.jobs import fairgrad_tabular
+    from fairmed_core.jobs.configs import FairGradTabularJobConfig
+
+    config = _job(FairGradTabularJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress(f"training {config.fairgrad.model_name}") as progress:
+        run = fairgrad_tabular.run(config, out, progress)
     info = run.info
     print(f"{info['n_test']} test rows ({info['n_train']} trained on): accuracy {info['accuracy']:.3f}, "
           f"AUROC {info['auroc']:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")
@@ -363,145 +281,67 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_grpo(args: argparse.Namespace) -> int:
-    import torch
+    from fairmed_core.jobs import grpo_training
+    from fairmed_core.jobs.configs import GRPOTrainingJobConfig
 
-    from fairmed_core.runs.jobs import report_progress
-    from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training
-
-    torch.set_num_threads(args.threads)
-    config = GRPOJobConfig(
-        method=args.method, steps=args.steps, prompts_per_step=args.prompts, num_generations=args.generations,
-        learning_rate=args.lr, beta=args.beta, max_completion_length=args.max_completion_length,
-        eval_every=args.eval_every, eval_limit=args.eval_limit or None, save_every=args.save_every,
-        train_limit=args.train_limit, seed=args.seed, temperature=args.temperature, lora_rank=args.lora_rank,
-        gradient_checkpointing=args.gradient_checkpointing,
-        group_attributes=tuple(args.group_attribute or ("sex", "age_group")),
-        test_split=None if args.test_split == "none" else args.test_split)
-
-    def progress(done: int, total: int) -> None:
-        report_progress(done, total, "steps")
-
-    finished = run_grpo_training(args.model, args.data, args.out, config, resume=args.resume, progress=progress)
-    if "rank" in finished:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
+    config = _job(GRPOTrainingJobConfig, args, method=args.method)
+    with _Progress(f"{config.training.method} training") as progress:
+        finished = grpo_training.run(config, args.out, progress, resume=args.resume)
+    if finished.rank is not None:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
         return 0
-    print(f"{finished['method']}: {finished['steps']} steps in {finished['train_time_s']} s "
-          f"({finished['seconds_per_step']} s/step)"
-          + (f", test accuracy {finished['test_accuracy']:.3f}" if "test_accuracy" in finished else "")
+    print(f"{finished.method}: {finished.steps} steps in {finished.train_time_s} s ({finished.seconds_per_step} s/step)"
+          + (f", test accuracy {finished.test_accuracy:.3f}" if finished.test_accuracy is not None else "")
           + f"; wrote {args.out}")
     return 0
 
 
 def _cmd_train_counterfactual(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+    from fairmed_core.jobs import generator_training
+    from fairmed_core.jobs.configs import GeneratorTrainingJobConfig
 
-    from fairmed_core.counterfactual import CounterfactualGeneratorConfig, train_generator
-    from fairmed_core.counterfactual.analysis import CLASSIFIER_DIR
-    from fairmed_core.counterfactual.attribute_classifier import train_attribute_classifier
-    from fairmed_core.data import read_manifest
-    from fairmed_core.runs.jobs import report_progress
-
-    torch.set_num_threads(args.threads)
-    config = CounterfactualGeneratorConfig(
-        attribute=args.attribute, classes=tuple(args.classes.split(",")) if args.classes else (),
-        sources=tuple(args.source or ()), train_steps=args.steps, batch_size=args.batch_size,
-        learning_rate=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
-    dataset = read_manifest(args.data)
-    bar = tqdm(total=config.train_steps, unit="step", desc=f"training the {args.attribute} generator")
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        report_progress(done, total, "steps")
-
-    try:
-        summary = train_generator(dataset, args.out, config, progress=progress, resume=not args.restart)
-    finally:
-        bar.close()
+    config = _job(GeneratorTrainingJobConfig, args)
+    with _Progress(f"training the {config.generator.attribute} generator") as progress:
+        result = generator_training.run(config, args.out, progress, restart=args.restart)
+    summary = result.summary
     recent = summary.losses[-100:]
     print(f"{summary.step} steps ({'resumed from ' + str(summary.resumed_from) if summary.resumed_from else 'fresh'}"
           f", {summary.seconds:.0f} s in all); mean loss of the last {len(recent)} steps "
           f"{sum(recent) / max(1, len(recent)):.4f}; wrote {args.out}")
-    if args.classifier_epochs:
-        from fairmed_core.counterfactual import load_generator
-
-        generator = load_generator(args.out)
-        classifier = train_attribute_classifier(dataset, args.attribute, generator.config.classes,
-                                                sources=generator.config.sources, epochs=args.classifier_epochs,
-                                                seed=args.seed)
-        classifier.save(Path(args.out) / CLASSIFIER_DIR)
+    if result.classifier is not None:
         quality = ", ".join(f"{s} {i.val_balanced_accuracy:.2f}" if i.val_balanced_accuracy is not None
-                            else f"{s} unknown" for s, i in classifier.infos.items())
+                            else f"{s} unknown" for s, i in result.classifier.infos.items())
         print(f"attribute classifier (judges effectiveness): balanced accuracy on val {quality}")
-    from fairmed_core.counterfactual.card import write_generator_card
-
-    command = (f"fairmed train counterfactual --data {args.data} --attribute {args.attribute} --out {args.out} "
-               f"--steps {args.steps} --batch-size {args.batch_size} --lr {args.lr:g} --seed {args.seed}")
-    print(f"wrote the card {write_generator_card(args.out, command=command)}")
+    print(f"wrote the card {result.card}")
     return 0
 
 
-def _load_predictor(args: argparse.Namespace):
-    """The model under review: a Gemma 3 image-text model folder, or a FairMed image classifier folder."""
-    from fairmed_core.counterfactual.analysis import ClassifierPredictor, VLMPredictor
-    from fairmed_core.models.loading import load_model
-
-    folder = Path(args.model)
-    if (folder / "classifier_config.json").is_file():
-        from fairmed_core.counterfactual.classifiers import load_image_classifier
-
-        return ClassifierPredictor(load_image_classifier(folder), name=str(folder))
-    return VLMPredictor(load_model(folder, adapter=args.adapter, device=args.device), _generation_options(args),
-                        name=str(folder))
-
-
 def _cmd_counterfactual(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+    from fairmed_core.jobs import counterfactual_analysis
+    from fairmed_core.jobs.configs import CounterfactualAnalysisJobConfig
 
-    from fairmed_core.counterfactual import load_generator
-    from fairmed_core.counterfactual.analysis import AnalysisSettings, generator_classifier, run_counterfactual_analysis
-    from fairmed_core.counterfactual.validity import ValidityThresholds
-    from fairmed_core.data import read_manifest
-    from fairmed_core.runs.jobs import report_progress
-
-    torch.set_num_threads(args.threads)
-    out = _empty_folder(args.out)
-    generator = load_generator(args.generator)
-    dataset = read_manifest(args.data)
-    generator.check_compatible(dataset, args.attribute)
-    settings = AnalysisSettings(
-        split=args.split, n=args.n, group=args.group, targets=tuple(args.target or ()), seed=args.seed,
-        guidance=args.guidance, steps=args.steps, strength=args.strength, batch_size=args.generator_batch,
-        reversibility=not args.no_reversibility,
-        thresholds=ValidityThresholds(args.min_effectiveness, args.max_composition_error,
-                                      args.max_reversibility_error))
-    predictor = _load_predictor(args)
-    bars: dict = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="item"))
-        bar.update(done - bar.n)
-        report_progress(done, total, stage)
-
-    try:
-        result = run_counterfactual_analysis(predictor, generator, dataset, settings, out_dir=out,
-                                             classifier=generator_classifier(generator), progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    config = _job(CounterfactualAnalysisJobConfig, args)
+    out = _empty_folder(args.out, config=args.config)
+    with _Progress() as progress:
+        result = counterfactual_analysis.run(config, out, progress)
     tests = result.tests
     overall = tests["flips"]["rows"][0]
     print(f"{tests['n_pairs']} pairs of {tests['n_cases']} cases ({tests['n_valid_pairs']} valid): flip rate "
           f"{overall['flip_rate']:.3f} [{overall['ci_low']:.3f}, {overall['ci_high']:.3f}], McNemar p "
           f"{overall['p_value'] if overall['p_value'] is not None else float('nan'):.3g}")
-    ci = tests["ci_test"]
-    print(f"conditional-independence test: p = {ci['p_value']:.3g}" if ci.get("ran") else
-          f"conditional-independence test: {ci['note']}")
+    ci_test = tests["ci_test"]
+    print(f"conditional-independence test: p = {ci_test['p_value']:.3g}" if ci_test.get("ran") else
+          f"conditional-independence test: {ci_test['note']}")
     if "true_counterfactuals" in tests:
         eca = tests["true_counterfactuals"]["eca"]
         print(f"true counterfactuals (benchmark): ECA {eca['eca']:.3f} [{eca['ci_low']:.3f}, {eca['ci_high']:.3f}]")
     print(f"wrote {out} (pairs/, pairs.csv, tests.json, run.json)")
     return 0
+
+
+def _add_threads(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--threads``: how many CPU threads torch uses on this machine (a property of the run, not the job)."""
+    parser.add_argument("--threads", type=_positive_int, default=default,
+                        help=f"CPU threads for torch (default {default})")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -577,161 +417,72 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out-dir", help="also save JSON and CSV tables into this folder")
     audit.set_defaults(run=_cmd_audit)
 
+    # The job commands' flags come from their config dataclasses (fairmed_core.jobs.configs): each setting is
+    # declared once, with its help, and `--config FILE` reads the same settings from JSON.
+    from fairmed_core.jobs.configs import (CounterfactualAnalysisJobConfig, EvaluationJobConfig,
+                                           FairGradImagesJobConfig, FairGradTabularJobConfig,
+                                           GeneratorTrainingJobConfig, GRPOTrainingJobConfig, SFTJobConfig)
+    from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
+
     evaluate = commands.add_parser(
         "evaluate", help="run a Gemma 3 image-text model over a dataset split, store predictions and audit")
-    evaluate.add_argument("--model", required=True, help="model folder (config.json, processor, safetensors)")
-    evaluate.add_argument("--adapter", help="LoRA adapter folder (peft, safetensors) applied to the model")
-    evaluate.add_argument("--data", required=True, help="manifest.jsonl of a dataset")
-    evaluate.add_argument("--split", default="test", help="split to answer, or 'all' (default test)")
-    evaluate.add_argument("--limit", type=_positive_int, help="answer only the first N cases of the split")
+    add_config_flags(evaluate, EvaluationJobConfig)
     evaluate.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, run.json)")
-    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda:N")
-    evaluate.add_argument("--n-boot", type=_non_negative_int, default=1000, help="audit bootstrap resamples")
-    evaluate.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
-    _add_generation_flags(evaluate)
+    _add_threads(evaluate, 1)
     evaluate.set_defaults(run=_cmd_evaluate)
 
-    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start; fairgrad: CNNs with FairGrad)")
+    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start; GRPO and "
+                                "FairGRPO; fairgrad: CNNs or tables with FairGrad; counterfactual: the generator)")
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
     sft = methods.add_parser("sft", help="supervised warm start of the tiny FairMedGemma on a benchmark manifest")
-    sft.add_argument("--data", required=True, help="manifest.jsonl written by `fairmed synth`")
+    add_config_flags(sft, SFTJobConfig, config_help="JSON file of the warm start's settings (model sizes under "
+                     "\"model\"); flags given as well override it")
     sft.add_argument("--out", required=True, help="model folder to write (save_pretrained + model card)")
-    sft.add_argument("--config", help="JSON file of SFTConfig fields (model sizes under \"model\")")
-    sft.add_argument("--epochs", type=_positive_int, help="override the config's epochs")
-    sft.add_argument("--seed", type=int, help="override the config's seed")
-    sft.add_argument("--eval-split", default="test",
-                     help="split to evaluate for the model card and predictions file, or 'none' (default test)")
-    sft.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    _add_threads(sft, 1)
     sft.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     sft.set_defaults(run=_cmd_train_sft)
     fairgrad = methods.add_parser(
         "fairgrad", help="train one small CNN per source on the benchmark's images with ERM, penalty or FairGrad, "
         "predict the test split and store it as an audited run")
-    fairgrad.add_argument("--data", required=True, help="manifest.jsonl of an image dataset")
+    add_config_flags(fairgrad, FairGradImagesJobConfig)
     fairgrad.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, run.json)")
-    fairgrad.add_argument("--method", choices=["erm", "penalty", "fairgrad"], default="fairgrad")
-    fairgrad.add_argument("--attribute", action="append",
-                          help="sensitive attribute with its own fairness objective (repeat; default sex)")
-    fairgrad.add_argument("--objective", choices=["equalized_odds", "equal_opportunity", "demographic_parity"],
-                          default="equalized_odds")
-    fairgrad.add_argument("--penalty-weight", type=float, default=1.0, help="fairness weight of --method penalty")
-    fairgrad.add_argument("--epochs", type=_positive_int, default=15)
-    fairgrad.add_argument("--warmup-epochs", type=int, default=8, help="ERM epochs before fairness starts")
-    fairgrad.add_argument("--lr", type=float, default=3e-3)
-    fairgrad.add_argument("--seed", type=int, default=0)
-    fairgrad.add_argument("--split", default="test", help="split to predict (default test)")
-    fairgrad.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
-    fairgrad.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    _add_threads(fairgrad, 1)
     fairgrad.set_defaults(run=_cmd_train_fairgrad)
     fairgrad_tabular = methods.add_parser(
         "fairgrad-tabular", help="train a logistic regression or MLP on your own table (CSV, TSV, Parquet) with "
         "ERM, penalty or FairGrad, predict a held-out test split and store it as an audited run")
-    fairgrad_tabular.add_argument("--table", required=True, help="the table: one row per patient, a header row")
-    fairgrad_tabular.add_argument("--label", required=True, help="outcome column")
-    fairgrad_tabular.add_argument("--positive-label", help="the label value meaning the outcome happened "
-                                  "(not needed for a 0/1 or true/false label)")
-    fairgrad_tabular.add_argument("--attribute", action="append", required=True,
-                                  help="sensitive attribute column with its own fairness objective (repeat)")
-    fairgrad_tabular.add_argument("--objective", action="append", metavar="[ATTR=]OBJECTIVE",
-                                  help="equalized_odds, equal_opportunity or demographic_parity, for every "
-                                  "attribute or, as ATTR=OBJECTIVE, for one (repeat; default equalized_odds)")
-    fairgrad_tabular.add_argument("--numeric", action="extend", nargs="+", metavar="COL",
-                                  help="columns to read as numbers")
-    fairgrad_tabular.add_argument("--categorical", action="extend", nargs="+", metavar="COL",
-                                  help="columns to one-hot encode (text feature columns must be declared)")
-    fairgrad_tabular.add_argument("--drop", action="extend", nargs="+", metavar="COL",
-                                  help="columns to ignore (identifiers, dates, free text, other outcomes)")
+    add_config_flags(fairgrad_tabular, FairGradTabularJobConfig)
     fairgrad_tabular.add_argument("--out", required=True, help="run folder to create (predictions.csv, audit/, "
                                   "run.json)")
-    fairgrad_tabular.add_argument("--method", choices=["erm", "penalty", "fairgrad"], default="fairgrad")
-    fairgrad_tabular.add_argument("--model", choices=["logistic", "mlp"], default="logistic")
-    fairgrad_tabular.add_argument("--penalty-weight", type=float, default=1.0, help="fairness weight of --method "
-                                  "penalty")
-    fairgrad_tabular.add_argument("--epochs", type=_positive_int, default=100)
-    fairgrad_tabular.add_argument("--warmup-epochs", type=_non_negative_int, default=0,
-                                  help="ERM epochs before fairness starts")
-    fairgrad_tabular.add_argument("--lr", type=float, default=1e-2)
-    fairgrad_tabular.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (default 0.2)")
-    fairgrad_tabular.add_argument("--seed", type=int, default=0)
-    fairgrad_tabular.add_argument("--n-boot", type=_positive_int, default=1000, help="audit bootstrap resamples")
-    fairgrad_tabular.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+    _add_threads(fairgrad_tabular, 1)
     fairgrad_tabular.set_defaults(run=_cmd_train_fairgrad_tabular)
-    for method, text in (("grpo", "plain GRPO (TRL)"), ("fairgrpo", "FairGRPO"),
-                         ("fairgrpo_nd", "FairGRPO without demographics (all prompts clustered)"),
-                         ("grpo_dro", "GRPO with online Group DRO weights"),
-                         ("grpo_resample", "GRPO with group-balanced resampling")):
-        grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {text}")
-        grpo.add_argument("--model", required=True, help="model folder to start from (e.g. the tiny SFT model)")
-        grpo.add_argument("--data", required=True, help="manifest.jsonl (trains on its train split)")
+    texts = {"grpo": "plain GRPO (TRL)", "fairgrpo": "FairGRPO",
+             "fairgrpo_nd": "FairGRPO without demographics (all prompts clustered)",
+             "grpo_dro": "GRPO with online Group DRO weights", "grpo_resample": "GRPO with group-balanced resampling"}
+    for method in GRPO_METHODS:
+        grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {texts[method]}")
+        add_config_flags(grpo, GRPOTrainingJobConfig, fixed=("method",))
         grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
         grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-        grpo.add_argument("--steps", type=_positive_int, default=60)
-        grpo.add_argument("--prompts", type=_positive_int, default=8,
-                          help="prompts per step and process (N processes: N times as many per step)")
-        grpo.add_argument("--generations", type=_positive_int, default=4, help="rollouts per prompt (G)")
-        grpo.add_argument("--lr", type=float, default=2e-5)
-        grpo.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0, as the authors)")
-        grpo.add_argument("--max-completion-length", type=_positive_int, default=40)
-        grpo.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
-        grpo.add_argument("--lora-rank", type=int, default=0,
-                          help="LoRA rank on the language model's projections (default 0: train every weight); "
-                          "the adapter is merged into the saved model")
-        grpo.add_argument("--gradient-checkpointing", action="store_true",
-                          help="recompute activations in the backward pass (less GPU memory)")
-        grpo.add_argument("--eval-every", type=_positive_int, default=10, help="held-out evaluation interval")
-        grpo.add_argument("--eval-limit", type=int, default=300, help="held-out cases per evaluation (0: all)")
-        grpo.add_argument("--save-every", type=_positive_int, default=20, help="checkpoint interval")
-        grpo.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N cases")
-        grpo.add_argument("--group-attribute", action="append", help="demographic group attributes (repeat)")
-        grpo.add_argument("--test-split", default="test", help="split evaluated at the end, or 'none'")
-        grpo.add_argument("--seed", type=int, default=0)
-        grpo.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for torch (default 1)")
+        _add_threads(grpo, 1)
         grpo.set_defaults(run=_cmd_train_grpo, method=method)
 
     counterfactual_train = methods.add_parser(
         "counterfactual", help="train the class-conditional diffusion generator of counterfactual images "
         "(resumes from the folder's last checkpoint) and the attribute classifier that judges its edits")
-    counterfactual_train.add_argument("--data", required=True, help="manifest.jsonl (trains on its train split)")
-    counterfactual_train.add_argument("--attribute", required=True, help="sensitive attribute: the condition")
+    add_config_flags(counterfactual_train, GeneratorTrainingJobConfig)
     counterfactual_train.add_argument("--out", required=True, help="generator folder (diffusers format)")
-    counterfactual_train.add_argument("--classes", help="comma-separated groups to learn (default: all known)")
-    counterfactual_train.add_argument("--source", action="append", help="data source to learn (repeat; default all)")
-    counterfactual_train.add_argument("--steps", type=_positive_int, default=1600, help="optimiser steps in all")
-    counterfactual_train.add_argument("--batch-size", type=_positive_int, default=16)
-    counterfactual_train.add_argument("--lr", type=float, default=1e-3)
-    counterfactual_train.add_argument("--checkpoint-every", type=_positive_int, default=100)
-    counterfactual_train.add_argument("--classifier-epochs", type=_non_negative_int, default=12,
-                                      help="epochs of the attribute classifier (0: none)")
     counterfactual_train.add_argument("--restart", action="store_true",
                                       help="start over instead of resuming from the folder's checkpoint")
-    counterfactual_train.add_argument("--seed", type=int, default=0)
-    counterfactual_train.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for torch")
+    _add_threads(counterfactual_train, 2)
     counterfactual_train.set_defaults(run=_cmd_train_counterfactual)
 
     counterfactual = commands.add_parser(
         "counterfactual", help="counterfactual analysis of a model: generated pairs, answers on both sides, "
         "validity of each pair, flip rates with McNemar, the conditional-independence test")
-    counterfactual.add_argument("--model", required=True, help="model under review (Gemma 3 folder or classifier)")
-    counterfactual.add_argument("--adapter", help="LoRA adapter folder applied to the model")
-    counterfactual.add_argument("--generator", required=True, help="generator folder (fairmed train counterfactual)")
-    counterfactual.add_argument("--data", required=True, help="manifest.jsonl of a dataset")
-    counterfactual.add_argument("--attribute", required=True, help="the attribute the generator changes")
+    add_config_flags(counterfactual, CounterfactualAnalysisJobConfig)
     counterfactual.add_argument("--out", required=True, help="run folder to create")
-    counterfactual.add_argument("--split", default="test")
-    counterfactual.add_argument("--n", type=_positive_int, default=48, help="cases, stratified by source and group")
-    counterfactual.add_argument("--group", help="only cases of this factual group")
-    counterfactual.add_argument("--target", action="append", help="target group (repeat; default every other)")
-    counterfactual.add_argument("--steps", type=_positive_int, help="DDIM steps (default: the generator's)")
-    counterfactual.add_argument("--guidance", type=float, help="guidance scale (default: the generator's)")
-    counterfactual.add_argument("--strength", type=float, help="share of the chain inverted (default: generator's)")
-    counterfactual.add_argument("--generator-batch", type=_positive_int, default=8, help="images per edit batch")
-    counterfactual.add_argument("--no-reversibility", action="store_true", help="skip the there-and-back check")
-    counterfactual.add_argument("--min-effectiveness", type=float, default=0.5)
-    counterfactual.add_argument("--max-composition-error", type=float, default=12.0)
-    counterfactual.add_argument("--max-reversibility-error", type=float, default=15.0)
-    counterfactual.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda:N")
-    counterfactual.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for torch")
-    _add_generation_flags(counterfactual)
+    _add_threads(counterfactual, 2)
     counterfactual.set_defaults(run=_cmd_counterfactual)
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
@@ -757,4 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import os
+
+    from fairmed_core.runs.jobs import JOB_DIR_ENV, run_recorded
+
+    # Started as a background job (fairmed_core.runs.jobs.start_job): record how the command ends.
+    job_dir = os.environ.get(JOB_DIR_ENV)
+    sys.exit(run_recorded(job_dir, main) if job_dir else main())

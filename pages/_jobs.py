@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from fairmed_core.runs.jobs import Job, list_jobs, start_job, stop_job
-from pages._common import workspace
+from pages._common import show_input_error, workspace
 
 SHOWN = 12  # the newest jobs listed
 
@@ -49,8 +49,12 @@ def jobs_panel(kind: str, *, method_names: dict[str, str], unit: str, empty: str
             if resume_argv is not None and job.status != "failed" and left.button(
                     f"Resume {job.name}", key=f"{kind}_resume_{job.name}", icon=":material/play_arrow:"):
                 name = f"{job.name}-resume-{time.strftime('%H%M%S', time.gmtime())}"[:100]
-                start_job(workspace(), name, resume_argv(job), labels=dict(job.labels))
-                st.rerun()
+                try:
+                    start_job(workspace(), name, resume_argv(job), labels=dict(job.labels))
+                except Exception as error:  # noqa: BLE001 - a job that cannot resume says why; the page goes on
+                    show_input_error(error)
+                else:
+                    st.rerun()
             with right.expander(f"{job.name}: {job.status}, last lines of its log"):
                 st.code(job.log_tail() or "(empty log)", language=None)
         if running and not any(job.status == "running" for job in current):

@@ -215,12 +215,12 @@ def _show_tests(tests: dict, table: pd.DataFrame) -> None:
               help=f"95% Wilson interval {overall['ci_low']:.1%} to {overall['ci_high']:.1%}")
     m4.metric("McNemar p", "n/a" if overall["p_value"] is None else f"{overall['p_value']:.3g}",
               help="Do flips go one way (yes->no vs no->yes) more than the other?")
-    ci = tests["ci_test"]
-    m5.metric("CI test p", f"{ci['p_value']:.3g}" if ci.get("ran") else "not run",
+    ci_test = tests["ci_test"]  # the conditional-independence test ("interval" is the word for intervals)
+    m5.metric("CI test p", f"{ci_test['p_value']:.3g}" if ci_test.get("ran") else "not run",
               help="H0: the answer is independent of the attribute given the image's latent "
-                   "(arXiv 2504.19621). " + (ci.get("note") or ""))
-    if not ci.get("ran"):
-        st.caption(f"Conditional-independence test: {ci['note']}")
+                   "(arXiv 2504.19621). " + (ci_test.get("note") or ""))
+    if not ci_test.get("ran"):
+        st.caption(f"Conditional-independence test: {ci_test['note']}")
     else:
         st.caption("Read the flip rates first. On the benchmark (docs/RESULTS.md) the conditional-independence "
                    "test caught every model whose answer changed for 20% of patients or more, about a quarter of "

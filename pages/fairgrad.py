@@ -2,8 +2,10 @@
 benchmark's images or on a table of the user's own (a CSV in the workspace's ``tables/`` folder), then compare
 them: accuracy against disparity, per-source numbers, gradient conflicts.
 
-Training runs as ``fairmed train fairgrad`` / ``fairmed train fairgrad-tabular`` jobs (``fairmed_core.runs.jobs``),
-so it outlives this browser session; every finished run is an evaluation run the Fairness audit page opens.
+Training runs as ``fairmed train fairgrad`` / ``fairmed train fairgrad-tabular --config job.json`` jobs
+(``fairmed_core.runs.jobs``): the page builds and checks each job's config first and writes it into the run
+folder, and the job outlives this browser session; every finished run is an evaluation run the Fairness audit
+page opens.
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fairmed_core.data.tabular import read_tabular
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import read_predictions_table
+from fairmed_core.jobs.configs import JOB_FILE, FairGradImagesJobConfig, FairGradTabularJobConfig, job_argv
 from fairmed_core.runs.eval_store import list_evaluations
+from fairmed_core.runs.fairgrad_report import compare_runs, training_history
 from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.runs.workspace import atomic_write_bytes
-from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig
-from fairmed_core.training.fairgrad_report import compare_runs, training_history
+from fairmed_core.settings import write_config
+from fairmed_core.training.fairgrad_config import METHODS as FAIRGRAD_METHODS
+from fairmed_core.training.fairgrad_config import FairGradImageConfig, FairGradTabularConfig
+from fairmed_core.training.tabular import read_tabular
 from fairmed_core.viz import conflict_figure, pareto_figure
 from fairmed_core.viz.fairgrad_figures import DISPARITY_LABELS
 from pages._common import current_dataset, current_manifest, show_input_error, workspace
+from pages._forms import build_config, config_defaults
 from pages._jobs import jobs_panel
 
-METHODS = {"erm": "ERM (no fairness objective)", "penalty": "Fixed-weight penalty", "fairgrad": "FairGrad"}
+# The methods are FairGrad's own (one list per kind); this page only names them.
+METHODS = dict(zip(FAIRGRAD_METHODS, ("ERM (no fairness objective)", "Fixed-weight penalty", "FairGrad"), strict=True))
 OBJECTIVES = {"equalized_odds": "Equalized odds", "equal_opportunity": "Equal opportunity",
               "demographic_parity": "Demographic parity"}
 RUN_KINDS = ("fairgrad-images", "fairgrad-tabular")
@@ -36,19 +43,23 @@ DATA_IMAGES, DATA_TABLE = "Benchmark images", "A tabular CSV"
 MAX_TABLE_BYTES = 50 * 2**20  # the upload limit of .streamlit/config.toml
 
 
-def _start_jobs(methods, attributes, objective, epochs, warmup, lr, penalty_weight, seed) -> list[Job]:
+def _hand_off(command: str, configs: dict, names: dict, labels: dict) -> list[Job]:
+    """Start one background job per checked config: its ``job.json`` written into the run folder first, then
+    ``fairmed train <command> --config job.json`` (the job reads exactly what the page checked)."""
     ws = workspace()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     jobs = []
-    for method in methods:
-        name = f"fairgrad-{method}-s{seed}-{stamp}"
-        argv = ["train", "fairgrad", "--data", str(current_manifest()), "--out", str(ws.run_dir(name)),
-                "--method", method, "--objective", objective, "--epochs", str(epochs), "--warmup-epochs",
-                str(warmup), "--lr", str(lr), "--penalty-weight", str(penalty_weight), "--seed", str(seed)]
-        for attribute in attributes:
-            argv += ["--attribute", attribute]
-        jobs.append(start_job(ws, name, argv, labels={"kind": "fairgrad", "method": method, "run": name}))
+    for method, config in configs.items():
+        run_dir = ws.run_dir(names[method])
+        job_file = write_config(config, run_dir / JOB_FILE)
+        jobs.append(start_job(ws, names[method], job_argv(["train", command], job_file, run_dir), labels={**labels, "method": method, "run": names[method],
+                                                               "config": str(job_file), "out": str(run_dir)}))
     return jobs
+
+
+def _start_jobs(configs: dict[str, FairGradImagesJobConfig]) -> list[Job]:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    names = {method: f"fairgrad-{method}-s{config.fairgrad.seed}-{stamp}" for method, config in configs.items()}
+    return _hand_off("fairgrad", configs, names, {"kind": "fairgrad"})
 
 
 def train_form(dataset) -> None:
@@ -62,14 +73,15 @@ def train_form(dataset) -> None:
                                     "skipped for that source.")
         objective = c2.selectbox("Fairness objective", list(OBJECTIVES), format_func=OBJECTIVES.get,
                                  key="fairgrad_objective")
-        penalty_weight = c2.number_input("Penalty weight (penalty method)", 0.0, 100.0, 1.0, 0.1,
+        default = FairGradImageConfig()  # the start values are the config's defaults, as on the command line
+        penalty_weight = c2.number_input("Penalty weight (penalty method)", 0.0, 100.0, default.penalty_weight, 0.1,
                                          key="fairgrad_penalty_weight")
-        seed = c2.number_input("Seed", 0, 10_000, 0, key="fairgrad_seed")
-        epochs = c3.number_input("Epochs", 1, 200, 15, key="fairgrad_epochs")
-        warmup = c3.number_input("ERM warm-up epochs", 0, 200, 8, key="fairgrad_warmup",
+        seed = c2.number_input("Seed", 0, 10_000, default.seed, key="fairgrad_seed")
+        epochs = c3.number_input("Epochs", 1, 200, default.epochs, key="fairgrad_epochs")
+        warmup = c3.number_input("ERM warm-up epochs", 0, 200, default.warmup_epochs, key="fairgrad_warmup",
                                  help="From a random start the fairness objectives, which a constant answer "
                                  "satisfies, can collapse a model that has learnt nothing yet.")
-        lr = c3.number_input("Learning rate", 1e-5, 1.0, 3e-3, format="%.4f", key="fairgrad_lr")
+        lr = c3.number_input("Learning rate", 1e-5, 1.0, default.learning_rate, format="%.4f", key="fairgrad_lr")
         submitted = st.form_submit_button("Train side by side", type="primary")
     if not submitted:
         return
@@ -81,8 +93,12 @@ def train_form(dataset) -> None:
         return
     if warmup >= epochs and set(methods) - {"erm"}:
         st.warning(f"With {warmup} warm-up epochs out of {epochs}, penalty and FairGrad train as ERM only.")
-    jobs = _start_jobs(methods, attributes, objective, int(epochs), int(warmup), float(lr), float(penalty_weight),
-                       int(seed))
+    # Every job's config is built (and so checked) before any job starts.
+    configs = {method: build_config(FairGradImagesJobConfig, {
+        "data": str(current_manifest()), "method": method, "attributes": list(attributes), "objective": objective,
+        "epochs": int(epochs), "warmup_epochs": int(warmup), "learning_rate": float(lr),
+        "penalty_weight": float(penalty_weight), "seed": int(seed)}) for method in methods}
+    jobs = _start_jobs(configs)
     st.success(f"Started {len(jobs)} job(s): {', '.join(job.name for job in jobs)}. They keep running if you "
                "close this page.", icon=":material/play_circle:")
 
@@ -130,28 +146,11 @@ def _guesses(columns: list[str], pattern: str) -> list[str]:
     return [column for column in columns if re.search(pattern, column, flags=re.IGNORECASE)]
 
 
-def _start_tabular_jobs(table: Path, config: FairGradTabularConfig, methods) -> list[Job]:
-    ws = workspace()
+def _start_tabular_jobs(table: Path, configs: dict[str, FairGradTabularJobConfig]) -> list[Job]:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", table.stem)[:40]
-    jobs = []
-    for method in methods:
-        name = f"fairgrad-{stem}-{method}-s{config.seed}-{stamp}"
-        argv = ["train", "fairgrad-tabular", "--table", str(table), "--label", config.label, "--out",
-                str(ws.run_dir(name)), "--method", method, "--model", config.model, "--epochs", str(config.epochs),
-                "--warmup-epochs", str(config.warmup_epochs), "--lr", str(config.learning_rate),
-                "--penalty-weight", str(config.penalty_weight), "--test-fraction", str(config.test_fraction),
-                "--seed", str(config.seed)]
-        if config.positive_label is not None:
-            argv += ["--positive-label", config.positive_label]
-        for attribute in config.attributes:
-            argv += ["--attribute", attribute, "--objective", f"{attribute}={config.objective_of(attribute)}"]
-        for flag, columns in (("--categorical", config.categorical), ("--drop", config.drop)):
-            for column in columns or ():
-                argv += [flag, column]
-        jobs.append(start_job(ws, name, argv, labels={"kind": "fairgrad-tabular", "method": method, "run": name,
-                                                      "table": table.name}))
-    return jobs
+    names = {method: f"fairgrad-{stem}-{method}-s{config.fairgrad.seed}-{stamp}" for method, config in configs.items()}
+    return _hand_off("fairgrad-tabular", configs, names, {"kind": "fairgrad-tabular", "table": table.name})
 
 
 def tabular_form() -> None:
@@ -213,14 +212,17 @@ def tabular_form() -> None:
                              key="fgt_methods")
     model = c1.selectbox("Model", ["logistic", "mlp"], key="fgt_model",
                          format_func={"logistic": "Logistic regression", "mlp": "MLP (one hidden layer)"}.get)
-    penalty_weight = c2.number_input("Penalty weight (penalty method)", 0.0, 100.0, 1.0, 0.1, key="fgt_penalty")
-    seed = c2.number_input("Seed (split and training)", 0, 10_000, 0, key="fgt_seed")
-    test_fraction = c2.slider("Held-out test share", 0.1, 0.5, 0.2, 0.05, key="fgt_test_fraction")
-    epochs = c3.number_input("Epochs", 1, 1000, 100, key="fgt_epochs")
-    warmup = c3.number_input("ERM warm-up epochs", 0, 1000, 0, key="fgt_warmup",
+    default = config_defaults(FairGradTabularConfig)  # start values: the config's defaults, as on the command line
+    penalty_weight = c2.number_input("Penalty weight (penalty method)", 0.0, 100.0, default["penalty_weight"], 0.1,
+                                     key="fgt_penalty")
+    seed = c2.number_input("Seed (split and training)", 0, 10_000, default["seed"], key="fgt_seed")
+    test_fraction = c2.slider("Held-out test share", 0.1, 0.5, default["test_fraction"], 0.05,
+                              key="fgt_test_fraction")
+    epochs = c3.number_input("Epochs", 1, 1000, default["epochs"], key="fgt_epochs")
+    warmup = c3.number_input("ERM warm-up epochs", 0, 1000, default["warmup_epochs"], key="fgt_warmup",
                              help="Epochs of plain training before the fairness objectives start; a few help when "
                              "penalty or FairGrad collapse to one answer (positive rate 0 below).")
-    lr = c3.number_input("Learning rate", 1e-5, 1.0, 1e-2, format="%.4f", key="fgt_lr")
+    lr = c3.number_input("Learning rate", 1e-5, 1.0, default["learning_rate"], format="%.4f", key="fgt_lr")
     if not st.button("Train side by side", type="primary", key="fgt_start"):
         return
     if not methods:
@@ -229,14 +231,16 @@ def tabular_form() -> None:
     if not attributes:
         st.warning("Choose at least one sensitive attribute: the runs are audited per group.")
         return
-    config = FairGradTabularConfig(
-        label=label, positive_label=positive, attributes=tuple(attributes), objectives=objectives, model=model,
-        epochs=int(epochs), warmup_epochs=int(warmup), learning_rate=float(lr), penalty_weight=float(penalty_weight),
-        test_fraction=float(test_fraction), seed=int(seed), categorical=tuple(categorical), drop=tuple(drop))
+    configs = {method: build_config(FairGradTabularJobConfig, {
+        "table": str(path), "label": label, "positive_label": positive, "attributes": list(attributes),
+        "objectives": objectives, "method": method, "model": model, "epochs": int(epochs),
+        "warmup_epochs": int(warmup), "learning_rate": float(lr), "penalty_weight": float(penalty_weight),
+        "test_fraction": float(test_fraction), "seed": int(seed), "categorical": list(categorical),
+        "drop": list(drop)}) for method in methods}
     # Read the table with these choices now, so a bad choice is shown here and not in a failed job's log.
     data = read_tabular(path, label=label, positive_label=positive, attributes=attributes,
                         categorical=categorical, drop=drop, max_bytes=MAX_TABLE_BYTES)
-    jobs = _start_tabular_jobs(path, config, methods)
+    jobs = _start_tabular_jobs(path, configs)
     st.success(f"Started {len(jobs)} job(s) on {data.n_rows:,} rows ({100 * data.positive_rate:.1f}% {positive}): "
                f"{', '.join(job.name for job in jobs)}. They keep running if you close this page.",
                icon=":material/play_circle:")
@@ -252,7 +256,7 @@ def jobs() -> None:
 
 
 def comparison_panel() -> None:
-    runs = [run for run in list_evaluations(workspace()) if run.info.get("kind") in RUN_KINDS]
+    runs = list_evaluations(workspace(), kinds=RUN_KINDS)
     if not runs:
         st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` (or "
                 "`fairmed train fairgrad-tabular`) in a shell.")

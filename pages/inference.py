@@ -14,10 +14,10 @@ import streamlit as st
 
 from fairmed_core.data.uploads import MAX_UPLOAD_BYTES, read_uploaded_image
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.evaluation import run_evaluation
 from fairmed_core.models.case_review import CaseReview, counterfactual_choices, review_case
 from fairmed_core.models.generation import Generation, GenerationOptions, generate_answers
 from fairmed_core.runs.eval_store import new_run_name
-from fairmed_core.runs.evaluation_job import run_evaluation
 from pages._common import current_dataset, current_model, show_input_error, workspace
 
 ANY = "(any)"
@@ -34,14 +34,19 @@ def _group_name(group: object) -> str:
 
 
 def _decoding_options(prefix: str, *, batch: bool = False) -> GenerationOptions:
-    """Decoding settings in an expander; greedy by default, as an audit should be reproducible."""
+    """Decoding settings in an expander; greedy by default, as an audit should be reproducible. The defaults are
+    GenerationOptions' own, so this page decodes as ``fairmed evaluate`` does."""
+    default = GenerationOptions()
     with st.expander("Decoding", expanded=False):
         c1, c2, c3 = st.columns(3)
-        sample = c1.toggle("Sample (instead of greedy)", value=False, key=f"{prefix}_sample")
-        temperature = c2.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key=f"{prefix}_temperature", disabled=not sample)
-        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{prefix}_seed", disabled=not sample)
-        max_new_tokens = c3.number_input("Max new tokens", 8, 1024, 96, key=f"{prefix}_max_new_tokens")
-        batch_size = c3.number_input("Batch size", 1, 256, 16, key=f"{prefix}_batch", disabled=not batch)
+        sample = c1.toggle("Sample (instead of greedy)", value=default.do_sample, key=f"{prefix}_sample")
+        temperature = c2.slider("Temperature", 0.1, 2.0, default.temperature, 0.1, key=f"{prefix}_temperature",
+                                disabled=not sample)
+        seed = c2.number_input("Seed", 0, 2**31 - 1, default.seed, key=f"{prefix}_seed", disabled=not sample)
+        max_new_tokens = c3.number_input("Max new tokens", 8, 1024, default.max_new_tokens,
+                                         key=f"{prefix}_max_new_tokens")
+        batch_size = c3.number_input("Batch size", 1, 256, default.batch_size, key=f"{prefix}_batch",
+                                     disabled=not batch)
     return GenerationOptions(do_sample=sample, temperature=float(temperature), seed=int(seed),
                              max_new_tokens=int(max_new_tokens), batch_size=int(batch_size))
 

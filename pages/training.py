@@ -2,74 +2,67 @@
 and compare their training dynamics: reward, per-group held-out accuracy, the fairness gaps per method over
 steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group.
 
-Each run is ``fairmed train <method>`` in its own process (``fairmed_core.runs.jobs``): it outlives the browser
-session, can be stopped, and a stopped or killed run resumes from its last checkpoint.
+Each run is ``fairmed train <method> --config job.json`` in its own process (``fairmed_core.runs.jobs``): the
+page builds and checks the run's config first and writes it into the run folder; the run outlives the browser
+session, can be stopped, and a stopped or killed run resumes from its last checkpoint with the same job file.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 
 import pandas as pd
 import streamlit as st
 
+from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.jobs import Job, start_job
 from fairmed_core.runs.training_store import eval_frame, list_training_runs, summary_frame, train_frame
+from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
 from fairmed_core.viz import step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
+from pages._forms import build_config, config_widgets
 from pages._jobs import jobs_panel
 
-METHODS = {"grpo": "GRPO (TRL)", "fairgrpo": "FairGRPO", "fairgrpo_nd": "FairGRPO without demographics",
-           "grpo_dro": "GRPO + Group DRO", "grpo_resample": "GRPO + group resampling"}
+# The methods are the training config's (one list per kind); this page only names them.
+METHODS = dict(zip(GRPO_METHODS, ("GRPO (TRL)", "FairGRPO", "FairGRPO without demographics", "GRPO + Group DRO",
+                                  "GRPO + group resampling"), strict=True))
 GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportunity_difference":
         "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups)",
         "f1_es": "F1_ES (F1 / (1 + sigma F1))", "accuracy": "Accuracy", "f1": "F1"}
-# The form's fields and their flags: generated from GRPOJobConfig so a new setting appears here by itself.
-_FLAGS = {"steps": "--steps", "prompts_per_step": "--prompts", "num_generations": "--generations",
-          "learning_rate": "--lr", "beta": "--beta", "temperature": "--temperature",
-          "max_completion_length": "--max-completion-length",
-          "eval_every": "--eval-every", "eval_limit": "--eval-limit", "save_every": "--save-every", "seed": "--seed"}
+# The form's main settings, in this order; every other setting of GRPOJobConfig is under "More settings". Both
+# come from the dataclass (pages/_forms.py), so a new setting appears here by itself.
+_MAIN = ("steps", "prompts_per_step", "num_generations", "learning_rate", "beta", "temperature",
+         "max_completion_length", "eval_every", "eval_limit", "save_every", "seed")
 
 
-def _job_config_fields():
-    from fairmed_core.training.grpo_job import GRPOJobConfig  # torch-free at module level is not needed here
+def _start(configs: dict, label: str) -> list[Job]:
+    """One background job per checked config: its ``job.json`` written into the run folder, then
+    ``fairmed train <method> --config job.json``."""
+    from fairmed_core.jobs.configs import JOB_FILE, job_argv
+    from fairmed_core.settings import write_config
 
-    return [f for f in fields(GRPOJobConfig) if f.name in _FLAGS], GRPOJobConfig()
-
-
-def _start(methods: list[str], values: dict, label: str) -> list[Job]:
     ws = workspace()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     jobs = []
-    for method in methods:
+    for method, config in configs.items():
         name = f"{method}-{label}-{stamp}" if label else f"{method}-{stamp}"
-        argv = ["train", method, "--model", str(current_model_dir()), "--data", str(current_manifest()),
-                "--out", str(ws.run_dir(name))]
-        for key, flag in _FLAGS.items():
-            argv += [flag, str(values[key])]
-        jobs.append(start_job(ws, name, argv, labels={"kind": "grpo", "method": method, "run": name}))
+        run_dir = ws.run_dir(name)
+        job_file = write_config(config, run_dir / JOB_FILE)
+        jobs.append(start_job(ws, name, job_argv(["train", method], job_file, run_dir), labels={"kind": "grpo", "method": method, "run": name,
+                                                      "config": str(job_file), "out": str(run_dir)}))
     return jobs
 
 
 def train_form() -> None:
-    config_fields, defaults = _job_config_fields()
+    from fairmed_core.jobs.configs import GRPOTrainingJobConfig
+    from fairmed_core.training.grpo_config import GRPOJobConfig
+
     with st.form("training_form"):
         methods = st.multiselect("Methods (one run each, same settings)", list(METHODS), default=["grpo", "fairgrpo"],
                                  format_func=METHODS.get, key="training_methods")
-        columns = st.columns(3)
-        values = {}
-        for index, spec in enumerate(config_fields):
-            default = getattr(defaults, spec.name)
-            widget = columns[index % 3]
-            label = spec.name.replace("_", " ").capitalize()
-            help_text = spec.metadata.get("help")
-            if isinstance(default, float):
-                values[spec.name] = widget.number_input(label, value=float(default), format="%.6g", help=help_text,
-                                                        key=f"training_{spec.name}")
-            else:
-                values[spec.name] = widget.number_input(label, value=int(default or 0), step=1, help=help_text,
-                                                        key=f"training_{spec.name}")
+        values = config_widgets(GRPOJobConfig, key_prefix="training", names=_MAIN)
+        with st.expander("More settings (held-out splits, LoRA, FairGRPO and Group DRO options)"):
+            values |= config_widgets(GRPOJobConfig, key_prefix="training", skip=("method", *_MAIN))
         label = st.text_input("Run label (optional)", key="training_label", max_chars=30,
                               help="Letters, digits and '-' only; added to the run names.")
         submitted = st.form_submit_button("Start training", type="primary")
@@ -78,16 +71,25 @@ def train_form() -> None:
     if not methods:
         st.warning("Choose at least one method.")
         return
+    # Every run's config is built (and so checked) before any job starts: a bad setting is shown here.
+    configs = {method: build_config(GRPOTrainingJobConfig, {
+        "model": str(current_model_dir()), "data": str(current_manifest()), **values, "method": method})
+        for method in methods}
     label = "".join(ch for ch in label if ch.isalnum() or ch == "-")[:30]
-    jobs = _start(methods, values, label)
+    jobs = _start(configs, label)
     st.success(f"Started {len(jobs)} run(s): {', '.join(job.name for job in jobs)}. They keep running if you close "
                "this page.", icon=":material/play_circle:")
 
 
 def _resume_argv(job: Job) -> list[str]:
-    """The stopped run's own command with --resume: same model, data and run folder."""
-    argv = list(job.argv)
-    return [*argv[: argv.index("--out") + 2], "--resume"]
+    """The stopped run again with --resume, from the job file it was started with."""
+    if "config" not in job.labels:
+        raise FairMedInputError(f"run {job.labels.get('run', job.name)!r} was started before runs kept their job "
+                                "file", hint="resume it in a shell: fairmed train METHOD --model ... --data ... "
+                                "--out RUN --resume")
+    from fairmed_core.jobs.configs import job_argv
+
+    return job_argv(["train", job.labels["method"]], job.labels["config"], job.labels["out"], resume=True)
 
 
 def jobs() -> None:
@@ -119,8 +121,8 @@ def dynamics_panel(dataset) -> None:
         last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
         overall = last[(last["source"] == "mean over sources") & (last["attribute"] == "mean over attributes")]
         table.append({"run": run.name, "method": METHODS.get(run.method, run.method),
-                      "steps": run.finished.get("steps") if run.finished else "running or stopped",
-                      "test accuracy": (run.finished or {}).get("test_accuracy"),
+                      "steps": run.finished.steps if run.finished else "running or stopped",
+                      "test accuracy": run.finished.test_accuracy if run.finished else None,
                       **{GAPS[k]: overall[k].iloc[0] for k in ("predictive_parity", "equal_opportunity_difference",
                                                                "sigma_f1") if not overall.empty and k in overall}})
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")

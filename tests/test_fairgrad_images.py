@@ -10,10 +10,10 @@ import pytest
 from fairmed_core.cli import main
 from fairmed_core.data import read_manifest
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions, image_matrix
 from fairmed_core.runs.eval_store import list_evaluations
 from fairmed_core.runs.jobs import PROGRESS_ENV
 from fairmed_core.runs.workspace import Workspace
-from fairmed_core.training.fairgrad_images import FairGradImageConfig, fairgrad_image_predictions, image_matrix
 
 
 @pytest.fixture(scope="module")

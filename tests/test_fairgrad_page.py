@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from fairmed_core.data import read_manifest
+from fairmed_core.jobs.fairgrad_images import FairGradImageConfig, run_fairgrad_images
 from fairmed_core.runs.jobs import list_jobs, read_job
 from fairmed_core.runs.workspace import Workspace
-from fairmed_core.training.fairgrad_images import FairGradImageConfig, run_fairgrad_images
 from tests.conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app.py")

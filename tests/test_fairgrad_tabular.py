@@ -12,10 +12,10 @@ import torch
 
 from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
 from fairmed_core.runs.eval_store import list_evaluations
+from fairmed_core.runs.fairgrad_report import compare_runs, training_history
 from fairmed_core.runs.workspace import Workspace
-from fairmed_core.training.fairgrad_report import compare_runs, training_history
-from fairmed_core.training.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
 
 torch.set_num_threads(1)
 

@@ -180,7 +180,7 @@ def test_held_out_evaluation_during_training_on_multiclass_data_with_failures(
 ):
     from fairmed_core.data import read_manifest
     from fairmed_core.models.loading import load_model
-    from fairmed_core.training.grpo_job import held_out_record
+    from fairmed_core.jobs.grpo_training import held_out_record
 
     dataset = read_manifest(multiclass_manifest)
     assert dataset.positive_label is None and len(dataset.label_values) == 3

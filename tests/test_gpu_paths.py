@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from fairmed_core.data import read_manifest
+from fairmed_core.jobs.evaluation import run_evaluation
 from fairmed_core.models.architectures import scaled_down_medgemma_config, write_random_checkpoint
 from fairmed_core.models.generation import GenerationOptions, generate_answers
 from fairmed_core.models.loading import load_model
-from fairmed_core.runs.evaluation_job import run_evaluation
 from fairmed_core.training.sft import tiny_corpus
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

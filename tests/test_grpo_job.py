@@ -11,8 +11,8 @@ import torch
 
 from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, eval_frame, read_metrics, summary_frame
 from fairmed_core.runs.eval_store import read_evaluation
-from fairmed_core.training.grpo_job import GRPOJobConfig, eval_frame, read_metrics, summary_frame
 
 SMALL = ["--steps", "2", "--prompts", "4", "--generations", "2", "--eval-every", "1", "--eval-limit", "24",
          "--save-every", "1", "--max-completion-length", "32"]
@@ -109,7 +109,7 @@ def test_a_lora_run_trains_only_the_language_model_projections_and_saves_a_merge
 
 
 def test_each_rank_of_a_multi_gpu_launch_loads_the_model_onto_its_own_gpu(monkeypatch):
-    from fairmed_core.training import grpo_job
+    from fairmed_core.jobs import grpo_training as grpo_job
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert grpo_job._training_device() == "cpu"

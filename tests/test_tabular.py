@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from fairmed_core.data.tabular import (
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.training.tabular import (
     MAX_ATTRIBUTE_GROUPS,
     MISSING_CATEGORY,
     TabularData,
     read_tabular,
     tabular_pipeline,
 )
-from fairmed_core.errors import FairMedInputError
 
 torch.set_num_threads(1)
 
@@ -293,7 +293,7 @@ def test_pipeline_feeds_fairgrad_and_fairlearn():
 
 def test_support2_sepsis_cohort():
     pytest.importorskip("SurvSet", reason="the optional survset extra (requirements-extras.txt) is not installed")
-    from fairmed_core.data.tabular import SUPPORT2_SEPSIS_CATEGORICAL, SUPPORT2_SEPSIS_NUMERIC, support2_sepsis
+    from fairmed_core.training.tabular import SUPPORT2_SEPSIS_CATEGORICAL, SUPPORT2_SEPSIS_NUMERIC, support2_sepsis
 
     data = support2_sepsis()
     assert data.n_rows == 3515  # the "ARF/MOSF w/Sepsis" disease group
@@ -313,7 +313,7 @@ def test_support2_sepsis_cohort():
 
 def test_support2_sepsis_longer_horizon_drops_censored():
     pytest.importorskip("SurvSet", reason="the optional survset extra (requirements-extras.txt) is not installed")
-    from fairmed_core.data.tabular import support2_sepsis
+    from fairmed_core.training.tabular import support2_sepsis
 
     data = support2_sepsis(horizon_days=365)
     assert data.n_rows < 3515 and any("censored" in note for note in data.notes)
@@ -324,7 +324,7 @@ def test_support2_sepsis_longer_horizon_drops_censored():
 def test_support2_sepsis_without_survset_says_how_to_install(monkeypatch):
     import builtins
 
-    from fairmed_core.data.tabular import support2_sepsis
+    from fairmed_core.training.tabular import support2_sepsis
 
     real_import = builtins.__import__
 
@@ -342,7 +342,7 @@ def test_core_does_not_import_streamlit_or_survset():
     import subprocess
     import sys
 
-    code = ("import sys; import fairmed_core.data.tabular; "
+    code = ("import sys; import fairmed_core.training.tabular; "
             "print(sorted(m for m in ('streamlit', 'SurvSet', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -184,7 +184,7 @@ def test_model_card_labels_gap_units_and_names_a_source_the_model_cannot_see():
     import numpy as np
 
     from fairmed_core.models.model_card import model_card_markdown
-    from fairmed_core.runs.evaluation_job import audit_predictions
+    from fairmed_core.models.prediction_audit import audit_predictions
 
     rng = np.random.default_rng(0)
     rows = []

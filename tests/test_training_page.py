@@ -9,9 +9,11 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from fairmed_core.jobs.configs import JOB_FILE, GRPOTrainingJobConfig, job_argv
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training
 from fairmed_core.runs.jobs import list_jobs, read_job
 from fairmed_core.runs.workspace import TINY_MODEL, Workspace
-from fairmed_core.training.grpo_job import GRPOJobConfig, run_grpo_training
+from fairmed_core.settings import config_to_dict, read_config
 from tests.conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app.py")
@@ -82,7 +84,15 @@ def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypat
     assert not at.exception
     assert any("Started 1 run" in s.value for s in at.success)
     job = list_jobs(Workspace(root))[0]
-    assert job.labels["method"] == "fairgrpo" and str(TINY_MODEL) in job.argv
+    assert job.labels["method"] == "fairgrpo"
+    # The page handed the job the config it built and checked: job.json in the run folder, read back equal.
+    job_file = Workspace(root).run_dir(job.name) / JOB_FILE
+    assert list(job.argv) == job_argv(["train", "fairgrpo"], job_file, job_file.parent)
+    assert (job.labels["config"], job.labels["out"]) == (str(job_file), str(job_file.parent))  # what resume reads
+    config = read_config(GRPOTrainingJobConfig, job_file)
+    assert config.model == str(TINY_MODEL) and config.training.method == "fairgrpo"
+    assert (config.training.steps, config.training.num_generations, config.training.eval_limit) == (1, 2, 12)
+    assert config_to_dict(config) == json.loads(job_file.read_text())
     deadline = time.monotonic() + 400
     while read_job(job.path).status == "running" and time.monotonic() < deadline:
         time.sleep(1)
@@ -90,3 +100,26 @@ def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypat
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(job.name in label for label in at.multiselect(key="training_runs").value)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("num_generations", 1, "num_generations must be at least 2"),
+    ("learning_rate", -0.001, "learning_rate must be positive"),
+    ("rescale", "none", None),  # a good FairGRPO option: only there to show the option is on the form
+])
+def test_a_bad_setting_is_refused_on_the_page_and_starts_no_job(default_workspace, tmp_path, monkeypatch, key,
+                                                                value, message):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    at = _page(root, monkeypatch)
+    if message is None:
+        assert at.selectbox(key=f"training_{key}").options == ["batch", "zero_mean", "none"]
+        return
+    at.multiselect(key="training_methods").set_value(["grpo", "fairgrpo"])
+    at.number_input(key=f"training_{key}").set_value(value)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.success and list_jobs(Workspace(root)) == []
+    assert not (root / "runs").exists() or not any((root / "runs").iterdir())

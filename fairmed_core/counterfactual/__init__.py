@@ -11,21 +11,23 @@ images with a sensitive attribute as class, which redraws an image with that att
 - ``measure_on_benchmark`` compares its edits with the synthetic benchmark's true counterfactuals.
 """
 
-from .config import NUM_TRAIN_TIMESTEPS, CounterfactualGeneratorConfig
-from .generator import CounterfactualGenerator, GeneratorInfo, load_generator
-from .measure import BenchmarkMeasurement, SourceMeasurement, measure_on_benchmark
-from .training import TrainingSummary, export_generator, train_generator
+import importlib
 
-__all__ = [
-    "NUM_TRAIN_TIMESTEPS",
-    "CounterfactualGeneratorConfig",
-    "CounterfactualGenerator",
-    "GeneratorInfo",
-    "load_generator",
-    "TrainingSummary",
-    "train_generator",
-    "export_generator",
-    "BenchmarkMeasurement",
-    "SourceMeasurement",
-    "measure_on_benchmark",
-]
+# Loaded on first use (PEP 562): the settings modules stay light (no torch, no diffusers), so the command line
+# and the pages can build a counterfactual job's config without importing the generator.
+_EXPORTS = {
+    "NUM_TRAIN_TIMESTEPS": "config", "CounterfactualGeneratorConfig": "config",
+    "CounterfactualGenerator": "generator", "GeneratorInfo": "generator", "load_generator": "generator",
+    "BenchmarkMeasurement": "measure", "SourceMeasurement": "measure", "measure_on_benchmark": "measure",
+    "TrainingSummary": "training", "export_generator": "training", "train_generator": "training",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -40,12 +40,13 @@ from fairmed_core.counterfactual.invariance import (
     counterfactual_accuracy,
     flip_table,
 )
-from fairmed_core.counterfactual.validity import CounterfactualPair, ValidityThresholds, make_pairs
+from fairmed_core.counterfactual.settings import AnalysisSettings, ValidityThresholds
+from fairmed_core.counterfactual.validity import CounterfactualPair, make_pairs
 from fairmed_core.data.schema import UNKNOWN, Dataset
 from fairmed_core.data.synth import RENDER_KEYWORDS, attribute_region, case_from_record, render
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json
 from fairmed_core.plain import json_safe
-from fairmed_core.runs.workspace import atomic_write_json
 
 __all__ = [
     "CLASSIFIER_DIR",
@@ -113,34 +114,6 @@ class ClassifierPredictor:
         if progress is not None:
             progress(len(answers), len(answers))
         return [ModelAnswer(a, f"P(positive) = {p:.3f}") for a, p in zip(answers, probabilities)]
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """What to analyse and how to edit."""
-
-    split: str = field(default="test", metadata={"help": "the split whose cases are edited"})
-    n: int = field(default=48, metadata={"help": "cases to edit (stratified by source and factual group)"})
-    group: str | None = field(default=None, metadata={"help": "only cases of this factual group"})
-    targets: tuple[str, ...] = field(default=(), metadata={"help": "target groups (empty: every other group)"})
-    seed: int = field(default=0, metadata={"help": "sampling and CI-test seed"})
-    guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance (None: the generator's)"})
-    steps: int | None = field(default=None, metadata={"help": "DDIM steps (None: the generator's)"})
-    strength: float | None = field(default=None,
-                                   metadata={"help": "share of the chain inverted (None: the generator's)"})
-    batch_size: int = field(default=8, metadata={"help": "images per generator batch"})
-    reversibility: bool = field(default=True, metadata={"help": "run the there-and-back check (one more inversion)"})
-    thresholds: ValidityThresholds = field(default_factory=ValidityThresholds)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", tuple(self.targets))
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise FairMedInputError(f"n must be a positive number of cases, got {self.n!r}", column="n")
-        if self.batch_size < 1:
-            raise FairMedInputError(f"batch_size must be positive, got {self.batch_size}", column="batch_size")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from fairmed_core.data.schema import UNKNOWN, Dataset
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.workspace import atomic_write_json
+from fairmed_core.files import atomic_write_json
 
 __all__ = ["AttributeClassifier", "SourceClassifierInfo", "load_attribute_classifier", "train_attribute_classifier"]
 

@@ -31,6 +31,7 @@ from fairmed_core.data.schema import NO, YES
 from fairmed_core.data.synth import RENDER_KEYWORDS, SynthCase, render_many
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.folder_json import read_folder_json
+from fairmed_core.settings import config_from_dict
 from fairmed_core.training.fairgrad import SmallCNN
 
 __all__ = [
@@ -112,20 +113,16 @@ class ImageClassifierConfig:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise FairMedInputError(f"{CONFIG_FILE} is not an image classifier's", source=source_file,
                                     hint=f"expected \"format\": \"{FORMAT}\"")
-        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k != "format"}
-        unknown = sorted(set(values) - known)
+        # A saved classifier names every setting: a missing one means the file is not what it claims to be.
         missing = sorted(f.name for f in fields(cls) if f.name not in values)
-        if unknown or missing:
-            raise FairMedInputError(f"{CONFIG_FILE} has unknown fields {unknown} or lacks {missing}",
-                                    source=source_file)
+        if missing:
+            raise FairMedInputError(f"{CONFIG_FILE} lacks {missing}", source=source_file)
         try:
-            return cls(**values)
+            return config_from_dict(cls, values, what="classifier")
         except FairMedInputError as error:
-            raise FairMedInputError(f"{CONFIG_FILE}: {error.message}", source=source_file,
+            raise FairMedInputError(f"{CONFIG_FILE}: {error.message}", source=source_file, column=error.column,
                                     hint=error.hint) from None
-        except TypeError as error:
-            raise FairMedInputError(f"{CONFIG_FILE} is malformed: {error}", source=source_file) from None
 
 
 def _as_array(image, row: int) -> np.ndarray:

@@ -20,15 +20,21 @@ comes back in the mode it came in. Which mode each source had in training is rec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 
+from fairmed_core.data.schema import UNKNOWN
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.settings import config_from_dict
 
 __all__ = ["NUM_TRAIN_TIMESTEPS", "CounterfactualGeneratorConfig", "check_steps"]
 
 # The diffusion schedule is fixed (DESIGN section 6): v-prediction on the cosine schedule, 1,000 training
 # timesteps. Edits need a step count that divides it, so inversion and regeneration visit the same timesteps.
 NUM_TRAIN_TIMESTEPS = 1000
+
+
+def _comma_separated(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -39,28 +45,39 @@ class CounterfactualGeneratorConfig:
     generator saved after training records the resolved values.
     """
 
-    attribute: str = "sex"
-    classes: tuple[str, ...] = ()  # the attribute's groups, e.g. ("F", "M"); cases of other groups are not used
-    sources: tuple[str, ...] = ()  # data sources (the manifest's ``dataset``)
-    image_size: int = 64
-    block_out_channels: tuple[int, ...] = (16, 32, 64, 64)
-    layers_per_block: int = 1
-    norm_num_groups: int = 8  # must divide every entry of block_out_channels
-    train_steps: int = 1000
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    ema_decay: float = 0.995  # 0 turns EMA off; the saved UNet holds the EMA weights when on
-    p_uncond: float = 0.1  # share of training examples shown with the source's null class
-    class_balance: float = 0.5  # sampling weight of a case is (cases of its class) ** -class_balance
-    guidance: float = 2.0  # classifier-free guidance scale used when regenerating under the target
-    inversion_steps: int = 50  # DDIM steps of the whole chain (inversion and regeneration); must divide 1000
+    attribute: str = field(default="sex", metadata={"help": "sensitive attribute: the condition"})
+    classes: tuple[str, ...] = field(default=(), metadata={
+        "help": "comma-separated groups to learn, e.g. F,M (default: every known group); cases of other groups "
+                "are not used", "parse": _comma_separated})
+    sources: tuple[str, ...] = field(default=(), metadata={
+        "help": "data source (the manifest's `dataset`) to learn (repeat; default all)", "flag": "--source"})
+    image_size: int = field(default=64, metadata={"help": "image side the UNet works at, in pixels"})
+    block_out_channels: tuple[int, ...] = field(default=(16, 32, 64, 64), metadata={
+        "help": "UNet channels per level", "nargs": "+"})
+    layers_per_block: int = field(default=1, metadata={"help": "UNet ResNet layers per level"})
+    norm_num_groups: int = field(default=8, metadata={"help": "group-norm groups (must divide every level's "
+                                                               "channels)"})
+    train_steps: int = field(default=1000, metadata={"help": "optimiser steps in all", "flag": "--steps"})
+    batch_size: int = field(default=16, metadata={"help": "images per optimiser step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate", "flag": "--lr"})
+    warmup_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate warmup"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    ema_decay: float = field(default=0.995, metadata={
+        "help": "EMA decay of the saved weights (0: no EMA; when on, the saved UNet holds the EMA weights)"})
+    p_uncond: float = field(default=0.1, metadata={
+        "help": "share of training examples shown with the source's null class (for guidance)"})
+    class_balance: float = field(default=0.5, metadata={
+        "help": "a case's sampling weight is (cases of its class) ** -class_balance"})
+    guidance: float = field(default=2.0, metadata={
+        "help": "classifier-free guidance scale used when regenerating under the target (edit default)"})
+    inversion_steps: int = field(default=50, metadata={
+        "help": "DDIM steps of the whole chain, inversion and regeneration; must divide 1000 (edit default)"})
     # Share of the chain an edit inverts: 1 goes to pure noise; less keeps the image's coarse content (tone,
     # anatomy, position) and regenerates only what the last steps of the chain decide (finer features).
-    strength: float = 1.0
-    checkpoint_every: int = 100
-    seed: int = 0
+    strength: float = field(default=1.0, metadata={"help": "share of the chain an edit inverts, in (0, 1] "
+                                                           "(edit default)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "save a resumable checkpoint every N steps"})
+    seed: int = field(default=0, metadata={"help": "initialisation, sampling and noise seed"})
 
     def __post_init__(self) -> None:
         # Tuples even when given lists (JSON round trips), so the dataclass stays hashable and comparable.
@@ -80,7 +97,7 @@ class CounterfactualGeneratorConfig:
                 fail(f"{name} must be non-empty strings, got {values!r}", name)
             if len(set(values)) != len(values):
                 fail(f"{name} has duplicates: {values!r}", name)
-        if "UNK" in self.classes:
+        if UNKNOWN in self.classes:
             fail("'UNK' (unknown) cannot be a class: cases with an unknown attribute are not used", "classes")
         if len(self.classes) == 1:
             fail("a counterfactual needs at least two groups", "classes")
@@ -138,11 +155,7 @@ class CounterfactualGeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CounterfactualGeneratorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FairMedInputError(f"unknown generator settings {unknown}", hint=f"known: {sorted(known)}")
-        return cls(**dict(data))
+        return config_from_dict(cls, data, what="generator")
 
     def same_model(self, other: CounterfactualGeneratorConfig) -> bool:
         """Whether ``other`` trains the same model (only the step count, checkpointing and edit defaults may

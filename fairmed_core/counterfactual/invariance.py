@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from fairmed_core.data.schema import ALL
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import MISSING_GROUP, holm
 
@@ -51,7 +52,7 @@ __all__ = [
 FORMAT_FAILURE = "(format failure)"
 """The outcome of a pair side whose answer could not be parsed (None, NaN or empty)."""
 
-OVERALL = "ALL"
+OVERALL = ALL
 """Attribute and group name of the row that pools every pair."""
 
 McNemarTest = Literal["exact", "mid-p", "chi2-cc"]

@@ -37,7 +37,7 @@ from fairmed_core.counterfactual.generator import GeneratorInfo, build_unet
 from fairmed_core.data import read_manifest
 from fairmed_core.data.schema import UNKNOWN, Dataset
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.workspace import atomic_write_json
+from fairmed_core.files import atomic_write_json
 
 __all__ = ["TrainingData", "TrainingSummary", "export_generator", "load_training_data", "train_generator"]
 

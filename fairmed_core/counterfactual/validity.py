@@ -18,7 +18,7 @@ reconstruction and every target; reversibility inverts each counterfactual once 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,27 +26,12 @@ from PIL import Image
 
 from fairmed_core.counterfactual.attribute_classifier import AttributeClassifier
 from fairmed_core.counterfactual.generator import CounterfactualGenerator
+from fairmed_core.counterfactual.settings import ValidityThresholds
 from fairmed_core.errors import FairMedInputError
 
 LATENT_GRID = 8
 
 __all__ = ["CounterfactualPair", "PairValidity", "ValidityThresholds", "make_pairs", "mean_absolute_error"]
-
-
-@dataclass(frozen=True)
-class ValidityThresholds:
-    """When a pair counts as valid. Errors are mean absolute grey-level differences (0..255)."""
-
-    effectiveness: float = field(default=0.5, metadata={"help": "least P(target | counterfactual)"})
-    composition_mae: float = field(default=12.0, metadata={"help": "largest reconstruction error"})
-    reversibility_mae: float = field(default=15.0, metadata={"help": "largest there-and-back error"})
-
-    def __post_init__(self) -> None:
-        if not 0 < self.effectiveness < 1:
-            raise FairMedInputError(f"the effectiveness threshold must be in (0, 1), got {self.effectiveness}")
-        for name in ("composition_mae", "reversibility_mae"):
-            if not 0 < getattr(self, name) <= 255:
-                raise FairMedInputError(f"the {name} threshold must be in (0, 255], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .schema import SPLITS, UNKNOWN, Dataset
+from .schema import ALL, SPLITS, UNKNOWN, Dataset
 
 __all__ = ["DataCard", "SampleImage", "data_card", "ALL_SOURCES", "ALL_SPLITS"]
 
-ALL_SOURCES = "ALL"  # the source value of rows that pool every source
+ALL_SOURCES = ALL  # the source value of rows that pool every source
 ALL_SPLITS = "all"  # the split value of rows that pool every split
 
 

@@ -22,7 +22,8 @@ from PIL import Image
 
 from fairmed_core.errors import FairMedInputError
 
-UNKNOWN = "UNK"
+UNKNOWN = "UNK"  # the group of a case whose attribute is missing
+ALL = "ALL"  # the source (or group) of a result row that pools every source (or group)
 AGE_GROUPS = ("A1", "A2", "A3", "A4")
 # Upper bounds (inclusive) of A1, A2, A3; everything above the last bound is A4.
 AGE_GROUP_UPPER_YEARS = (25.0, 50.0, 75.0)

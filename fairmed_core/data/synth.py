@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.settings import config_from_dict
 
 from .schema import AGE_GROUPS, NO, UNKNOWN, YES, age_group, normalise_answer, sex_group
 
@@ -347,15 +348,7 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> SynthConfig:
-        known = {f.name for f in fields(cls)}
-        extra = set(data) - known
-        if extra:
-            raise FairMedInputError(f"unknown SynthConfig fields {sorted(extra)}", hint=f"known: {sorted(known)}")
-        values = dict(data)
-        for name in ("sources", "skin_tone_shares", "split_fractions"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return config_from_dict(cls, data, what="SynthConfig")
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.files import TINY_MODEL, atomic_write_text
 from fairmed_core.models.model_card import _group_table, _misses, _source_table, _summary_table, _table
-from fairmed_core.runs.evaluation_job import audit_predictions
-from fairmed_core.runs.workspace import TINY_MODEL, atomic_write_text
+from fairmed_core.models.prediction_audit import audit_predictions
 
 __all__ = ["grpo_model_card_markdown", "write_grpo_model_card"]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.fairness import AuditResult
-from fairmed_core.runs.workspace import atomic_write_text
+from fairmed_core.files import atomic_write_text
 
 __all__ = ["model_card_markdown", "write_model_card"]
 
@@ -33,7 +34,7 @@ def _with_interval(value: float, low: float, high: float) -> str:
 
 def _group_table(result: AuditResult) -> str:
     groups = result.groups_frame()
-    groups = groups[(groups["source"] != "ALL") & (groups["group"] != "UNK") & (groups["attribute"] != "overall")
+    groups = groups[(groups["source"] != ALL) & (groups["group"] != UNKNOWN) & (groups["attribute"] != "overall")
                     & groups["metric"].isin(_GROUP_METRICS) & (groups["n"] > 0)]  # n 0: not recorded there
     rows: dict[tuple, dict] = {}
     for g in groups.itertuples(index=False):
@@ -78,7 +79,7 @@ def _per_source(result: AuditResult) -> pd.DataFrame:
 def _source_table(result: AuditResult) -> str:
     table = _per_source(result)
     rows = []
-    for source in sorted(table.index, key=lambda name: (name == "ALL", name)):  # all sources together last
+    for source in sorted(table.index, key=lambda name: (name == ALL, name)):  # all sources together last
         row = {"source": source}
         for metric in ("accuracy", "recall", "specificity"):
             if ("estimate", metric) in table.columns:
@@ -95,7 +96,7 @@ def _misses(result: AuditResult, floor: float = 0.3) -> str:
     table = _per_source(result)
     lines = []
     for source in table.index:
-        if source == "ALL":
+        if source == ALL:
             continue
         recall = table.loc[source, ("estimate", "recall")] if ("estimate", "recall") in table.columns else None
         specificity = (table.loc[source, ("estimate", "specificity")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +83,14 @@ def read_evaluation(directory: str | Path) -> EvaluationRun:
     return EvaluationRun(name=path.name, path=path, info=info if isinstance(info, dict) else {})
 
 
-def list_evaluations(workspace: Workspace, *, shipped: bool = False) -> list[EvaluationRun]:
+def list_evaluations(workspace: Workspace, *, shipped: bool = False,
+                     kinds: Sequence[str] | None = None) -> list[EvaluationRun]:
     """Complete evaluation runs in the workspace (``runs/<name>/`` and a training run's ``runs/<name>/evaluation/``),
-    newest first, then the shipped models' test evaluations (``shipped/<model>``) when ``shipped``; unreadable
-    folders are skipped."""
+    newest first, then the shipped models' test evaluations (``shipped/<model>``) when ``shipped``; only runs
+    whose ``run.json`` kind is one of ``kinds``, when given; unreadable folders are skipped."""
+    if kinds is not None:
+        wanted = set(kinds)
+        return [run for run in list_evaluations(workspace, shipped=shipped) if run.info.get("kind") in wanted]
     runs = []
     if shipped:
         for model in shipped_model_dirs():

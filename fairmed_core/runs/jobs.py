@@ -6,7 +6,10 @@ A job is a folder ``workspace/jobs/<name>/``::
     job.json       the command, the pid, when it started (written before the process starts work)
     log.txt        the command's stdout and stderr
     progress.json  {"done": d, "total": t, "what": "..."}, written by the command as it goes (optional)
-    result.json    {"exit_code": n, "finished_utc": ...}, written by the job runner when the command ends
+    result.json    {"exit_code": n, "finished_utc": ...}, written by :func:`run_recorded` when the command ends
+
+The process is ``python -m fairmed_core.cli ARGS...`` with ``FAIRMED_JOB_DIR`` naming the job folder: the
+command line runs itself through :func:`run_recorded` then (this module never imports the command line).
 
 Its status follows from those files and the pid: ``running`` (no result yet, process alive), ``finished`` (exit
 code 0), ``failed`` (another exit code), ``stopped`` (stopped by the user) or ``lost`` (the process died without
@@ -15,22 +18,25 @@ a result: killed by the system, or the machine restarted). Every file is written
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import Workspace, _checked_name, atomic_write_json
 
-__all__ = ["Job", "PROGRESS_ENV", "list_jobs", "read_job", "report_progress", "start_job", "stop_job"]
+__all__ = ["JOB_DIR_ENV", "Job", "PROGRESS_ENV", "list_jobs", "read_job", "report_progress", "run_recorded",
+           "start_job", "stop_job"]
 
 PROGRESS_ENV = "FAIRMED_PROGRESS_FILE"  # the command reports progress to the file this variable names
+JOB_DIR_ENV = "FAIRMED_JOB_DIR"  # set for a command started as a job: its folder, where it records its end
 _STOPPED = "stopped.json"
 
 
@@ -78,21 +84,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_job(path: str | Path) -> Job:
     """The job in ``path``; an error if its ``job.json`` is missing or unreadable."""
     path = Path(path)
-    info = _read_json(path / "job.json")
+    info = read_json_object(path / "job.json")
     if info is None:
         raise FairMedInputError("not a job folder (job.json missing or unreadable)", source=str(path))
-    result = _read_json(path / "result.json")
+    result = read_json_object(path / "result.json")
     exit_code = None if result is None else result.get("exit_code")
     pid = int(info.get("pid", -1))
     if (path / _STOPPED).exists():
@@ -105,7 +103,7 @@ def read_job(path: str | Path) -> Job:
         status = "lost"
     return Job(name=path.name, path=path, argv=tuple(info.get("argv", ())), pid=pid,
                started_utc=str(info.get("started_utc", "")), status=status, exit_code=exit_code,
-               progress=_read_json(path / "progress.json"), labels=dict(info.get("labels", {})))
+               progress=read_json_object(path / "progress.json"), labels=dict(info.get("labels", {})))
 
 
 def list_jobs(workspace: Workspace) -> list[Job]:
@@ -130,8 +128,8 @@ def start_job(workspace: Workspace, name: str, argv: Sequence[str], *, labels: d
     if path.exists():
         raise FairMedInputError(f"job {name!r} already exists", hint="choose another name")
     path.mkdir(parents=True)
-    command = [sys.executable, "-m", "fairmed_core.runs.job_runner", str(path), *argv]
-    env = {**os.environ, PROGRESS_ENV: str(path / "progress.json"), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "fairmed_core.cli", *argv]
+    env = {**os.environ, PROGRESS_ENV: str(path / "progress.json"), JOB_DIR_ENV: str(path), "PYTHONUNBUFFERED": "1"}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_json(path / "job.json", {"argv": list(argv), "pid": -1, "started_utc": started,
                                           "labels": labels or {}})
@@ -154,6 +152,29 @@ def stop_job(job: Job) -> Job:
     except (ProcessLookupError, PermissionError):
         pass
     return read_job(job.path)
+
+
+def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt  # unwind through the command's finally blocks, then record the exit
+
+
+def run_recorded(job_dir: str | Path, command: Callable[[], int]) -> int:
+    """Run a job's ``command`` and record how it ended in ``result.json``: its exit code, 143 when stopped
+    (SIGTERM unwinds through the command's ``finally`` blocks first), 1 with the traceback in the log when it
+    crashed."""
+    os.environ.pop(JOB_DIR_ENV, None)  # processes the command starts are not this job
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        code = command()
+    except KeyboardInterrupt:
+        code = 143
+        print("stopped", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - an unexpected crash is recorded as a failed job with its traceback
+        traceback.print_exc()
+        code = 1
+    atomic_write_json(Path(job_dir) / "result.json", {
+        "exit_code": int(code), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return int(code)
 
 
 def report_progress(done: int, total: int, what: str = "") -> None:

@@ -9,15 +9,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import Workspace
+from fairmed_core.settings import JsonRecord
 
-__all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingRun", "eval_frame", "list_training_runs", "read_metrics",
-           "summary_frame", "train_frame"]
+__all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingResult", "TrainingRun", "eval_frame", "list_training_runs",
+           "read_metrics", "summary_frame", "train_frame"]
 
 METRICS_FILE = "metrics.jsonl"
 FINISHED_FILE = "training.json"
 CONFIG_FILE = "config.json"
 KIND = "grpo-training"
+
+
+@dataclass(frozen=True)
+class TrainingResult(JsonRecord):
+    """How a training run ended: what ``training.json`` holds, and what the training job returns. A helper rank
+    of a multi-process launch returns one with its ``rank`` and writes nothing (rank 0 writes the run)."""
+
+    method: str
+    steps: int
+    train_time_s: float | None = None
+    seconds_per_step: float | None = None
+    resumed_from: str | None = None  # the checkpoint the run resumed from
+    test_accuracy: float | None = None  # of the final model on the test split, when it was evaluated
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -27,7 +44,7 @@ class TrainingRun:
     name: str
     path: Path
     config: dict
-    finished: dict | None
+    finished: TrainingResult | None
 
     @property
     def method(self) -> str:
@@ -55,12 +72,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def _read(path: Path) -> dict | None:
+def _finished(folder: Path) -> TrainingResult | None:
+    """The run's ``training.json``; None when it is missing or unreadable (a run still going, or killed)."""
+    data = read_json_object(folder / FINISHED_FILE)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None if data is None else TrainingResult.from_json(data, source=str(folder / FINISHED_FILE))
+    except FairMedInputError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def list_training_runs(workspace: Workspace) -> list[TrainingRun]:
@@ -69,10 +87,10 @@ def list_training_runs(workspace: Workspace) -> list[TrainingRun]:
         return []
     runs = []
     for folder in workspace.runs.iterdir():
-        config = _read(folder / CONFIG_FILE) if folder.is_dir() else None
+        config = read_json_object(folder / CONFIG_FILE) if folder.is_dir() else None
         if config is None or config.get("kind") != KIND:
             continue
-        runs.append(TrainingRun(name=folder.name, path=folder, config=config, finished=_read(folder / FINISHED_FILE)))
+        runs.append(TrainingRun(name=folder.name, path=folder, config=config, finished=_finished(folder)))
     return sorted(runs, key=lambda run: (run.path / CONFIG_FILE).stat().st_mtime, reverse=True)
 
 

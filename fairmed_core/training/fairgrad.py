@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.plain import python_scalar
+from fairmed_core.training.fairgrad_config import METHODS, check_training_numbers  # noqa: F401 - re-exported
 
 __all__ = [
     "SmallCNN",
@@ -42,12 +43,12 @@ __all__ = [
     "demographic_parity_loss",
     "equal_opportunity_loss",
     "equalized_odds_loss",
+    "check_training_numbers",
     "reconcile_gradients",
 ]
 
 MAX_GROUPS = 50  # more groups than this in one attribute is almost always an identifier or a continuous column
 _MODELS = ("logistic", "mlp", "cnn")
-_METHODS = ("fairgrad", "penalty", "erm")
 _DEFAULT_OBJECTIVE = "equalized_odds"
 
 
@@ -497,8 +498,8 @@ class FairGradClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         if self.model not in _MODELS:
             raise FairMedInputError(f"model must be one of {list(_MODELS)}, got {self.model!r}")
-        if self.method not in _METHODS:
-            raise FairMedInputError(f"method must be one of {list(_METHODS)}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise FairMedInputError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         for name in ("hidden", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

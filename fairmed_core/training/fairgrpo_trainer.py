@@ -64,16 +64,17 @@ from trl.trainer.utils import RepeatSampler
 
 from fairmed_core.data.schema import UNKNOWN, Dataset, attribute_value, open_image, parse_demo
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json
 from fairmed_core.models.answers import normalise_answer
 from fairmed_core.models.generation import _suppressed_token_ids
 from fairmed_core.models.prompting import chat_messages, to_model_image
-from fairmed_core.runs.workspace import atomic_write_json
 from fairmed_core.training.fairgrpo_weights import (
     FairGRPOStatistics,
     FairGRPOStepInfo,
     FairGRPOWeighting,
     fairgrpo_advantages,
 )
+from fairmed_core.training.grpo_config import METHODS
 from fairmed_core.training.rewards import accuracy_reward, format_reward
 
 __all__ = [
@@ -93,7 +94,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("grpo", "fairgrpo", "fairgrpo_nd", "grpo_dro", "grpo_resample")
 _FAIRGRPO_METHODS = ("fairgrpo", "fairgrpo_nd")
 _GROUP_METHODS = ("fairgrpo", "grpo_dro", "grpo_resample")  # need known demographics
 STATISTICS_FILE = "fairgrpo_statistics.json"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,62 +21,16 @@ import torch
 from fairmed_core.data import read_manifest
 from fairmed_core.data.synth import QUESTIONS, SynthCase, cases_from_dataset
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json, atomic_write_text
 from fairmed_core.models.answers import build_prompt
 from fairmed_core.models.prompting import chat_messages, to_model_image
-from fairmed_core.models.tiny import TinyModelConfig, build_processor, build_tiny_model, build_tokenizer
-from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.models.tiny import build_processor, build_tiny_model, build_tokenizer
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
+from fairmed_core.training.sft_config import SFTConfig
 
 __all__ = ["SFTConfig", "SFTResult", "encode_sft_examples", "train_sft", "tiny_corpus"]
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class SFTConfig:
-    """Supervised warm start settings; ``model`` sizes the tiny model."""
-
-    epochs: int = field(default=12, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=32, metadata={"help": "cases per optimiser step"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    split: str = field(default="train", metadata={"help": "manifest split to train on"})
-    sources: tuple[str, ...] | None = field(default=None, metadata={"help": "train on these data sources only"})
-    max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
-    seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
-    model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes"})
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FairMedInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> SFTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FairMedInputError(f"unknown SFT settings {unknown}", hint=f"known: {sorted(known)}")
-        values = dict(data)
-        if values.get("sources") is not None:
-            values["sources"] = tuple(values["sources"])
-        if "model" in values:
-            model_known = {f.name for f in fields(TinyModelConfig)}
-            bad = sorted(set(values["model"]) - model_known)
-            if bad:
-                raise FairMedInputError(f"unknown model settings {bad}", hint=f"known: {sorted(model_known)}")
-            try:
-                values["model"] = TinyModelConfig(**values["model"])
-            except ValueError as error:
-                raise FairMedInputError(f"model settings: {error}") from error
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -182,7 +136,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
-            record = {"step": step, "epoch": epoch, "loss": float(loss.detach()),
+            record = {"step": step, "total_steps": total_steps, "epoch": epoch, "loss": float(loss.detach()),
                       "learning_rate": optimizer.param_groups[0]["lr"],
                       "elapsed_s": round(time.perf_counter() - started, 3)}
             records.append(record)

@@ -1,8 +1,8 @@
 """FairGrad on a hospital's own table: read a CSV with :func:`read_tabular`, train ERM, the fixed-weight penalty or
 FairGrad on a seeded stratified train split, and store the test predictions as an audited evaluation run.
 
-The run has the layout of the image runs (:mod:`fairmed_core.training.fairgrad_images`), so the Fairness audit
-page and :mod:`fairmed_core.training.fairgrad_report` open it the same way: ``predictions.csv`` (``case_id,
+The run has the layout of the image runs (:mod:`fairmed_core.jobs.fairgrad_images`), so the Fairness audit
+page and :mod:`fairmed_core.runs.fairgrad_report` open it the same way: ``predictions.csv`` (``case_id,
 source, split``, one column per attribute, ``y_true, y_pred, score, model``), ``audit/``, ``run.json`` (kind
 ``"fairgrad-tabular"``) and ``training_history.csv``. The table is one source, named after the file's stem.
 
@@ -14,101 +14,29 @@ training rows only, so nothing about the test rows leaks into training.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fairmed_core.data.tabular import TabularData, read_tabular, tabular_pipeline
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.jobs.fairgrad_images import write_training_history
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.plain import python_scalar
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
-from fairmed_core.runs.evaluation_job import audit_predictions
-from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
-from fairmed_core.training.fairgrad_images import write_training_history
+from fairmed_core.training.fairgrad import FairGradClassifier
+from fairmed_core.training.fairgrad_config import FairGradTabularConfig
+from fairmed_core.training.tabular import TabularData, read_tabular, tabular_pipeline
 
-__all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run_fairgrad_tabular"]
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import FairGradTabularJobConfig
+
+__all__ = ["FairGradTabularConfig", "RUN_KIND", "fairgrad_tabular_predictions", "run", "run_fairgrad_tabular"]
 
 RUN_KIND = "fairgrad-tabular"
-METHODS = ("erm", "penalty", "fairgrad")
-MODELS = ("logistic", "mlp")
 POSITIVE, NEGATIVE = "yes", "no"
-_RESERVED_COLUMNS = ("case_id", "source", "split", "y_true", "y_pred", "score", "model")
-
-
-@dataclass(frozen=True)
-class FairGradTabularConfig:
-    """How a table is read, split and trained on (training defaults: those of the SUPPORT2 benchmark,
-    ``benchmarks/fairgrad_support2.py``, where ERM's test AUROC matches scikit-learn's logistic regression)."""
-
-    label: str = field(metadata={"help": "outcome column"})
-    positive_label: str | None = field(default=None, metadata={
-        "help": "the label's value that means the outcome happened (not needed for a 0/1 or boolean label)"})
-    attributes: tuple[str, ...] = field(default=(), metadata={"help": "sensitive attribute columns"})
-    objective: str = field(default="equalized_odds", metadata={"help": "fairness objective of every attribute"})
-    objectives: Mapping[str, str] = field(default_factory=dict, metadata={
-        "help": "attribute -> objective, overriding `objective` for the attributes it names"})
-    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad"})
-    model: str = field(default="logistic", metadata={"help": "logistic or mlp (one hidden layer)"})
-    hidden: int = field(default=32, metadata={"help": "width of the MLP's hidden layer"})
-    epochs: int = field(default=100, metadata={"help": "training epochs"})
-    warmup_epochs: int = field(default=0, metadata={"help": "ERM epochs before the fairness objectives start"})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "Adam weight decay"})
-    batch_size: int = field(default=256, metadata={"help": "rows per step"})
-    penalty_weight: float = field(default=1.0, metadata={"help": "fairness weight of the penalty method"})
-    test_fraction: float = field(default=0.2, metadata={"help": "share of rows held out for the test split"})
-    seed: int = field(default=0, metadata={"help": "split, initialisation and shuffling seed"})
-    numeric: tuple[str, ...] | None = field(default=None, metadata={"help": "columns declared numeric"})
-    categorical: tuple[str, ...] | None = field(default=None, metadata={"help": "columns declared categorical"})
-    drop: tuple[str, ...] = field(default=(), metadata={"help": "columns to ignore (identifiers, dates, text)"})
-
-    def __post_init__(self) -> None:
-        for name in ("attributes", "drop", "numeric", "categorical"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, (value,))
-            elif value is not None:
-                object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "objectives", dict(self.objectives or {}))
-        if self.method not in METHODS:
-            raise FairMedInputError(f"method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.model not in MODELS:
-            raise FairMedInputError(f"model must be one of {list(MODELS)}, got {self.model!r}")
-        for attribute, objective in (("(every attribute)", self.objective), *self.objectives.items()):
-            if objective not in FAIRNESS_OBJECTIVES:
-                raise FairMedInputError(f"unknown fairness objective {objective!r} for {attribute}",
-                                        hint=f"known: {sorted(FAIRNESS_OBJECTIVES)}")
-        unknown = sorted(set(self.objectives) - set(self.attributes))
-        if unknown:
-            raise FairMedInputError(f"objectives name {unknown}, which are not among the attributes "
-                                    f"{list(self.attributes)}", column=unknown[0])
-        if not self.attributes:
-            raise FairMedInputError("name at least one sensitive attribute column",
-                                    hint="the run is audited per group of each attribute")
-        for attribute in self.attributes:
-            if attribute in _RESERVED_COLUMNS:
-                raise FairMedInputError(f"an attribute cannot be called {attribute!r}: the predictions table uses "
-                                        "that name", column=attribute, hint="rename the column in the table")
-        if not 0.05 <= self.test_fraction <= 0.5:
-            raise FairMedInputError(f"test_fraction must be between 0.05 and 0.5, got {self.test_fraction}")
-        if self.epochs < 1 or self.warmup_epochs < 0:
-            raise FairMedInputError("epochs must be at least 1 and warmup_epochs at least 0")
-
-    def objective_of(self, attribute: str) -> str:
-        return self.objectives.get(attribute, self.objective)
-
-    @property
-    def model_name(self) -> str:
-        attributes = "+".join(self.attributes) if self.method != "erm" else "none"
-        return f"{self.model}-{self.method}-{attributes}-seed{self.seed}"
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["objectives"] = {attribute: self.objective_of(attribute) for attribute in self.attributes}
-        return values
 
 
 def _split(data: TabularData, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -219,3 +147,13 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
     run = save_evaluation(out_dir, predictions, info, result)
     write_training_history(run.path, {source: model})
     return run
+
+
+def run(config: FairGradTabularJobConfig, out_dir: str | Path,
+        progress: Callable[[int, int, str], None] | None = None) -> EvaluationRun:
+    """``fairmed train fairgrad-tabular``: :func:`run_fairgrad_tabular` on the table ``config`` names."""
+    if not Path(config.table).is_file():
+        raise FairMedInputError("the table does not exist or is not a file", source=config.table)
+    return run_fairgrad_tabular(config.table, out_dir, config.fairgrad, n_boot=config.n_boot,
+                                progress=None if progress is None else lambda done, total: progress(done, total,
+                                                                                                      "epochs"))

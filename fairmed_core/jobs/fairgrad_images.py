@@ -11,57 +11,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fairmed_core.data import Dataset
+from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.schema import UNKNOWN
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_text
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
-from fairmed_core.runs.evaluation_job import audit_predictions
-from fairmed_core.runs.workspace import atomic_write_text
-from fairmed_core.training.fairgrad import FAIRNESS_OBJECTIVES, FairGradClassifier
+from fairmed_core.training.fairgrad import FairGradClassifier
+from fairmed_core.training.fairgrad_config import FairGradImageConfig
 
-__all__ = ["FairGradImageConfig", "fairgrad_image_predictions", "image_matrix", "run_fairgrad_images"]
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import FairGradImagesJobConfig
 
-METHODS = ("erm", "penalty", "fairgrad")
+__all__ = ["FairGradImageConfig", "fairgrad_image_predictions", "image_matrix", "run", "run_fairgrad_images"]
 
-
-@dataclass(frozen=True)
-class FairGradImageConfig:
-    """How the per-source CNNs are trained (defaults measured on the benchmark's chest X-rays: ERM reaches test
-    AUROC 0.90 in about 10 s per source on one CPU thread)."""
-
-    method: str = field(default="fairgrad", metadata={"help": "erm, penalty or fairgrad"})
-    attributes: tuple[str, ...] = field(default=("sex",), metadata={"help": "sensitive attributes, one objective each"})
-    objective: str = field(default="equalized_odds", metadata={"help": "fairness objective for every attribute"})
-    penalty_weight: float = field(default=1.0, metadata={"help": "fairness weight of the penalty method"})
-    epochs: int = field(default=15, metadata={"help": "training epochs per source"})
-    warmup_epochs: int = field(default=8, metadata={"help": "ERM epochs before the fairness objectives start"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "images per step"})
-    width: int = field(default=8, metadata={"help": "channels of the CNN's first convolution"})
-    seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
-    split: str = field(default="test", metadata={"help": "split to predict (training uses 'train')"})
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise FairMedInputError(f"method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.objective not in FAIRNESS_OBJECTIVES:
-            raise FairMedInputError(f"unknown fairness objective {self.objective!r}",
-                                    hint=f"known: {sorted(FAIRNESS_OBJECTIVES)}")
-        if self.method != "erm" and not self.attributes:
-            raise FairMedInputError(f"method {self.method!r} needs at least one sensitive attribute")
-
-    @property
-    def model_name(self) -> str:
-        attributes = "+".join(self.attributes) if self.method != "erm" else "none"
-        return f"cnn-{self.method}-{attributes}-seed{self.seed}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def image_matrix(dataset: Dataset, case_ids: Sequence[str]) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -89,7 +58,7 @@ def _attributes_of(dataset: Dataset, rows: pd.DataFrame, wanted: Sequence[str]) 
         if attribute not in dataset.attributes:
             raise FairMedInputError(f"dataset {dataset.name!r} has no attribute {attribute!r}", column=attribute,
                                     hint=f"attributes: {list(dataset.attributes)}")
-        if (rows[attribute].astype(str) != "UNK").any():
+        if (rows[attribute].astype(str) != UNKNOWN).any():
             present.append(attribute)
     return present
 
@@ -185,3 +154,11 @@ def write_training_history(run_dir: Path, models: dict) -> Path:
                 "conflicting_pairs": record.conflicting_pairs, "mean_conflict_cosine": record.mean_conflict_cosine}
                for source, model in models.items() for record in model.history_]
     return atomic_write_text(Path(run_dir) / "training_history.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+def run(config: FairGradImagesJobConfig, out_dir: str | Path,
+        progress: Callable[[int, int, str], None] | None = None) -> EvaluationRun:
+    """``fairmed train fairgrad``: :func:`run_fairgrad_images` on the manifest ``config`` names."""
+    return run_fairgrad_images(read_manifest(config.data), out_dir, config.fairgrad, n_boot=config.n_boot,
+                               progress=None if progress is None
+                               else lambda done, total: progress(done, total, "epochs (all sources)"))

@@ -19,106 +19,37 @@ resume the records after the checkpoint's step are dropped (they will be recompu
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
 
 from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import atomic_write_json, atomic_write_text
+from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.plain import json_safe
-from fairmed_core.runs.evaluation_job import audit_predictions, run_evaluation
-from fairmed_core.runs.training_store import FINISHED_FILE, METRICS_FILE, eval_frame, read_metrics, summary_frame
-from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.runs.training_store import (FINISHED_FILE, METRICS_FILE, TrainingResult, eval_frame, read_metrics,
+                                              summary_frame)
+from fairmed_core.settings import JOB_FILE
+from fairmed_core.training.grpo_config import GRPOJobConfig
 
-__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run_grpo_training",
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import GRPOTrainingJobConfig
+
+__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run", "run_grpo_training",
            "summary_frame"]
 
 _GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
 _SUMMARY_KEYS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es", "accuracy", "f1")
-
-
-# Module names inside Gemma3ForConditionalGeneration: only the language model's projections (the vision tower has
-# q/k/v projections of its own, which an "all-linear" target would adapt too).
-LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-@dataclass(frozen=True)
-class GRPOJobConfig:
-    """A training job's settings; CPU defaults finish in minutes on the shipped tiny model."""
-
-    method: str = field(default="fairgrpo", metadata={"help": "grpo, fairgrpo, fairgrpo_nd, grpo_dro, grpo_resample"})
-    steps: int = field(default=60, metadata={"help": "optimizer steps"})
-    prompts_per_step: int = field(default=8,
-                                  metadata={"help": "prompts per step (per process when launched on several)"})
-    num_generations: int = field(default=4, metadata={"help": "rollouts per prompt (G)"})
-    # 2e-4 collapsed plain GRPO on the tiny model to one answer within ~15 steps (benchmarks/fairgrpo_methods.py).
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate"})
-    beta: float = field(default=0.0, metadata={"help": "KL coefficient (the authors use 0)"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
-    max_completion_length: int = field(default=40, metadata={"help": "rollout length limit in tokens"})
-    eval_every: int = field(default=10, metadata={"help": "evaluate on the held-out split every N steps"})
-    eval_split: str = field(default="val", metadata={"help": "held-out split for the training curves"})
-    eval_limit: int | None = field(default=300, metadata={"help": "held-out cases per evaluation (None: all)"})
-    save_every: int = field(default=20, metadata={"help": "checkpoint every N steps"})
-    train_limit: int | None = field(default=None, metadata={"help": "train on the first N train cases only"})
-    group_attributes: tuple[str, ...] = field(default=("sex", "age_group"),
-                                              metadata={"help": "attributes forming a demographic group"})
-    test_split: str | None = field(default="test", metadata={"help": "split evaluated at the end (None: skip)"})
-    seed: int = field(default=0, metadata={"help": "sampling and shuffling seed"})
-    lora_rank: int = field(default=0, metadata={
-        "help": "LoRA rank on the language model's attention and MLP projections (0: train every weight)"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in the backward pass (less GPU memory, more time)"})
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_every",
-                     "save_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FairMedInputError(f"{name} must be a positive whole number, got {value!r}", column=name)
-        if self.num_generations < 2:
-            raise FairMedInputError("num_generations must be at least 2: GRPO compares rollouts of one prompt",
-                                    column="num_generations")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 0:
-            raise FairMedInputError(f"lora_rank must be 0 (full fine-tuning) or a positive whole number, got "
-                                    f"{self.lora_rank!r}", column="lora_rank")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise FairMedInputError(f"temperature must be positive, got {self.temperature!r}", column="temperature")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def peft_config(self):
-        """The LoRA adapter spec for ``lora_rank > 0`` (None otherwise): rank r, alpha 2r, dropout 0, on the
-        language model's q/k/v/o and gate/up/down projections; the vision tower and the projector stay frozen."""
-        if not self.lora_rank:
-            return None
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.lora_rank, lora_alpha=2 * self.lora_rank, lora_dropout=0.0, bias="none",
-                          target_modules=LORA_TARGET_MODULES)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GRPOJobConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FairMedInputError(f"unknown training settings {unknown}", hint=f"known: {sorted(known)}")
-        values = dict(data)
-        if "group_attributes" in values:
-            values["group_attributes"] = tuple(values["group_attributes"])
-        return cls(**values)
 
 
 class _MetricsLog:
@@ -148,7 +79,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=0)
     groups = result.groups_frame()
-    groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != "UNK") & (groups["n"] > 0)]
+    groups = groups[groups["metric"].isin(_GROUP_METRICS) & (groups["group"] != UNKNOWN) & (groups["n"] > 0)]
     failures = predictions.assign(failed=~predictions["format_ok"].astype(bool))
     group_rows = [{"source": g.source, "attribute": g.attribute, "group": g.group, "metric": g.metric,
                    "n": int(g.n), "value": json_safe(g.estimate)} for g in groups.itertuples(index=False)]
@@ -157,7 +88,7 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
         for key, block in failures.groupby(keys):
             key = key if isinstance(key, tuple) else (key,)
             group_rows.append({"source": key[0], "attribute": attribute,
-                               "group": "ALL" if attribute == "overall" else key[1], "metric": "format_failure",
+                               "group": ALL if attribute == "overall" else key[1], "metric": "format_failure",
                                "n": len(block), "value": float(block["failed"].mean())})
     summary = result.summary_frame()
     summary_rows = [{"source": row["source"], "attribute": row["attribute"],
@@ -235,9 +166,9 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 
 def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, config: GRPOJobConfig, *,
-                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> TrainingResult:
     """Train with ``config.method`` from ``model_dir`` on ``manifest``'s train split into ``out_dir``; returns
-    the ``training.json`` record. ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
+    how it ended (what ``training.json`` holds). ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
     from fairmed_core.training.fairgrpo_trainer import FairGRPOConfig, FairGRPOTrainer, grpo_dataset
 
     out = Path(out_dir)
@@ -250,7 +181,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
                                     hint="start the run without --resume")
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
         config = GRPOJobConfig.from_dict(saved["job"])
-    elif _is_main_process() and out.exists() and any(out.iterdir()):
+    elif _is_main_process() and out.exists() and any(p.name != JOB_FILE for p in out.iterdir()):
         # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
     dataset = read_manifest(manifest)
@@ -261,13 +192,13 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     on_cpu = loaded.device.type == "cpu"
     batch = config.prompts_per_step * config.num_generations
     trl_config = FairGRPOConfig(
-        output_dir=str(checkpoints), method=config.method, max_steps=config.steps,
+        output_dir=str(checkpoints), max_steps=config.steps,
         per_device_train_batch_size=batch, num_generations=config.num_generations,
         learning_rate=config.learning_rate, beta=config.beta, temperature=config.temperature,
         max_completion_length=config.max_completion_length, logging_steps=1, save_steps=config.save_every,
         save_strategy="steps", report_to="none", seed=config.seed, bf16=not on_cpu and torch.cuda.is_bf16_supported(),
-        use_cpu=on_cpu, group_attributes=list(config.group_attributes), label_values=list(dataset.label_values),
-        dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=config.gradient_checkpointing,
+        use_cpu=on_cpu, label_values=list(dataset.label_values), dataloader_num_workers=0, disable_tqdm=True,
+        gradient_checkpointing=config.gradient_checkpointing, **config.trainer_options(),
     )
     train_data = grpo_dataset(dataset, "train", limit=config.train_limit, label_values=dataset.label_values)
     main = _is_main_process()
@@ -290,7 +221,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     elapsed = time.time() - started
     if not main:
-        return {"method": config.method, "steps": trainer.state.global_step, "rank": int(os.environ["RANK"])}
+        return TrainingResult(config.method, trainer.state.global_step, rank=int(os.environ["RANK"]))
     trained = trainer.model
     if config.lora_rank:
         # The run's model is a whole model folder like any other (audit, inference, counterfactuals): the adapter
@@ -300,14 +231,23 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     model_out = out / "model"
     trained.save_pretrained(model_out)
     loaded.processor.save_pretrained(model_out)
-    finished = {"method": config.method, "steps": trainer.state.global_step, "train_time_s": round(elapsed, 1),
-                "seconds_per_step": round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
-                "resumed_from": None if resume_from is None else resume_from.name}
+    test_accuracy = None
     if config.test_split:
         final = load_model(model_out, device=str(loaded.device))
         run = run_evaluation(final, dataset, out / "evaluation", split=config.test_split,
                              options=GenerationOptions(max_new_tokens=config.max_completion_length, batch_size=32),
                              n_boot=1000)
-        finished["test_accuracy"] = run.info["accuracy"]
-    atomic_write_json(out / FINISHED_FILE, finished)
+        test_accuracy = run.info["accuracy"]
+    finished = TrainingResult(
+        method=config.method, steps=trainer.state.global_step, train_time_s=round(elapsed, 1),
+        seconds_per_step=round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),
+        resumed_from=None if resume_from is None else resume_from.name, test_accuracy=test_accuracy)
+    atomic_write_json(out / FINISHED_FILE, finished.to_json())
     return finished
+
+
+def run(config: GRPOTrainingJobConfig, out_dir: str | Path, progress: Callable[[int, int, str], None] | None = None,
+        *, resume: bool = False) -> TrainingResult:
+    """``fairmed train <method>``: :func:`run_grpo_training` of the model and data ``config`` names."""
+    return run_grpo_training(config.model, config.data, out_dir, config.training, resume=resume,
+                             progress=None if progress is None else lambda done, total: progress(done, total, "steps"))

@@ -41,7 +41,7 @@ import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
 
-from .schema import UNKNOWN
+from fairmed_core.data.schema import UNKNOWN
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -1,6 +1,6 @@
 """The batch-evaluation job: load a model, answer a dataset split, audit the answers, store the run.
 
-The CLI (``fairmed evaluate``) and the Inference page both run this one function.
+The CLI (``fairmed evaluate``, through :func:`run`) and the Inference page both run :func:`run_evaluation`.
 """
 
 from __future__ import annotations
@@ -8,21 +8,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fairmed_core.data import Dataset
-from fairmed_core.fairness import audit
+from fairmed_core.data import Dataset, read_manifest
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
-from fairmed_core.models.loading import LoadedModel
+from fairmed_core.models.loading import LoadedModel, load_model
+from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
 
-__all__ = ["run_evaluation", "audit_predictions"]
+if TYPE_CHECKING:
+    from fairmed_core.jobs.configs import EvaluationJobConfig
+
+__all__ = ["audit_predictions", "run", "run_evaluation"]
 
 
-def audit_predictions(predictions, attributes, *, positive_label: str | None, n_boot: int = 1000, seed: int = 0):
-    """The default audit of a model's predictions: every attribute, per source, with bootstrap intervals."""
-    return audit(predictions, label_col="y_true", pred_col="y_pred", sensitive=list(attributes),
-                 source_col="source", positive_label=positive_label, n_boot=n_boot, seed=seed)
+def run(config: EvaluationJobConfig, out_dir: str | Path,
+        progress: Callable[[int, int, str], None] | None = None) -> EvaluationRun:
+    """``fairmed evaluate``: load the model and the dataset ``config`` names, answer the split, audit, store."""
+    dataset = read_manifest(config.data)
+    loaded = load_model(config.model, adapter=config.adapter, device=config.device)
+    return run_evaluation(loaded, dataset, out_dir, split=config.split_or_all, options=config.generation,
+                          limit=config.limit, n_boot=config.n_boot,
+                          progress=None if progress is None else lambda done, total: progress(done, total, "cases"))
 
 
 def run_evaluation(

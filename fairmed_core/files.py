@@ -1,0 +1,74 @@
+"""Where FairMed's shipped files live, and how every file is written: atomically.
+
+Everything is written to a temporary file next to its target and renamed into place, so a killed process
+never leaves a half-written file that a reader could mistake for a finished one. This module sits under every
+layer: any module that writes a file uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_GENERATORS", "TINY_MODEL",
+           "TINY_MODEL_PREDICTIONS", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "read_json_object", "shipped_model_dirs"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASSETS = REPO_ROOT / "assets"
+REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
+TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
+TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
+SHIPPED_GENERATORS = ASSETS / "counterfactual"  # counterfactual generators for the embedded benchmark
+
+
+def shipped_model_dirs() -> list[Path]:
+    """Model folders shipped in ``assets/models/`` (each with a ``config.json``): the tiny FairMedGemma first,
+    then the GRPO- and FairGRPO-trained ones when present."""
+    found = sorted(p.parent for p in (ASSETS / "models").glob("*/config.json") if p.is_file())
+    return sorted(found, key=lambda p: (p != TINY_MODEL, p.name))
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 text (see ``atomic_write_bytes``)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> Path:
+    """Atomically write strict JSON (NaN is refused: callers convert it to null first)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in ``path``; None when the file is missing, unreadable or holds something else (for
+    files a process may be writing or may have died before writing: a job's state, a run's end)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,56 @@
+"""The settings of the SFT warm start, checked when built (kept apart from the training loop, which imports torch
+and transformers, so the command line and the pages can check them before a job starts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.tiny_config import TinyModelConfig
+from fairmed_core.settings import config_from_dict
+
+__all__ = ["SFTConfig"]
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised warm start settings; ``model`` sizes the tiny model."""
+
+    epochs: int = field(default=12, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=32, metadata={"help": "cases per optimiser step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate", "flag": "--lr"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    split: str = field(default="train", metadata={"help": "manifest split to train on"})
+    sources: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "train on this data source only (repeat; default all)", "flag": "--source"})
+    max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
+    seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
+    model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes",
+                                                                              "prefix": "model-"})
+
+    def __post_init__(self) -> None:
+        if self.sources is not None:
+            object.__setattr__(self, "sources", tuple(self.sources))
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FairMedInputError(f"{name} must be at least 1, got {value!r}", column=name)
+        if self.max_cases is not None and (isinstance(self.max_cases, bool) or not isinstance(self.max_cases, int)
+                                           or self.max_cases < 1):
+            raise FairMedInputError(f"max_cases must be a positive whole number, got {self.max_cases!r}",
+                                    column="max_cases")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}",
+                                    column="learning_rate", hint="e.g. 2e-3")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SFTConfig:
+        return config_from_dict(cls, data, what="SFT")
