@@ -8,17 +8,21 @@ generation holds its lock. Everything the page computes comes from ``fairmed_cor
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from fairmed_core.data.uploads import MAX_UPLOAD_BYTES, read_uploaded_image
+from fairmed_core.data.labels import source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.case_review import CaseReview, counterfactual_choices, review_case
 from fairmed_core.models.generation import Generation, GenerationOptions, generate_answers
+from fairmed_core.models.image_novelty import ImageNovelty, fit_novelty_reference, image_novelty
 from fairmed_core.runs.eval_store import new_run_name
 from fairmed_core.runs.evaluation_job import run_evaluation
-from pages._common import current_dataset, current_model, show_input_error, workspace
+from fairmed_core.runs.workspace import shipped_model_dirs
+from pages._common import current_dataset, current_manifest, current_model, show_input_error, workspace
 
 ANY = "(any)"
 NO_COUNTERFACTUAL = "(none)"
@@ -46,9 +50,24 @@ def _decoding_options(prefix: str, *, batch: bool = False) -> GenerationOptions:
                              max_new_tokens=int(max_new_tokens), batch_size=int(batch_size))
 
 
+def _is_shipped(loaded) -> bool:
+    return Path(loaded.directory).resolve() in {p.resolve() for p in shipped_model_dirs()}
+
+
+def _scope_note() -> None:
+    """What an answer is and is not, beside every answer."""
+    loaded, _ = current_model()
+    if _is_shipped(loaded):
+        st.caption(":material/science: **Research tool, synthetic-data model, not a medical device.** This shipped "
+                   "model was trained on synthetic images only: its answer is not a diagnosis.")
+    else:
+        st.caption(":material/science: **Research tool, not a medical device.** Its answer is not a diagnosis.")
+
+
 def _answer_card(title: str, generation: Generation, truth: str | None) -> None:
     """The parsed answer (right or wrong against ``truth``), then the reasoning and the raw completion."""
     st.markdown(f"**{title}**")
+    _scope_note()
     if not generation.format_ok:
         st.error(f"Format failure: {generation.failure}. Scored as a wrong answer.", icon=":material/help:")
     elif truth is None:
@@ -192,18 +211,62 @@ def upload_tab(dataset) -> None:
     if right.button("Run the model on this image", type="primary", key="inference_run_upload"):
         loaded, lock = current_model()
         try:
+            reference = _novelty_reference(loaded, lock, dataset)
             with st.spinner("Generating..."), lock:
+                novelty = None if reference is None else image_novelty(loaded, reference, [uploaded.image])[0]
                 generation = generate_answers(loaded, [question], [[uploaded.image]], options)[0]
         except FairMedInputError as error:
             with right:
                 show_input_error(error)
             return
-        st.session_state["inference_upload_result"] = (key, generation)
+        st.session_state["inference_upload_result"] = (key, generation, novelty)
     stored = st.session_state.get("inference_upload_result")
     if stored is not None and stored[0] == key:
         with right:
+            _novelty_notice(stored[2], dataset)
             _answer_card("Model on the uploaded image", stored[1], None)
             st.caption("No ground truth for an upload: read the reasoning, not a score.")
+
+
+@st.cache_resource(show_spinner="Calibrating the out-of-distribution check on benchmark images (once per model)...",
+                   max_entries=4)
+def _cached_reference(model_key: str, manifest_key: str, _loaded, _lock, _dataset):
+    # cache_resource: the reference is computed once per (model, dataset) and process, shared by all sessions.
+    big = _loaded.parameter_count > 100_000_000  # each image costs a vision-tower forward pass
+    with _lock:
+        return fit_novelty_reference(_loaded, _dataset, n_reference=150 if big else 600,
+                                     n_held_out=100 if big else 300)
+
+
+def _novelty_reference(loaded, lock, dataset):
+    """The out-of-distribution reference of this model on this dataset's train/val images, or None (with a
+    caption saying why) where the dataset has no such splits."""
+    manifest = current_manifest()
+    try:
+        return _cached_reference(f"{loaded.directory}:{loaded.adapter}",
+                                 f"{manifest}:{manifest.stat().st_mtime}", loaded, lock, dataset)
+    except FairMedInputError as error:
+        st.session_state["inference_novelty_unavailable"] = str(error)
+        return None
+
+
+def _novelty_notice(novelty: ImageNovelty | None, dataset) -> None:
+    """The out-of-distribution verdict, shown above the answer so it is read first."""
+    if novelty is None:
+        reason = st.session_state.get("inference_novelty_unavailable", "")
+        st.warning(f"Out-of-distribution check not available ({reason}): nothing says whether this image resembles "
+                   "what the model was trained on.", icon=":material/help:")
+        return
+    detail = (f"vision-tower distance {novelty.vision_ratio:.2f} x threshold, image statistics "
+              f"{novelty.statistics_ratio:.2f} x threshold; above 1 is flagged, and the thresholds flag about 1% of "
+              f"held-out {dataset.name} images")
+    if novelty.unusual:
+        st.warning("**This image is unlike anything the model was trained on: its answer means nothing.** "
+                 + "; ".join(novelty.reasons).capitalize() + f". ({detail}.)", icon=":material/block:")
+    else:
+        st.caption(f":material/check_circle: Out-of-distribution check passed: the image resembles the training "
+                   f"images (closest: {source_label(novelty.nearest_source)}); {detail}. Passing it does not make "
+                   "the image in scope.")
 
 
 def evaluate_tab(dataset) -> None:

@@ -83,6 +83,9 @@ def test_a_case_is_answered_beside_its_true_counterfactual(page, default_manifes
     verdicts = [e.value for e in [*page.success, *page.warning] if "sex F -> M" in e.value]
     assert len(verdicts) == 1 and ("Same answer" in verdicts[0] or "changed" in verdicts[0])
     assert sum("<div class='fm-reasoning'>" in m.value for m in page.markdown) == 2
+    # Beside each of the two answers: what the shipped model is and is not.
+    notes = [c.value for c in page.caption if "Research tool, synthetic-data model, not a medical device" in c.value]
+    assert len(notes) == 2
 
 
 def test_filters_narrow_the_case_list_to_the_chosen_groups(page, default_manifest):
@@ -124,6 +127,25 @@ def test_an_uploaded_png_is_answered_without_a_ground_truth(page, default_manife
     _no_errors(page)
     assert any("no ground truth" in c.value.lower() for c in page.caption)
     assert any("Answer:" in i.value for i in page.info) or any("Format failure" in e.value for e in page.error)
+    # A benchmark image passes the out-of-distribution check, and says so with its numbers.
+    assert any("Out-of-distribution check passed" in c.value and "x threshold" in c.value for c in page.caption)
+    assert not any("unlike anything" in w.value for w in page.warning)
+    assert any("Research tool, synthetic-data model, not a medical device" in c.value for c in page.caption)
+
+
+@pytest.mark.parametrize("image", [Image.new("L", (64, 64), 128),
+                                   Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3),
+                                                                                     dtype=np.uint8))],
+                         ids=["flat grey", "random noise"])
+def test_an_upload_unlike_the_training_images_is_flagged_beside_its_answer(page, image):
+    """Observation 5 of issue 15: a flat grey image got a confident answer with no caveat."""
+    page.file_uploader(key="inference_upload").upload("odd.png", _png(image), "image/png")
+    page.run()
+    page.button(key="inference_run_upload").click().run()
+    _no_errors(page)
+    flagged = [w.value for w in page.warning if "unlike anything the model was trained on" in w.value]
+    assert len(flagged) == 1 and "its answer means nothing" in flagged[0] and "x threshold" in flagged[0]
+    assert any("Research tool, synthetic-data model, not a medical device" in c.value for c in page.caption)
 
 
 def test_a_16_bit_rgba_upload_lists_its_conversions(page):
