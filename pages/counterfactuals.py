@@ -23,7 +23,7 @@ from fairmed_core.counterfactual.analysis import (
     run_counterfactual_analysis,
 )
 from fairmed_core.counterfactual.validity import PairValidity, ValidityThresholds, validity_checks
-from fairmed_core.data.labels import attribute_label, case_label, finding_name, group_label, source_label
+from fairmed_core.data.labels import answer_label, case_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import SHIPPED_GENERATORS
 from fairmed_core.viz import flip_rates_figure, word_diff_html
@@ -32,6 +32,10 @@ from pages._common import current_dataset, current_model, show_input_error, work
 MAX_PICKED = 4  # cases edited at once on this tab: each costs a few seconds of CPU
 BADGE = {True: ("green", ":material/check_circle:", "pass"), False: ("red", ":material/cancel:", "fail"),
          None: ("gray", ":material/help:", "not judged")}
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _group(value: object) -> str:
@@ -63,10 +67,13 @@ def choose_generator():
     quality = ""
     if classifier is not None:
         quality = "; attribute classifier balanced accuracy on real val images: " + ", ".join(
-            f"{s} {i.val_balanced_accuracy:.2f}" + ("" if i.trustworthy else " (too weak to judge)")
-            if i.val_balanced_accuracy is not None else f"{s} unknown" for s, i in classifier.infos.items())
+            f"{source_label(s)} {i.val_balanced_accuracy:.2f} (0.5 = chance, 1 = perfect)"
+            + ("" if i.trustworthy else " (too weak to judge)")
+            if i.val_balanced_accuracy is not None else f"{source_label(s)} unknown"
+            for s, i in classifier.infos.items())
     st.caption(f"Edits **{config.attribute}** ({', '.join(map(_group, config.classes))}) on "
-               f"{', '.join(config.sources)}; {generator.info.step:,} training steps, {config.image_size}px"
+               f"{', '.join(map(source_label, config.sources))}; {generator.info.step:,} training steps, "
+               f"{config.image_size}x{config.image_size} pixels"
                f"{quality}.")
     return generator, classifier
 
@@ -100,13 +107,9 @@ def _thresholds(tests: dict) -> ValidityThresholds:
     return ValidityThresholds(**saved) if saved else ValidityThresholds()
 
 
-def _finding_text(source: object, answer: object) -> str:
-    finding = finding_name(source)
-    return f" ({finding})" if finding and str(answer) == "yes" else ""
-
-
-def _answer(label: str, answer: object, truth: str | None, reasoning_html: str) -> None:
-    text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else f"**{answer}**"
+def _answer(label: str, answer: object, truth: str | None, reasoning_html: str, source: object = None) -> None:
+    text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else \
+        f"**{answer_label(answer, source)}**"
     mark = "" if truth is None or answer is None or pd.isna(answer) else (" (correct)" if answer == truth else
                                                                            " (wrong)")
     st.markdown(f"{label}: {text}{mark}")
@@ -142,9 +145,8 @@ def show_pairs(result) -> None:
     for case_id, rows in table.groupby("case_id", sort=False):
         first = rows.iloc[0]
         pairs = [result.pair_objects[int(i)] for i in rows["pair"]]
-        truth_finding = _finding_text(first["source"], first["ground_truth"])
-        st.markdown(f"#### {case_label(case_id, first['source']).capitalize()}: {_group(first['factual_group'])}; "
-                    f"ground truth **{first['ground_truth']}**{truth_finding}")
+        st.markdown(f"#### {_sentence(case_label(case_id, first['source']))}: {_group(first['factual_group'])}; "
+                    f"ground truth **{answer_label(first['ground_truth'], first['source'])}**")
         _case_banner(rows)
         columns = st.columns(1 + 3 * len(pairs) if pairs[0].truth is not None else 1 + 2 * len(pairs))
         with columns[0]:
@@ -172,16 +174,16 @@ def show_pairs(result) -> None:
                            "count in the verdict.")
             left, right, third = st.columns(3)
             with left:
-                _answer("Model on the original", row["answer"], first["ground_truth"], own)
+                _answer("Model on the original", row["answer"], first["ground_truth"], own, first["source"])
             with right:
                 _answer(f"Model on the generated {target}" + ("" if row["valid"] else " (invalid pair)"),
-                        row["counterfactual_answer"], first["ground_truth"], other)
+                        row["counterfactual_answer"], first["ground_truth"], other, first["source"])
             if row.get("true_flipped") is not None and not pd.isna(row.get("true_flipped")):
                 with third:
                     truth_reasoning = row.get("true_counterfactual_reasoning")
                     _answer("Model on the true counterfactual", row["true_counterfactual_answer"],
                             first["ground_truth"], word_diff_html(str(row["reasoning"] or ""),
-                                                                  str(truth_reasoning or ""))[1])
+                                                                  str(truth_reasoning or ""))[1], first["source"])
         st.divider()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from fairmed_core.counterfactual.analysis import invariance_verdict
 from fairmed_core.counterfactual.validity import PairValidity, ValidityThresholds, _judge, validity_checks
-from fairmed_core.data.labels import case_label, finding_name, group_label, source_label
+from fairmed_core.data.labels import answer_label, case_label, finding_name, group_label, source_label
 
 
 @pytest.mark.parametrize("composition", [3.0, 12.0, 12.5, 40.0])
@@ -75,6 +75,9 @@ def test_codes_read_as_words():
     assert source_label("synth_cxr") == "chest X-ray" and source_label("hospital_a") == "hospital_a"
     assert finding_name("synth_derm") == "suspicious lesion" and finding_name("synth_mammo") == "mass"
     assert finding_name("elsewhere") is None
+    assert answer_label("yes", "synth_cxr") == "yes (opacity)" and answer_label("no", "synth_mammo") == "no (no mass)"
+    assert answer_label("no", "hospital_a") == "no" and answer_label("(format failure)", "synth_cxr") == \
+        "(format failure)"
     assert case_label("synth_cxr-0000000005", "synth_cxr") == "case 5, chest X-ray"
     assert case_label("0000000005") == "case 5"
     assert case_label("CXR-A17", "hospital_a") == "case CXR-A17, hospital_a"

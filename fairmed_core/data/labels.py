@@ -9,8 +9,8 @@ import re
 
 from fairmed_core.data.schema import UNKNOWN
 
-__all__ = ["GROUP_NAMES", "SOURCE_FINDINGS", "SOURCE_NAMES", "attribute_label", "case_label", "finding_name",
-           "group_label", "source_label"]
+__all__ = ["GROUP_NAMES", "SOURCE_FINDINGS", "SOURCE_NAMES", "answer_label", "attribute_label", "case_label",
+           "finding_name", "group_label", "source_label"]
 
 # The age boundaries are the data contract's (schema.age_group): A1 <= 25 < A2 <= 50 < A3 <= 75 < A4.
 GROUP_NAMES = {
@@ -46,6 +46,15 @@ def source_label(source: object) -> str:
 def finding_name(source: object) -> str | None:
     """The finding a "yes" means on this source ("opacity" on chest X-ray), or None where it is not known."""
     return SOURCE_FINDINGS.get(str(source))
+
+
+def answer_label(answer: object, source: object) -> str:
+    """A yes/no answer with the source's finding named: "yes (opacity)", "no (no mass)"; other answers as is."""
+    text = str(answer)
+    finding = finding_name(source)
+    if finding is None or text not in ("yes", "no"):
+        return text
+    return f"{text} ({finding})" if text == "yes" else f"{text} (no {finding})"
 
 
 def case_label(case_id: object, source: object | None = None) -> str:
