@@ -132,8 +132,9 @@ def _case_banner(rows: pd.DataFrame) -> None:
         st.info(f"The answer changed only on invalid generated pair(s) ({', '.join(verdict.invalid_changes)}): "
                 "an invalid edit is no evidence either way.", icon=":material/help:")
     elif verdict.n_valid or verdict.n_true:
-        checked = ", ".join(filter(None, [f"{verdict.n_valid} valid generated pair(s)" if verdict.n_valid else "",
-                                          "the true counterfactual" if verdict.n_true else ""]))
+        checked = " and on ".join(filter(None, [
+            (f"{verdict.n_valid} valid generated pair" + ("s" if verdict.n_valid > 1 else "")) if verdict.n_valid
+            else "", "the true counterfactual" if verdict.n_true else ""]))
         st.success(f"Same answer on {checked}.", icon=":material/check_circle:")
     else:
         st.info("No valid pair for this case: its answers say nothing about invariance.", icon=":material/help:")
@@ -211,7 +212,7 @@ def pairs_tab(dataset, generator, classifier) -> None:
     if "cf_cases" not in st.session_state or any(c not in ids for c in st.session_state["cf_cases"]):
         st.session_state["cf_cases"] = ids[:1]  # the filters changed: start from this group's first case
     picked = c4.multiselect(f"Cases ({len(ids):,} match; up to {MAX_PICKED})", ids, max_selections=MAX_PICKED,
-                            format_func=case_label, key="cf_cases")
+                            format_func=lambda case_id: case_label(case_id, source), key="cf_cases")
     others = [g for g in config.classes if g != group and generator.trained_on(source, g)]
     targets = st.multiselect(f"Target {attribute}", others, default=others, format_func=_group, key="cf_targets")
     settings = edit_settings(generator, "cf_pairs")

@@ -282,9 +282,8 @@ def test_counterfactuals_page_generates_a_pair_and_shows_both_images(server, pag
     # the case is named, not numbered by its raw id; the verdict banner is there.
     assert "reconstruction error" in main and "grey levels (0-255), threshold 12" in main, main
     assert "pass:" in main or "fail:" in main, main
-    badges = page.locator("[data-testid=stMarkdownContainer] span[data-testid=stIconMaterial]")
-    assert badges.count() >= 2  # the icons render as icons, not as ":material/...:" text
-    assert ":material/" not in main and "Case " in main, main
+    assert page.locator("[data-testid=stMain] .stMarkdownBadge").count() >= 2
+    assert ":material/" not in main and "Case " in main, main  # the icons render as icons, not as text
     assert any(words in main for words in ("counterfactually invariant", "Same answer on", "invalid generated",
                                            "No valid pair")), main
     page.screenshot(path=str(ARTIFACTS / "counterfactual_pair.png"), full_page=True)

@@ -34,6 +34,7 @@ __all__ = ["CounterfactualPair", "PairValidity", "ValidityCheck", "ValidityThres
            "mean_absolute_error", "validity_checks"]
 
 GREY_LEVELS = "grey levels (0-255)"
+PROBABILITY = "(probability, 0-1)"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class ValidityCheck:
 
     def describe(self) -> str:
         """ "reconstruction error 9.0 grey levels (0-255), threshold 12" """
-        value = f"{self.value:.2f}" if self.unit.startswith("probability") else f"{self.value:.1f}"
+        value = f"{self.value:.2f}" if self.unit == PROBABILITY else f"{self.value:.1f}"
         return f"{self.name} {value} {self.unit}, {self.threshold}"
 
 
@@ -115,8 +116,8 @@ def validity_checks(validity: PairValidity, thresholds: ValidityThresholds | Non
         passed = validity.effectiveness >= thresholds.effectiveness if validity.effectiveness_judged else None
         rule = f"needs {thresholds.effectiveness:g} or more" + (
             "" if validity.effectiveness_judged else "; not judged: the attribute classifier is too weak here")
-        checks.append(ValidityCheck("target group recognised", validity.effectiveness,
-                                    "probability (0-1)", passed, rule))
+        checks.append(ValidityCheck("target group recognised", validity.effectiveness, PROBABILITY, passed,
+                                    rule))
     if validity.composition_mae is not None:
         checks.append(ValidityCheck("reconstruction error", validity.composition_mae, GREY_LEVELS,
                                     validity.composition_mae <= thresholds.composition_mae,
