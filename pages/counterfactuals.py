@@ -342,6 +342,7 @@ def _pairs_frame(table: pd.DataFrame) -> pd.DataFrame:
         "Answer on the original": table["answer"], "Answer on the generated": table["counterfactual_answer"],
         "Answer changed": table["flipped"],
         "Answer on the true counterfactual": optional("true_counterfactual_answer"),
+        "Answer changed on the true counterfactual": optional("true_flipped"),
         "Valid pair": table["valid"], "Why invalid": table["failures"].fillna(""),
         "Target recognised (probability 0-1)": optional("effectiveness"),
         "Reconstruction error (grey levels 0-255)": pd.to_numeric(optional("composition_mae")).round(1),

@@ -82,3 +82,20 @@ def test_codes_read_as_words():
     assert case_label("synth_cxr-0000000005", "synth_cxr") == "case 5, chest X-ray"
     assert case_label("0000000005") == "case 5"
     assert case_label("CXR-A17", "hospital_a") == "case CXR-A17, hospital_a"
+
+
+def test_the_flip_chart_draws_valid_pairs_solid_and_all_pairs_hatched_in_percent():
+    from fairmed_core.viz import flip_rates_figure
+
+    def rows(flips: int, n: int) -> pd.DataFrame:
+        return pd.DataFrame({"attribute": ["ALL", "factual_group", "source"], "group": ["ALL", "A2", "synth_cxr"],
+                             "n_pairs": [n] * 3, "flips": [flips] * 3, "flip_rate": [flips / n] * 3,
+                             "ci_low": [0.0] * 3, "ci_high": [0.5] * 3})
+
+    figure = flip_rates_figure(rows(0, 1), all_pairs=rows(1, 6))
+    valid, every = figure.data
+    assert valid.name == "valid pairs" and not valid.marker.pattern.shape
+    assert every.name == "all pairs (valid or not)" and every.marker.pattern.shape == "/"
+    assert list(valid.x) == ["all groups", "age 26-50", "chest X-ray"]
+    assert every.y[0] == pytest.approx(100 / 6) and figure.layout.yaxis.ticksuffix == "%"
+    assert len(flip_rates_figure(rows(1, 6)).data) == 1
