@@ -18,21 +18,28 @@ from fairmed_core.counterfactual.analysis import (
     VLMPredictor,
     difference_map,
     generator_classifier,
+    invariance_verdict,
     read_analysis,
     run_counterfactual_analysis,
 )
+from fairmed_core.counterfactual.validity import PairValidity, ValidityThresholds, validity_checks
+from fairmed_core.data.labels import answer_label, case_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import SHIPPED_GENERATORS
 from fairmed_core.viz import flip_rates_figure, word_diff_html
 from pages._common import current_dataset, current_model, show_input_error, workspace
 
-GROUP_NAMES = {"M": "male", "F": "female", "A1": "18-25", "A2": "26-50", "A3": "51-75", "A4": "76+"}
 MAX_PICKED = 4  # cases edited at once on this tab: each costs a few seconds of CPU
+BADGE = {True: ("green", ":material/check_circle:", "pass"), False: ("red", ":material/cancel:", "fail"),
+         None: ("gray", ":material/help:", "not judged")}
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _group(value: object) -> str:
-    text = str(value)
-    return f"{text} ({GROUP_NAMES[text]})" if text in GROUP_NAMES else text
+    return group_label(value)
 
 
 @st.cache_resource(show_spinner="Loading the counterfactual generator...", max_entries=2)
@@ -60,10 +67,13 @@ def choose_generator():
     quality = ""
     if classifier is not None:
         quality = "; attribute classifier balanced accuracy on real val images: " + ", ".join(
-            f"{s} {i.val_balanced_accuracy:.2f}" + ("" if i.trustworthy else " (too weak to judge)")
-            if i.val_balanced_accuracy is not None else f"{s} unknown" for s, i in classifier.infos.items())
+            f"{source_label(s)} {i.val_balanced_accuracy:.2f} (0.5 = chance, 1 = perfect)"
+            + ("" if i.trustworthy else " (too weak to judge)")
+            if i.val_balanced_accuracy is not None else f"{source_label(s)} unknown"
+            for s, i in classifier.infos.items())
     st.caption(f"Edits **{config.attribute}** ({', '.join(map(_group, config.classes))}) on "
-               f"{', '.join(config.sources)}; {generator.info.step:,} training steps, {config.image_size}px"
+               f"{', '.join(map(source_label, config.sources))}; {generator.info.step:,} training steps, "
+               f"{config.image_size}x{config.image_size} pixels"
                f"{quality}.")
     return generator, classifier
 
@@ -82,77 +92,99 @@ def edit_settings(generator, prefix: str) -> dict:
     return {"steps": int(steps), "guidance": float(guidance), "strength": float(strength)}
 
 
-def _validity_badges(row: pd.Series) -> str:
+def _validity_badges(row: pd.Series, thresholds: ValidityThresholds) -> str:
+    """One badge per check: its value with unit and threshold, pass or fail in words, icon and colour."""
     badges = []
-    if row["effectiveness"] is not None and not pd.isna(row["effectiveness"]):
-        colour = "green" if row["effectiveness"] >= 0.5 else "red"
-        judged = "" if row["effectiveness_judged"] else " (not judged)"
-        badges.append(f":{colour if row['effectiveness_judged'] else 'gray'}-badge[effective "
-                      f"{row['effectiveness']:.2f}{judged}]")
-    badges.append(f":{'green' if 'composable' not in str(row['failures']) else 'red'}-badge[reconstruction "
-                  f"{row['composition_mae']:.1f}]")
-    if row["reversibility_mae"] is not None and not pd.isna(row["reversibility_mae"]):
-        badges.append(f":{'green' if 'reversible' not in str(row['failures']) else 'red'}-badge[there and back "
-                      f"{row['reversibility_mae']:.1f}]")
-    if row["truth_mae"] is not None and not pd.isna(row["truth_mae"]):
-        better = row["truth_mae"] < row["baseline_mae"]
-        badges.append(f":{'green' if better else 'orange'}-badge[vs true counterfactual {row['truth_mae']:.1f} "
-                      f"(unedited {row['baseline_mae']:.1f})]")
+    for check in validity_checks(PairValidity.from_record(row.to_dict()), thresholds):
+        colour, icon, verdict = BADGE[check.passed]
+        text = check.describe().replace("[", "(").replace("]", ")")
+        badges.append(f":{colour}-badge[{icon} {verdict}: {text}]")
     return " ".join(badges)
 
 
-def _answer(label: str, answer: object, truth: str | None, reasoning_html: str) -> None:
-    text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else f"**{answer}**"
+def _thresholds(tests: dict) -> ValidityThresholds:
+    saved = (tests.get("validity") or {}).get("thresholds")
+    return ValidityThresholds(**saved) if saved else ValidityThresholds()
+
+
+def _answer(label: str, answer: object, truth: str | None, reasoning_html: str, source: object = None) -> None:
+    text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else \
+        f"**{answer_label(answer, source)}**"
     mark = "" if truth is None or answer is None or pd.isna(answer) else (" (correct)" if answer == truth else
                                                                            " (wrong)")
     st.markdown(f"{label}: {text}{mark}")
     st.markdown(f"<div class='fm-reasoning'>{reasoning_html or '(no reasoning)'}</div>", unsafe_allow_html=True)
 
 
+def _case_banner(rows: pd.DataFrame) -> None:
+    """The verdict of one case's pairs: valid generated pairs and the true counterfactual count, invalid pairs
+    are named but do not."""
+    verdict = invariance_verdict(rows)
+    if verdict.not_invariant:
+        reasons = []
+        if verdict.n_valid_flipped:
+            reasons.append(f"on {verdict.n_valid_flipped} of {verdict.n_valid} valid generated pair(s)")
+        if verdict.n_true_flipped:
+            reasons.append(f"on the true counterfactual ({', '.join(verdict.true_changes)})")
+        st.warning(f"The answer **changed** {' and '.join(reasons)}: the model is **not counterfactually "
+                   "invariant** on this case.", icon=":material/warning:")
+    elif verdict.only_invalid_flips:
+        st.info(f"The answer changed only on invalid generated pair(s) ({', '.join(verdict.invalid_changes)}): "
+                "an invalid edit is no evidence either way.", icon=":material/help:")
+    elif verdict.n_valid or verdict.n_true:
+        checked = " and on ".join(filter(None, [
+            (f"{verdict.n_valid} valid generated pair" + ("s" if verdict.n_valid > 1 else "")) if verdict.n_valid
+            else "", "the true counterfactual" if verdict.n_true else ""]))
+        st.success(f"Same answer on {checked}.", icon=":material/check_circle:")
+    else:
+        st.info("No valid pair for this case: its answers say nothing about invariance.", icon=":material/help:")
+
+
 def show_pairs(result) -> None:
     table = result.pairs
+    thresholds = _thresholds(result.tests)
     for case_id, rows in table.groupby("case_id", sort=False):
         first = rows.iloc[0]
         pairs = [result.pair_objects[int(i)] for i in rows["pair"]]
-        flipped = bool(rows["flipped"].any())
-        st.markdown(f"#### {case_id}: {first['source']}, {_group(first['factual_group'])}; ground truth "
-                    f"**{first['ground_truth']}**")
-        if flipped:
-            st.warning("The answer **changed** under the edit.", icon=":material/warning:")
+        st.markdown(f"#### {_sentence(case_label(case_id, first['source']))}: {_group(first['factual_group'])}; "
+                    f"ground truth **{answer_label(first['ground_truth'], first['source'])}**")
+        _case_banner(rows)
         columns = st.columns(1 + 3 * len(pairs) if pairs[0].truth is not None else 1 + 2 * len(pairs))
         with columns[0]:
             st.image(pairs[0].factual, caption="Original", width="stretch")
         col = 1
         for pair, (_, row) in zip(pairs, rows.iterrows()):
             own, other = word_diff_html(str(row["reasoning"] or ""), str(row["counterfactual_reasoning"] or ""))
+            target = _group(row["target_group"])
             with columns[col]:
-                st.image(pair.counterfactual, caption=f"Generated: {row['target_group']}", width="stretch")
+                st.image(pair.counterfactual, caption=f"Generated: {target}", width="stretch")
             difference = difference_map(pair.factual, pair.counterfactual)
             largest = int(np.abs(np.asarray(pair.factual.convert("L"), dtype=int)
                                  - np.asarray(pair.counterfactual.convert("L"), dtype=int)).max())
             with columns[col + 1]:
-                st.image(difference, caption=f"Difference (stretched; largest {largest} grey levels)",
+                st.image(difference, caption=f"Difference (stretched; largest {largest} grey levels of 255)",
                          width="stretch")
             col += 2
             if pair.truth is not None:
                 with columns[col]:
-                    st.image(pair.truth, caption=f"True counterfactual: {row['target_group']}", width="stretch")
+                    st.image(pair.truth, caption=f"True counterfactual: {target}", width="stretch")
                 col += 1
-            st.markdown(_validity_badges(row))
+            st.markdown(f"Validity of the pair to {target}: " + _validity_badges(row, thresholds))
             if row["failures"]:
-                st.caption(f"Invalid pair: {row['failures']}. Kept and marked, not hidden.")
+                st.caption(f"Invalid pair: {row['failures']}. Kept and marked, not hidden; its answer does not "
+                           "count in the verdict.")
             left, right, third = st.columns(3)
             with left:
-                _answer("Model on the original", row["answer"], first["ground_truth"], own)
+                _answer("Model on the original", row["answer"], first["ground_truth"], own, first["source"])
             with right:
-                _answer(f"Model on the generated {row['target_group']}", row["counterfactual_answer"],
-                        first["ground_truth"], other)
-            if row["true_counterfactual_answer"] is not None and not pd.isna(row["true_counterfactual_answer"]):
+                _answer(f"Model on the generated {target}" + ("" if row["valid"] else " (invalid pair)"),
+                        row["counterfactual_answer"], first["ground_truth"], other, first["source"])
+            if row.get("true_flipped") is not None and not pd.isna(row.get("true_flipped")):
                 with third:
                     truth_reasoning = row.get("true_counterfactual_reasoning")
                     _answer("Model on the true counterfactual", row["true_counterfactual_answer"],
                             first["ground_truth"], word_diff_html(str(row["reasoning"] or ""),
-                                                                  str(truth_reasoning or ""))[1])
+                                                                  str(truth_reasoning or ""))[1], first["source"])
         st.divider()
 
 
@@ -164,7 +196,7 @@ def pairs_tab(dataset, generator, classifier) -> None:
     splits = sorted(cases["split"].astype(str).unique())
     split = c1.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0, key="cf_split")
     sources = [s for s in config.sources if s in set(cases["dataset"].astype(str))]
-    source = c2.selectbox("Source", sources, key="cf_source")
+    source = c2.selectbox("Source", sources, format_func=source_label, key="cf_source")
     groups = [g for g in config.classes if generator.trained_on(source, g)]
     group = c3.selectbox(f"Factual {attribute}", groups, format_func=_group, key="cf_group")
     matches = cases[(cases["split"].astype(str) == split) & (cases["dataset"].astype(str) == source)
@@ -180,7 +212,7 @@ def pairs_tab(dataset, generator, classifier) -> None:
     if "cf_cases" not in st.session_state or any(c not in ids for c in st.session_state["cf_cases"]):
         st.session_state["cf_cases"] = ids[:1]  # the filters changed: start from this group's first case
     picked = c4.multiselect(f"Cases ({len(ids):,} match; up to {MAX_PICKED})", ids, max_selections=MAX_PICKED,
-                            key="cf_cases")
+                            format_func=lambda case_id: case_label(case_id, source), key="cf_cases")
     others = [g for g in config.classes if g != group and generator.trained_on(source, g)]
     targets = st.multiselect(f"Target {attribute}", others, default=others, format_func=_group, key="cf_targets")
     settings = edit_settings(generator, "cf_pairs")
@@ -206,19 +238,70 @@ def pairs_tab(dataset, generator, classifier) -> None:
         show_pairs(result)
 
 
+def _rate(row: dict | None) -> str:
+    if not row:
+        return "no pairs"
+    return (f"{100 * row['flip_rate']:.1f}% ({row['flips']} of {row['n_pairs']} pairs; 95% interval "
+            f"{100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}%)")
+
+
+def _p(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3g}"
+
+
+def _flip_frame(rows: list[dict], counted: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return pd.DataFrame({
+        "Pairs counted": counted,
+        "Group": [("all groups" if a == "ALL" else source_label(g) if a == "source" else group_label(g))
+                  for a, g in zip(frame["attribute"], frame["group"])],
+        "Pairs": frame["n_pairs"], "Answer changed": frame["flips"],
+        "Flip rate (%)": (100 * frame["flip_rate"]).round(1),
+        "95% interval (%)": [f"{100 * lo:.1f}-{100 * hi:.1f}" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
+        "yes -> no": frame["b"], "no -> yes": frame["c"],
+        "McNemar p": frame["p_value"], "McNemar p (Holm)": frame["p_value_holm"]})
+
+
 def _show_tests(tests: dict, table: pd.DataFrame) -> None:
-    overall = tests["flips"]["rows"][0]
+    """Valid pairs first: the headline, the banner, the chart; every pair beside them, labelled."""
+    all_rows = tests["flips"]["rows"]
+    valid_rows = tests["flips_valid_pairs"]["rows"]
+    overall_all = all_rows[0] if all_rows else None
+    overall_valid = valid_rows[0] if valid_rows else None
+    verdict = invariance_verdict(table)
+    truth = tests.get("true_counterfactuals")
+    if verdict.not_invariant:
+        parts = []
+        if verdict.n_valid_flipped:
+            parts.append(f"on {verdict.n_valid_flipped} of {verdict.n_valid} valid generated pairs")
+        if verdict.n_true_flipped:
+            parts.append(f"on {verdict.n_true_flipped} of {verdict.n_true} true counterfactuals")
+        st.warning(f"The answer changed {' and '.join(parts)}: the model is **not counterfactually invariant** "
+                   "on these cases.", icon=":material/warning:")
+    elif verdict.only_invalid_flips:
+        st.info(f"Every change of answer ({verdict.n_flipped}) is on an invalid generated pair: no evidence either "
+                "way. Read the valid pairs and the true counterfactuals.", icon=":material/help:")
+    elif verdict.n_valid or verdict.n_true:
+        st.success(f"No change of answer on {verdict.n_valid} valid generated pairs"
+                   + (f" and {verdict.n_true} true counterfactuals" if verdict.n_true else "") + ".",
+                   icon=":material/check_circle:")
     m1, m2, m3, m4, m5 = st.columns(5)
-    m1.metric("Pairs", f"{tests['n_pairs']:,}", help=f"{tests['n_cases']:,} cases")
-    m2.metric("Valid pairs", f"{tests['n_valid_pairs']:,}")
-    m3.metric("Flip rate", f"{overall['flip_rate']:.1%}",
-              help=f"95% Wilson interval {overall['ci_low']:.1%} to {overall['ci_high']:.1%}")
-    m4.metric("McNemar p", "n/a" if overall["p_value"] is None else f"{overall['p_value']:.3g}",
-              help="Do flips go one way (yes->no vs no->yes) more than the other?")
+    m1.metric("Valid pairs", f"{tests['n_valid_pairs']:,} of {tests['n_pairs']:,}",
+              help=f"{tests['n_cases']:,} cases; a pair is valid when it passes every check (see the badges).")
+    m2.metric("Flip rate, valid pairs", "no valid pair" if overall_valid is None else
+              f"{100 * overall_valid['flip_rate']:.1f}%", help=f"Valid pairs: {_rate(overall_valid)}")
+    m3.metric("Flip rate, all pairs (valid or not)", "no pair" if overall_all is None else
+              f"{100 * overall_all['flip_rate']:.1f}%", help=f"All pairs: {_rate(overall_all)}")
+    m4.metric("McNemar p, valid pairs", _p(overall_valid["p_value"]) if overall_valid else "n/a",
+              help="Do flips go one way (yes->no vs no->yes) more than the other? All pairs: "
+                   + (_p(overall_all["p_value"]) if overall_all else "n/a"))
     ci_test = tests["ci_test"]  # the conditional-independence test ("interval" is the word for intervals)
     m5.metric("CI test p", f"{ci_test['p_value']:.3g}" if ci_test.get("ran") else "not run",
               help="H0: the answer is independent of the attribute given the image's latent "
                    "(arXiv 2504.19621). " + (ci_test.get("note") or ""))
+    st.caption(f"Valid pairs: {_rate(overall_valid)}. All pairs, valid or not: {_rate(overall_all)}.")
     if not ci_test.get("ran"):
         st.caption(f"Conditional-independence test: {ci_test['note']}")
     else:
@@ -227,29 +310,45 @@ def _show_tests(tests: dict, table: pd.DataFrame) -> None:
                    "those changing 5-20%, and almost none below 5%; its p-value also varies from seed to seed. "
                    "McNemar pooled over groups can miss a model whose flips go opposite ways in different groups: "
                    "read the per-group rows.")
-    truth = tests.get("true_counterfactuals")
     if truth:
         eca = truth["eca"]
-        st.info(f"On the benchmark's **true** counterfactuals the model keeps its answer in {eca['eca']:.1%} of "
-                f"pairs (ECA, 95% interval {eca['ci_low']:.1%} to {eca['ci_high']:.1%}); the generated pairs agree "
-                f"with the true ones on whether the answer flips in "
-                f"{truth['agreement_generated_vs_true_flip']:.1%} of pairs.", icon=":material/verified:")
-    rows = pd.DataFrame(tests["flips"]["rows"])
-    st.plotly_chart(flip_rates_figure(rows), width="stretch")
-    shown = rows[["attribute", "group", "n_pairs", "flips", "flip_rate", "ci_low", "ci_high", "b", "c", "p_value",
-                  "p_value_holm"]]
+        st.info(f"On the benchmark's **true** counterfactuals the model keeps its answer in {100 * eca['eca']:.1f}% "
+                f"of pairs (ECA, 95% interval {100 * eca['ci_low']:.1f}-{100 * eca['ci_high']:.1f}%); the generated "
+                f"pairs agree with the true ones on whether the answer flips in "
+                f"{100 * truth['agreement_generated_vs_true_flip']:.1f}% of pairs.", icon=":material/verified:")
+    valid_frame, all_frame = pd.DataFrame(valid_rows), pd.DataFrame(all_rows)
+    st.plotly_chart(flip_rates_figure(valid_frame if not valid_frame.empty else all_frame,
+                                      all_pairs=all_frame if not valid_frame.empty else None,
+                                      title="Answer flip rate per group: valid pairs (solid), all pairs (hatched)"
+                                      if not valid_frame.empty else "Answer flip rate per group: all pairs "
+                                      "(no valid pair)"), width="stretch")
+    shown = pd.concat([_flip_frame(valid_rows, "valid pairs"), _flip_frame(all_rows, "all pairs")],
+                      ignore_index=True)
     st.dataframe(shown, hide_index=True, width="stretch")
-    valid = pd.DataFrame(tests["flips_valid_pairs"]["rows"])
-    if not valid.empty:
-        st.caption(f"Valid pairs only: flip rate {valid.iloc[0]['flip_rate']:.1%} over {valid.iloc[0]['n_pairs']} "
-                   "pairs.")
     for note in tests["flips"]["notes"]:
         st.caption(note)
     st.markdown("**Pairs**")
-    columns = [c for c in ("case_id", "source", "factual_group", "target_group", "answer", "counterfactual_answer",
-                           "flipped", "true_counterfactual_answer", "valid", "failures", "effectiveness",
-                           "composition_mae", "reversibility_mae", "truth_mae") if c in table.columns]
-    st.dataframe(table[columns], hide_index=True, width="stretch")
+    st.dataframe(_pairs_frame(table), hide_index=True, width="stretch")
+
+
+def _pairs_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The pairs table in words: a readable case label, decoded groups, units in the column names."""
+    def optional(column: str) -> pd.Series:
+        return table[column] if column in table.columns else pd.Series([None] * len(table), index=table.index)
+
+    return pd.DataFrame({
+        "Case": [case_label(c, s) for c, s in zip(table["case_id"], table["source"])],
+        "From": table["factual_group"].map(group_label), "To": table["target_group"].map(group_label),
+        "Answer on the original": table["answer"], "Answer on the generated": table["counterfactual_answer"],
+        "Answer changed": table["flipped"],
+        "Answer on the true counterfactual": optional("true_counterfactual_answer"),
+        "Answer changed on the true counterfactual": optional("true_flipped"),
+        "Valid pair": table["valid"], "Why invalid": table["failures"].fillna(""),
+        "Target recognised (probability 0-1)": optional("effectiveness"),
+        "Reconstruction error (grey levels 0-255)": pd.to_numeric(optional("composition_mae")).round(1),
+        "There-and-back error (grey levels 0-255)": pd.to_numeric(optional("reversibility_mae")).round(1),
+        "Distance to true counterfactual (grey levels 0-255)": pd.to_numeric(optional("truth_mae")).round(1),
+    })
 
 
 def _saved_analyses() -> list:

@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.data import describe_group
+from fairmed_core.data.labels import group_label
 from fairmed_core.fairness import (
     GLOSSARY,
     METRICS,
@@ -341,7 +341,7 @@ if source == "ALL" and len(sources) > 2:
             st.dataframe(
                 pd.DataFrame([{
                     "metric": METRIC_LABELS.get(c.metric, c.metric),
-                    "groups": f"{describe_group(c.group_a)} minus {describe_group(c.group_b)}",
+                    "groups": f"{group_label(c.group_a)} minus {group_label(c.group_b)}",
                     "pooled difference": c.pooled_difference, "pooled 95% CI": f"[{c.pooled_ci_low:+.3f}, "
                     f"{c.pooled_ci_high:+.3f}]", "within sources": c.standardised_difference,
                     "within-source 95% CI": f"[{c.standardised_ci_low:+.3f}, {c.standardised_ci_high:+.3f}]",
@@ -366,7 +366,7 @@ if not small.empty:
         + ". Their estimates are shown hatched; read their intervals, not their bars."
     )
 left, right = st.columns([2, 3])
-left.dataframe(sizes.assign(group=sizes["group"].map(describe_group)).rename(columns={"small_group_reason": "warning"}),
+left.dataframe(sizes.assign(group=sizes["group"].map(group_label)).rename(columns={"small_group_reason": "warning"}),
                hide_index=True, width="stretch",
                column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
 right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",
@@ -389,7 +389,7 @@ if not undefined.empty:
 
 with st.expander("Intervals and the smallest detectable gap, per group"):
     detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS),
-                                                         group=lambda t: t["group"].map(describe_group))
+                                                         group=lambda t: t["group"].map(group_label))
     st.dataframe(
         detail[["group", "metric", "denominator", "estimate", "ci_low", "ci_high", "interval_method",
                 "minimum_detectable_gap", "interval_note"]],
@@ -438,8 +438,8 @@ shown = shown.assign(
     band_verdict=[verdict_of.get((m, a), "") if c == "vs-reference" else ""
                   for m, a, c in zip(shown["metric"], shown["group_a"], shown["comparison"])],
     metric=shown["metric"].map(METRIC_LABELS),
-    group_a=shown["group_a"].map(describe_group),
-    group_b=shown["group_b"].map(describe_group),
+    group_a=shown["group_a"].map(group_label),
+    group_b=shown["group_b"].map(group_label),
 )
 st.dataframe(
     shown[["comparison", "metric", "group_a", "group_b", "difference", "ci_low", "ci_high", "ratio",
@@ -542,7 +542,7 @@ if len(compared) >= 2:
                                                      "interval of the change excludes 0")},
         )
         st.dataframe(
-            changes.assign(metric=changes["metric"].map(METRIC_LABELS), group=changes["group"].map(describe_group))[
+            changes.assign(metric=changes["metric"].map(METRIC_LABELS), group=changes["group"].map(group_label))[
                 ["group", "metric", "n", "baseline", "candidate", "baseline_value", "candidate_value", "change",
                  "ci_low", "ci_high", "outcome"]],
             hide_index=True, width="stretch",

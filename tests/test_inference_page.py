@@ -13,6 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from fairmed_core.data import read_manifest
+from fairmed_core.models.answer_changes import read_answer_changes
 from fairmed_core.runs.workspace import TINY_MODEL
 from tests.conftest import REPO_ROOT
 from tests.test_uploads import PHI, _dicom, _dx_pixels
@@ -62,27 +63,53 @@ def test_a_case_is_answered_beside_its_true_counterfactual(page, default_manifes
     assert any("tiny-fairmedgemma" in c.value and "0.72M parameters" in c.value for c in page.caption)
     page.selectbox(key="inference_source").set_value("synth_cxr").run()
     page.selectbox(key="inference_group_sex").set_value("F").run()
-    case_label = page.selectbox(key="inference_case").value
-    case_id = case_label.split(" ")[0]
-    assert "F" in case_label and case_id.startswith("synth_cxr")
+    case_id = page.selectbox(key="inference_case").value
+    shown_label = page.selectbox(key="inference_case").options[page.selectbox(key="inference_case").index]
+    assert case_id.startswith("synth_cxr") and case_id not in shown_label
+    assert shown_label.startswith(f"case {int(case_id.rsplit('-', 1)[1])}, chest X-ray (female")
+    assert "truth: yes (opacity)" in shown_label or "truth: no (no opacity)" in shown_label
     assert page.selectbox(key="inference_cf_attribute").options == ["Sex", "Age group", "(none)"]
     assert page.selectbox(key="inference_cf_attribute").value == "sex"  # the counterfactual is shown by default
-    assert page.selectbox(key="inference_cf_group").options == ["M (male)"]
+    assert page.selectbox(key="inference_cf_group").options == ["male"]
     page.button(key="inference_run_case").click().run()
     _no_errors(page)
 
     images = page.get("image")
     assert len(images) == 2
     captions = " ".join(caption for image in images for caption in image.captions)
-    assert f"{case_id} as recorded" in captions and "sex F (female) -> M (male)" in captions
+    assert f"Case {int(case_id.rsplit('-', 1)[1])}, chest X-ray as recorded" in captions
+    assert "sex female -> male" in captions
     answers = [e.value for e in [*page.success, *page.error, *page.info] if "Answer:" in e.value
                or "Format failure" in e.value]
     assert len(answers) == 2
     truth = read_manifest(default_manifest).cases.set_index("case_id").loc[case_id, "answer"]
     assert all(("(correct)" in a) or (f"ground truth is {truth}" in a) or "Format failure" in a for a in answers)
-    verdicts = [e.value for e in [*page.success, *page.warning] if "sex F -> M" in e.value]
+    verdicts = [e.value for e in [*page.success, *page.warning] if "sex female -> male" in e.value]
     assert len(verdicts) == 1 and ("Same answer" in verdicts[0] or "changed" in verdicts[0])
     assert sum("<div class='fm-reasoning'>" in m.value for m in page.markdown) == 2
+    # Beside each of the two answers: what the shipped model is and is not.
+    notes = [c.value for c in page.caption if "Research tool, synthetic-data model, not a medical device" in c.value]
+    assert len(notes) == 2
+
+
+def test_a_case_where_the_answer_changes_opens_in_one_pick_with_the_model_run(page):
+    """Observation 7 of issue 15: finding a case whose answer changes took four tries by hand."""
+    listed = page.selectbox(key="inference_change_pick").options
+    assert len(listed) > 5 and listed[0] == "(choose a case to open it below)"
+    assert any("cases where the answer changes" in e.label.lower() for e in page.get("expander"))
+    assert any("true counterfactual pairs" in c.value and "%" in c.value for c in page.caption)
+    stored = read_answer_changes(TINY_MODEL / "evaluation")
+    case_id = stored.cases["case_id"].iloc[0]
+    pair = stored.pairs[stored.pairs["case_id"] == case_id].iloc[0]
+    page.selectbox(key="inference_change_pick").set_value(case_id).run()
+    assert not page.exception
+    assert not [e.value for e in page.error if "Answer:" not in e.value]  # a wrong answer is an error box
+    # The case view shows that case with that counterfactual, already answered, and the banner fires.
+    assert page.selectbox(key="inference_cf_attribute").value == pair["attribute"]
+    assert page.selectbox(key="inference_cf_group").value == pair["counterfactual_group"]
+    banners = [w.value for w in page.warning if "not counterfactually invariant" in w.value]
+    assert len(banners) == 1, [w.value for w in page.warning]
+    assert len(page.get("image")) == 2
 
 
 def test_filters_narrow_the_case_list_to_the_chosen_groups(page, default_manifest):
@@ -90,12 +117,14 @@ def test_filters_narrow_the_case_list_to_the_chosen_groups(page, default_manifes
     page.selectbox(key="inference_group_skin_tone").set_value("dark").run()
     _no_errors(page)
     cases = read_manifest(default_manifest).cases.set_index("case_id")
-    listed = [label.split(" ")[0] for label in page.selectbox(key="inference_case").options]
+    listed = page.selectbox(key="inference_case").options
     expected = cases[(cases["split"] == "test") & (cases["dataset"] == "synth_derm") & (cases["skin_tone"] == "dark")]
-    assert listed == list(expected.index[:300])
+    assert [label.split(" (")[0] for label in listed] == [f"case {int(c.rsplit('-', 1)[1])}, dermoscopy"
+                                                          for c in expected.index[:300]]
+    assert all("dark skin" in label for label in listed)
     assert page.selectbox(key="inference_cf_attribute").options == ["Sex", "Age group", "Skin tone", "(none)"]
     page.selectbox(key="inference_cf_attribute").set_value("skin_tone").run()
-    assert page.selectbox(key="inference_cf_group").options == ["light", "medium"]
+    assert page.selectbox(key="inference_cf_group").options == ["light skin", "medium skin"]
 
 
 def test_a_case_without_a_counterfactual_shows_its_facts(page):
@@ -124,6 +153,25 @@ def test_an_uploaded_png_is_answered_without_a_ground_truth(page, default_manife
     _no_errors(page)
     assert any("no ground truth" in c.value.lower() for c in page.caption)
     assert any("Answer:" in i.value for i in page.info) or any("Format failure" in e.value for e in page.error)
+    # A benchmark image passes the out-of-distribution check, and says so with its numbers.
+    assert any("Out-of-distribution check passed" in c.value and "x threshold" in c.value for c in page.caption)
+    assert not any("unlike anything" in w.value for w in page.warning)
+    assert any("Research tool, synthetic-data model, not a medical device" in c.value for c in page.caption)
+
+
+@pytest.mark.parametrize("image", [Image.new("L", (64, 64), 128),
+                                   Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3),
+                                                                                     dtype=np.uint8))],
+                         ids=["flat grey", "random noise"])
+def test_an_upload_unlike_the_training_images_is_flagged_beside_its_answer(page, image):
+    """Observation 5 of issue 15: a flat grey image got a confident answer with no caveat."""
+    page.file_uploader(key="inference_upload").upload("odd.png", _png(image), "image/png")
+    page.run()
+    page.button(key="inference_run_upload").click().run()
+    _no_errors(page)
+    flagged = [w.value for w in page.warning if "unlike anything the model was trained on" in w.value]
+    assert len(flagged) == 1 and "its answer means nothing" in flagged[0] and "x threshold" in flagged[0]
+    assert any("Research tool, synthetic-data model, not a medical device" in c.value for c in page.caption)
 
 
 def test_a_16_bit_rgba_upload_lists_its_conversions(page):
@@ -174,7 +222,7 @@ def test_a_split_is_evaluated_into_a_run_the_audit_page_opens(page, workspace):
     info = json.loads(runs[0].read_text())
     assert info["n_cases"] == 24 and info["split"] == "test" and info["model"] == "tiny-fairmedgemma"
     metrics = {m.label: m.value for m in page.metric}
-    assert metrics["Cases"] == "24" and metrics["Accuracy"] == f"{info['accuracy']:.3f}"
+    assert metrics["Cases"] == "24" and metrics["Accuracy"] == f"{100 * info['accuracy']:.1f}%"
     assert (runs[0].parent / "audit" / "audit.json").is_file()
 
     page.button(key="inference_audit_run").click().run()

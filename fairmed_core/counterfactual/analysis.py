@@ -53,11 +53,13 @@ __all__ = [
     "AnalysisSettings",
     "ClassifierPredictor",
     "CounterfactualAnalysis",
+    "InvarianceVerdict",
     "ModelAnswer",
     "Predictor",
     "VLMPredictor",
     "difference_map",
     "generator_classifier",
+    "invariance_verdict",
     "read_analysis",
     "run_counterfactual_analysis",
     "select_cases",
@@ -124,6 +126,67 @@ class CounterfactualAnalysis:
     pairs: pd.DataFrame
     tests: dict
     pair_objects: tuple[CounterfactualPair, ...]
+
+
+def _changed(before: object, after: object) -> bool:
+    """Whether an answer changed; a missing answer (format failure, NaN from a CSV) is an answer of its own."""
+    def outcome(value: object) -> str:
+        return "(format failure)" if value is None or value != value else str(value)
+
+    return outcome(before) != outcome(after)
+
+
+@dataclass(frozen=True)
+class InvarianceVerdict:
+    """What a set of pairs says about counterfactual invariance, valid pairs first.
+
+    A flip on a generated pair counts as evidence only when the pair is valid; a change on the benchmark's true
+    counterfactual always counts (it is exact by construction). ``true_changes`` lists each change on a true
+    counterfactual as "no -> yes" (factual answer -> answer on the true counterfactual)."""
+
+    n_pairs: int
+    n_flipped: int
+    n_valid: int
+    n_valid_flipped: int
+    n_true: int
+    n_true_flipped: int
+    true_changes: tuple[str, ...] = ()
+    invalid_changes: tuple[str, ...] = ()
+
+    @property
+    def not_invariant(self) -> bool:
+        """The model changed its answer on a valid generated pair or on a true counterfactual."""
+        return self.n_valid_flipped > 0 or self.n_true_flipped > 0
+
+    @property
+    def only_invalid_flips(self) -> bool:
+        """Every flip seen is on an invalid generated pair (no evidence either way)."""
+        return self.n_flipped > 0 and not self.not_invariant
+
+
+def invariance_verdict(pairs: pd.DataFrame) -> InvarianceVerdict:
+    """The verdict of a pairs table (``run_counterfactual_analysis(...).pairs`` or a saved ``pairs.csv``)."""
+    if pairs.empty:
+        return InvarianceVerdict(0, 0, 0, 0, 0, 0)
+    flipped = [_changed(a, b) for a, b in zip(pairs["answer"], pairs["counterfactual_answer"])]
+    valid = [str(v) == "True" for v in pairs["valid"]]
+    truth = pairs["true_counterfactual_answer"] if "true_counterfactual_answer" in pairs.columns else \
+        pd.Series([None] * len(pairs), index=pairs.index)
+    # ``true_flipped`` is empty exactly where the pair has no true counterfactual (its answer may be a format
+    # failure, also empty); older tables without it fall back on the answer.
+    marker = pairs["true_flipped"] if "true_flipped" in pairs.columns else truth
+    has_truth = [m is not None and m == m for m in marker]
+    true_changes = tuple(f"{a if a == a and a is not None else 'no answer'} -> "
+                         f"{t if t == t and t is not None else 'no answer'}"
+                         for a, t, known in zip(pairs["answer"], truth, has_truth) if known and _changed(a, t))
+    invalid_changes = tuple(f"{a if a == a and a is not None else 'no answer'} -> "
+                            f"{c if c == c and c is not None else 'no answer'}"
+                            for a, c, f, v in zip(pairs["answer"], pairs["counterfactual_answer"], flipped, valid)
+                            if f and not v)
+    return InvarianceVerdict(
+        n_pairs=len(pairs), n_flipped=int(sum(flipped)), n_valid=int(sum(valid)),
+        n_valid_flipped=int(sum(f and v for f, v in zip(flipped, valid))), n_true=int(sum(has_truth)),
+        n_true_flipped=len(true_changes), true_changes=true_changes, invalid_changes=invalid_changes)
 
 
 def generator_classifier(generator: CounterfactualGenerator) -> AttributeClassifier | None:

@@ -31,7 +31,11 @@ from fairmed_core.errors import FairMedInputError
 
 LATENT_GRID = 8
 
-__all__ = ["CounterfactualPair", "PairValidity", "ValidityThresholds", "make_pairs", "mean_absolute_error"]
+__all__ = ["CounterfactualPair", "PairValidity", "ValidityCheck", "ValidityThresholds", "make_pairs",
+           "mean_absolute_error", "validity_checks"]
+
+GREY_LEVELS = "grey levels (0-255)"
+PROBABILITY = "(probability, 0-1)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,70 @@ class PairValidity:
     @property
     def valid(self) -> bool:
         return not self.failures
+
+    @classmethod
+    def from_record(cls, record) -> PairValidity:
+        """The validity of one row of a pairs table (``pairs.csv``: empty cells are checks not run; ``failures``
+        joined by "; ")."""
+        def number(key: str) -> float | None:
+            value = record.get(key)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                return None
+            return None if np.isnan(value) else value
+
+        failures = record.get("failures")
+        failures = () if failures is None or failures != failures or not str(failures) else \
+            tuple(str(failures).split("; "))
+        judged = record.get("effectiveness_judged")
+        return cls(number("effectiveness"), str(judged) == "True", number("composition_mae"),
+                   number("reversibility_mae"), number("truth_mae"), number("baseline_mae"), failures)
+
+
+@dataclass(frozen=True)
+class ValidityCheck:
+    """One check of a pair as a reader sees it: what was measured, in which unit, against which threshold, and
+    whether it passed (None: measured but not judged, e.g. by an attribute classifier too weak to trust)."""
+
+    name: str
+    value: float
+    unit: str
+    passed: bool | None
+    threshold: str  # the rule, with its number: "threshold 12", "needs 0.5 or more", "unedited image 8.1"
+
+    def describe(self) -> str:
+        """ "reconstruction error 9.0 grey levels (0-255), threshold 12" """
+        value = f"{self.value:.2f}" if self.unit == PROBABILITY else f"{self.value:.1f}"
+        return f"{self.name} {value} {self.unit}, {self.threshold}"
+
+
+def validity_checks(validity: PairValidity, thresholds: ValidityThresholds | None = None) -> tuple[ValidityCheck,
+                                                                                                   ...]:
+    """Every check that was run on a pair, with its unit and threshold, passed or failed by the same rules as
+    ``make_pairs`` (so a badge and the pair's ``failures`` never disagree)."""
+    thresholds = thresholds or ValidityThresholds()
+    checks = []
+    if validity.effectiveness is not None:
+        passed = validity.effectiveness >= thresholds.effectiveness if validity.effectiveness_judged else None
+        rule = f"needs {thresholds.effectiveness:g} or more" + (
+            "" if validity.effectiveness_judged else "; not judged: the attribute classifier is too weak here")
+        checks.append(ValidityCheck("target group recognised", validity.effectiveness, PROBABILITY, passed,
+                                    rule))
+    if validity.composition_mae is not None:
+        checks.append(ValidityCheck("reconstruction error", validity.composition_mae, GREY_LEVELS,
+                                    validity.composition_mae <= thresholds.composition_mae,
+                                    f"threshold {thresholds.composition_mae:g}"))
+    if validity.reversibility_mae is not None:
+        checks.append(ValidityCheck("there-and-back error", validity.reversibility_mae, GREY_LEVELS,
+                                    validity.reversibility_mae <= thresholds.reversibility_mae,
+                                    f"threshold {thresholds.reversibility_mae:g}"))
+    if validity.truth_mae is not None and validity.baseline_mae is not None:
+        # Informative, not part of validity: the edit should come closer to the truth than doing nothing.
+        checks.append(ValidityCheck("distance to the true counterfactual", validity.truth_mae, GREY_LEVELS,
+                                    validity.truth_mae < validity.baseline_mae,
+                                    f"unedited image {validity.baseline_mae:.1f}"))
+    return tuple(checks)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Every reader returns a ``Dataset`` in the data contract of DESIGN section 2 (JSO
 
 from .card import DataCard, SampleImage, data_card
 from .readers import read_csv_manifest, read_manifest
-from .schema import AGE_GROUPS, GROUP_DESCRIPTIONS, UNKNOWN, Dataset, age_group, describe_group, parse_demo, sex_group
+from .schema import AGE_GROUPS, UNKNOWN, Dataset, age_group, parse_demo, sex_group
 from .synth import (
     AcquisitionKnob,
     LabelNoiseKnob,
@@ -30,8 +30,6 @@ __all__ = [
     # schema
     "UNKNOWN",
     "AGE_GROUPS",
-    "GROUP_DESCRIPTIONS",
-    "describe_group",
     "Dataset",
     "age_group",
     "sex_group",

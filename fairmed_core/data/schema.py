@@ -28,17 +28,6 @@ AGE_GROUPS = ("A1", "A2", "A3", "A4")
 # Upper bounds (inclusive) of A1, A2, A3; everything above the last bound is A4.
 AGE_GROUP_UPPER_YEARS = (25.0, 50.0, 75.0)
 SEX_GROUPS = ("M", "F")
-GROUP_DESCRIPTIONS = {
-    "M": "male", "F": "female", "A1": "age 25 or under", "A2": "age 26-50", "A3": "age 51-75", "A4": "age over 75",
-    UNKNOWN: "not recorded",
-}  # fmt: skip
-"""Words for the group keys of the data contract, the one place pages and documents read them from."""
-
-
-def describe_group(group: str) -> str:
-    """A group key in words ("F,A3" -> "female, age 51-75"); keys without a description stay as they are."""
-    return ", ".join(GROUP_DESCRIPTIONS.get(part, part) for part in str(group).split(","))
-
 # Columns every ``Dataset.cases`` frame has, in this order, before attribute and extra columns.
 CORE_COLUMNS = ("case_id", "problem", "image_path", "answer", "demo", "dataset", "split")
 SPLITS = ("train", "val", "test")

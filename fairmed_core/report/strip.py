@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fairmed_core.data.schema import describe_group
+from fairmed_core.data.labels import group_label
 from fairmed_core.fairness import (
     MISSING_GROUP,
     SPEC_BY_NAME,
@@ -85,7 +85,7 @@ def _worst_groups(result: AuditResult, source: str, attribute: str, metrics) -> 
             continue
         worst = min(rows, key=lambda g: g.estimate if better else -g.estimate)
         label = SPEC_BY_NAME[metric].label
-        parts.append(f"{label} {describe_group(worst.group)} ({worst.estimate:.2f}, 95% CI "
+        parts.append(f"{label} {group_label(worst.group)} ({worst.estimate:.2f}, 95% CI "
                      f"{worst.ci_low:.2f}-{worst.ci_high:.2f})")
     return parts
 
@@ -107,7 +107,7 @@ def verdict_strip(result: AuditResult, *, source: str, attribute: str, metrics=N
             f"{counts[INSUFFICIENT]} cannot be settled by these data.")
     if failing:
         head += " Outside: " + "; ".join(
-            f"{SPEC_BY_NAME[v.metric].label} {describe_group(v.group)} vs {describe_group(v.reference)} "
+            f"{SPEC_BY_NAME[v.metric].label} {group_label(v.group)} vs {group_label(v.reference)} "
             f"({v.difference:+.2f})" for v in failing[:4]) + ("; ..." if len(failing) > 4 else "") + "."
     lines.append(head)
     worst = _worst_groups(result, source, attribute, metrics)
@@ -117,7 +117,7 @@ def verdict_strip(result: AuditResult, *, source: str, attribute: str, metrics=N
     small = sorted({g.group for g in result.groups
                     if g.source == source and g.attribute == attribute and g.small_group and g.n > 0})
     if small:
-        lines.append(f"Too small to support a claim: {', '.join(describe_group(g) for g in small)} "
+        lines.append(f"Too small to support a claim: {', '.join(group_label(g) for g in small)} "
                      "(read their intervals, not their bars).")
     for item in near:
         if source in (item.source, "ALL"):
@@ -128,6 +128,6 @@ def verdict_strip(result: AuditResult, *, source: str, attribute: str, metrics=N
                  and c.reading != "persists within sources" and c.reading != "no clear gap"]
         if mixed:
             lines.append("Pooled gaps that do not hold within sources: " + "; ".join(
-                f"{SPEC_BY_NAME[c.metric].label} {describe_group(c.group_a)} vs {describe_group(c.group_b)} "
+                f"{SPEC_BY_NAME[c.metric].label} {group_label(c.group_a)} vs {group_label(c.group_b)} "
                 f"{c.reading}" for c in mixed[:4]) + ". See each source.")
     return VerdictStrip(lines=tuple(lines), verdicts=tuple(verdicts), suppressed_sources=suppressed)
