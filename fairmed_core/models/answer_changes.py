@@ -31,7 +31,7 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.case_review import counterfactual_choices, counterfactual_image
 from fairmed_core.models.generation import GenerationOptions, generate_answers
 from fairmed_core.models.loading import LoadedModel
-from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+from fairmed_core.files import atomic_write_json, atomic_write_text
 
 __all__ = ["AnswerChanges", "CHANGES_CSV", "CHANGES_JSON", "find_answer_changes", "read_answer_changes",
            "write_answer_changes"]
