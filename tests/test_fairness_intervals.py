@@ -181,3 +181,33 @@ def test_hundreds_of_groups_cost_linear_rows_and_still_get_an_all_groups_test():
     assert len(reference) == 149 and reference.note.str.contains("not tested pair by pair").all()
     assert reference.ci_low.notna().all()  # Newcombe intervals still there
     assert 0 < gaps[gaps.comparison == "max-min"].p_value.iloc[0] <= 1
+
+
+def test_count_permutations_have_the_distribution_of_shuffled_rows():
+    """Dealing pooled cells out by hypergeometric draws is the same as shuffling group labels over rows: the
+    permutation distributions of a binned AUROC gap agree (mean, spread, p-value) within Monte Carlo error."""
+    from fairmed_core.fairness._calibration import binned_auroc
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(55) < 0.3).astype(int)
+    cell = y * 4 + rng.integers(0, 4, 55)
+    group = np.r_[np.zeros(40, int), np.ones(15, int)]
+
+    def counts(labels):
+        c = np.zeros((2, 8))
+        np.add.at(c, (labels, cell), 1)
+        return c
+
+    def gap(c):
+        auroc = binned_auroc(c[..., 4:], c[..., :4])
+        return np.abs(auroc[..., 0] - auroc[..., 1])
+
+    observed = gap(counts(group))
+    dealt = gap(permuted_group_counts(counts(group)[None].astype(int), (np.arange(8),), n_permutations=20000,
+                                      rng=rng).astype(float))  # fmt: skip
+    shuffled = np.array([gap(counts(rng.permutation(group))) for _ in range(20000)])
+    assert np.nanmean(dealt) == pytest.approx(np.nanmean(shuffled), abs=0.004)
+    assert np.nanstd(dealt) == pytest.approx(np.nanstd(shuffled), abs=0.004)
+    p_dealt = permutation_p_value(np.array([observed]), dealt[:, None])[0]
+    p_shuffled = permutation_p_value(np.array([observed]), shuffled[:, None])[0]
+    assert p_dealt == pytest.approx(p_shuffled, abs=0.015)
