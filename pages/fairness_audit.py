@@ -519,17 +519,27 @@ compared = st.multiselect(
 )
 if len(compared) >= 2:
     runs = [evaluations[label] for label in compared]
+    # The runs' own attributes (those every run declares), which need not be the audited table's.
+    declared = [run.info.get("attributes") or [] for run in runs]
+    shared = [a for a in declared[0] if all(a in d for d in declared[1:])]
     try:
+        if not shared:
+            raise FairMedInputError("the chosen runs share no sensitive attribute", hint="choose runs of one dataset")
         comparison = _compare(tuple(str(run.predictions_path) for run in runs), tuple(run.name for run in runs),
-                              tuple(attributes), tuple(m for m in metrics if m in COMPARABLE_METRICS))
+                              tuple(shared), tuple(m for m in metrics if m in COMPARABLE_METRICS))
     except FairMedInputError as error:
         show_input_error(error)
     else:
         changes = comparison.changes_frame()
-        changes = changes[(changes["source"] == source) & (changes["attribute"] == attribute)]
+        scopes = list(dict.fromkeys(changes["source"]))
+        shown_source = source if source in scopes else scopes[0]
+        shown_attribute = attribute if attribute in shared else shared[0]
+        changes = changes[(changes["source"] == shown_source) & (changes["attribute"] == shown_attribute)]
         gap_changes = comparison.gap_changes_frame()
-        gap_changes = gap_changes[(gap_changes["source"] == source) & (gap_changes["attribute"] == attribute)]
-        st.caption(f"{comparison.n_cases:,} cases in every run; {comparison.method}. Showing {source}, {attribute}.")
+        gap_changes = gap_changes[(gap_changes["source"] == shown_source)
+                                  & (gap_changes["attribute"] == shown_attribute)]
+        st.caption(f"{comparison.n_cases:,} cases in every run; {comparison.method}. Showing {shown_source}, "
+                   f"{shown_attribute} (the source and attribute chosen above, where the runs have them).")
         st.dataframe(
             gap_changes.assign(metric=gap_changes["metric"].map(METRIC_LABELS))[
                 ["metric", "baseline", "candidate", "baseline_gap", "candidate_gap", "change", "ci_low", "ci_high",
