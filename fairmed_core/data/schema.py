@@ -11,16 +11,23 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
 from fairmed_core.errors import FairMedInputError
+
+from .image_limits import (
+    MAX_IMAGE_FILE_BYTES,
+    check_decoded_size,
+    limits_in_words,
+    pil_mode_sample_layout,
+)
 
 UNKNOWN = "UNK"
 AGE_GROUPS = ("A1", "A2", "A3", "A4")
@@ -187,8 +194,11 @@ def normalise_answer(value: object) -> str | None:
         return YES if value else NO
     if _is_missing(value):
         return None
-    if isinstance(value, numbers.Real):
-        value = repr(float(value)) if not float(value).is_integer() else str(int(value))
+    if isinstance(value, numbers.Integral):
+        value = str(int(value))  # float() of a huge integer overflows; its digits are the answer as written
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+        value = repr(number) if not number.is_integer() else str(int(number))
     text = str(value).strip()
     lowered = text.lower()
     if lowered in _YES_TEXT:
@@ -207,37 +217,60 @@ def label_values_of(answers: Iterable[str]) -> tuple[tuple[str, ...], str | None
     return tuple(values), None
 
 
-def _image_from_dicom(path: Path) -> Image.Image:
-    # Pixel data only: no tag (PHI) is read into the result, shown or logged.
-    import pydicom
-
-    dicom = pydicom.dcmread(str(path))
-    pixels = np.asarray(dicom.pixel_array, dtype=np.float64)
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # multi-frame: first frame
-    low, high = float(pixels.min()), float(pixels.max())
-    scaled = np.zeros_like(pixels) if high <= low else (pixels - low) / (high - low)
-    if str(getattr(dicom, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    array = np.round(scaled * 255.0).astype(np.uint8)
-    return Image.fromarray(array[..., :3] if array.ndim == 3 else array)
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Load an image file fully into memory (PNG/JPEG/... through PIL, ``.dcm`` through pydicom)."""
+    """Load an image file into memory: PNG/JPEG/... through PIL, DICOM (told by content or suffix) through the
+    upload reader's decoder, as 8-bit ``L``/``RGB`` of its middle frame with no tag kept.
+
+    The decoded size is checked from the header before any pixel is decoded (``image_limits``), so a small file
+    that would decode to gigabytes is refused with the limit in the message.
+    """
     path = Path(path)
+    source = str(path)
     if not path.is_file():
-        raise FairMedInputError("image file not found", source=str(path), hint="check the manifest's image paths")
+        raise FairMedInputError("image file not found", source=source, hint="check the manifest's image paths")
     try:
-        if path.suffix.lower() in (".dcm", ".dicom"):
-            return _image_from_dicom(path)
-        with Image.open(path) as image:
-            image.load()
-            return image
+        n_bytes = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + 4)
+    except OSError as error:
+        raise FairMedInputError(f"cannot read image ({error.strerror or 'unreadable'})", source=source) from None
+    if n_bytes > MAX_IMAGE_FILE_BYTES:
+        raise FairMedInputError(
+            f"the image file is {n_bytes / 2**20:,.0f} MB, more than the {MAX_IMAGE_FILE_BYTES / 2**20:,.0f} MB "
+            "an image may take",
+            source=source,
+            hint="downscale the image, or export a single frame",
+        )
+    if head[_DICOM_MAGIC_OFFSET:] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
+        from .uploads import decode_dicom  # uploads imports nothing from here; deferred to keep import cheap
+
+        image, _ = decode_dicom(path.read_bytes(), source)
+        return image
+    try:
+        # PIL's own bomb warning (about 89 M pixels) becomes an error; our lower limit is checked first anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                samples, bits = pil_mode_sample_layout(image.mode)
+                check_decoded_size(source, width=image.size[0], height=image.size[1], samples=samples,
+                                   bits_allocated=bits)
+                image.load()
+                return image
     except FairMedInputError:
         raise
-    except Exception as error:  # PIL/pydicom raise many types for a corrupt file
-        raise FairMedInputError(f"cannot read image: {error}", source=str(path)) from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FairMedInputError(
+            f"the image is too large: its dimensions exceed PIL's decompression-bomb limit; the limit is "
+            f"{limits_in_words()}",
+            source=source,
+            hint="downscale the image before using it",
+        ) from None
+    except Exception as error:  # PIL raises many types for a corrupt file; its messages quote no file content
+        raise FairMedInputError(f"cannot read image: {error}", source=source) from None
 
 
 @dataclass(frozen=True, eq=False)
