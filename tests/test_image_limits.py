@@ -73,8 +73,7 @@ def test_the_limit_counts_frames_samples_and_bytes_per_sample():
 
 def _deflated_dicom_bomb(pixel_bytes: int) -> bytes:
     """A deflated DICOM whose header claims a 64x64 image and whose PixelData holds ``pixel_bytes`` zeros: the
-    file is small, the dataset pydicom would inflate is not. Built by streaming, so the zeros never sit in
-    memory."""
+    file is small, the dataset pydicom would inflate is not. The zeros never sit in memory."""
     small = _dicom(np.zeros((64, 64), np.uint16))
     # Split the uncompressed file into its file meta and its dataset (everything after the meta).
     from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -92,12 +91,11 @@ def _deflated_dicom_bomb(pixel_bytes: int) -> bytes:
     _read_file_meta_info(stream)
     meta = deflated_file[: stream.tell()]
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [compressor.compress(dataset + pixel_tag + b"OW\x00\x00" + struct.pack("<I", pixel_bytes))]
-    chunk = bytes(1 << 20)
-    for _ in range(pixel_bytes >> 20):
-        parts.append(compressor.compress(chunk))
-    parts.append(compressor.flush())
-    return meta + b"".join(parts)
+    head = compressor.compress(dataset + pixel_tag + b"OW\x00\x00" + struct.pack("<I", pixel_bytes))
+    head += compressor.flush(zlib.Z_FULL_FLUSH)
+    # A full flush resets the compressor's history, so one compressed megabyte of zeros can be repeated as is.
+    megabyte = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return meta + head + megabyte * (pixel_bytes >> 20) + compressor.flush()
 
 
 @pytest.fixture(scope="module")

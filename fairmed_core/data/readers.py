@@ -299,7 +299,7 @@ def read_csv_manifest(
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise FairMedInputError(f"cannot parse CSV: {error}", source=source) from error
+        raise FairMedInputError(f"cannot parse CSV: {' '.join(str(error).split())[:200]}", source=source) from error
     table.columns = [str(c).strip() for c in table.columns]
     wanted = [("image_col", image_col), ("label_col", label_col)]
     wanted += [("attribute_cols", c) for c in attribute_cols]

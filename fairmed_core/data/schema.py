@@ -270,7 +270,7 @@ def open_image(path: str | Path) -> Image.Image:
             hint="downscale the image before using it",
         ) from None
     except Exception as error:  # PIL raises many types for a corrupt file; its messages quote no file content
-        raise FairMedInputError(f"cannot read image: {error}", source=source) from None
+        raise FairMedInputError(f"cannot read image: {' '.join(str(error).split())[:200]}", source=source) from None
 
 
 @dataclass(frozen=True, eq=False)

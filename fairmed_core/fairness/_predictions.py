@@ -417,6 +417,12 @@ def validate_predictions(
 
     if label_values is not None:
         declared = _normalise_label_column(pd.Series(list(label_values)))
+        labels_numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+        if labels_numeric and not pd.api.types.is_numeric_dtype(declared):
+            # The CLI passes --label-values as text: "0 1 2" declares the numbers 0, 1 and 2.
+            as_numbers = pd.to_numeric(declared, errors="coerce")
+            if as_numbers.notna().all():
+                declared = _normalise_label_column(as_numbers)
         if pd.api.types.is_numeric_dtype(labels) != pd.api.types.is_numeric_dtype(declared):
             declared = declared.map(_group_name)
         allowed = set(declared.dropna().tolist())
@@ -573,6 +579,12 @@ def _check_csv_shape(path: Path, *, encoding: str, separator: str) -> None:
                                 hint="save the table as UTF-8 CSV") from None
 
 
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """A library's exception text as one line (pyarrow's span several), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
     with path.open("rb") as handle:
         head = handle.read(_SNIFF_BYTES)
@@ -582,7 +594,7 @@ def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several unrelated types for damaged files
             raise FairMedInputError(
-                f"could not read the Parquet file: {exc}",
+                f"could not read the Parquet file: {_one_line(exc)}",
                 source=str(path),
                 hint="the file may be truncated or damaged; re-export it",
             ) from exc
@@ -602,7 +614,7 @@ def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
         ) from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise FairMedInputError(
-            f"could not parse the CSV: {str(exc).strip().splitlines()[-1]}",
+            f"could not parse the CSV: {_one_line(exc)}",
             source=str(path),
             hint="check quoting and that every line has as many fields as the header",
         ) from exc

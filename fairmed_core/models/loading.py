@@ -110,6 +110,12 @@ def _safetensors_parameter_count(path: Path) -> int:
     return total
 
 
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """A library's exception text as one line, cut to ``limit`` characters (the CLI prints one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -191,6 +197,8 @@ def check_model_directory(directory: str | Path) -> ModelDirectory:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _fail(f"config.json is not valid JSON: {error}", path) from error
+    except (RecursionError, ValueError):  # nesting too deep, an integer too long to convert
+        raise _fail("config.json is not valid JSON: it cannot be read", path) from None
     if not isinstance(config, dict):
         raise _fail("config.json does not hold an object", path)
     model_type = config.get("model_type")
@@ -286,7 +294,7 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     try:
         processor = AutoProcessor.from_pretrained(checked.path, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
-        raise _fail(f"cannot load the processor: {error}", checked.path) from error
+        raise _fail(f"cannot load the processor: {_one_line(error)}", checked.path) from error
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or getattr(tokenizer, "image_token_id", None) is None:
         raise _fail("the processor has no tokenizer with a Gemma 3 image token", checked.path)
@@ -299,7 +307,7 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     try:
         model = AutoModelForImageTextToText.from_pretrained(checked.path, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-        raise _fail(f"cannot load the model weights: {error}", checked.path) from error
+        raise _fail(f"cannot load the model weights: {_one_line(error)}", checked.path) from error
     if target.type != "cuda":
         model = model.to(target)
     if adapter_path is not None:
