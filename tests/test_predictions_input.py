@@ -340,3 +340,29 @@ def test_two_columns_with_a_roles_name_are_refused():
     frame = pd.DataFrame([[0, 1, 0, "F", "A"]], columns=["label", "pred", "label", "sex", "age_group"])
     with pytest.raises(FairMedInputError, match="two columns with this name"):
         validate_predictions(frame, source_name="t", **COLUMNS)
+
+
+# --- bounded cost ----------------------------------------------------------------------------------------------
+
+
+def test_an_attribute_with_too_many_groups_is_refused_before_any_pairwise_table():
+    from fairmed_core.fairness._predictions import MAX_GROUPS_PER_ATTRIBUTE
+
+    groups = MAX_GROUPS_PER_ATTRIBUTE + 1
+    frame = pd.DataFrame({"label": [0, 1] * groups * 2, "pred": [1, 0] * groups * 2,
+                          "sex": [f"g{i % groups}" for i in range(groups * 4)], "age_group": "A"})
+    with pytest.raises(FairMedInputError) as caught:
+        validate_predictions(frame, source_name="t", **COLUMNS)
+    assert caught.value.column == "sex" and f"{groups:,} groups" in str(caught.value)
+    assert f"at most {MAX_GROUPS_PER_ATTRIBUTE:,}" in str(caught.value)
+    frame["sex"] = [f"g{i % MAX_GROUPS_PER_ATTRIBUTE}" for i in range(groups * 4)]
+    validate_predictions(frame, source_name="t", **COLUMNS)  # exactly at the limit: accepted
+
+
+def test_too_many_sources_are_refused():
+    from fairmed_core.fairness._predictions import MAX_SOURCES
+
+    frame = pd.DataFrame({"label": [0, 1] * (MAX_SOURCES + 1), "pred": [0, 1] * (MAX_SOURCES + 1), "sex": "F",
+                          "age_group": "A", "site": [f"s{i // 2}" for i in range(2 * (MAX_SOURCES + 1))]})
+    with pytest.raises(FairMedInputError, match=f"{MAX_SOURCES + 1:,} sources"):
+        validate_predictions(frame, source_name="t", source_col="site", **COLUMNS)

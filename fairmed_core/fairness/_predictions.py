@@ -54,6 +54,11 @@ _STRAY_SHARE = 0.05
 # Where validate_predictions records a label set the caller declared, so that a second validation of the same
 # frame (the audit validates what load_predictions returned) keeps honouring it.
 _DECLARED_LABELS_ATTR = "fairmed_declared_label_values"
+# The gap tables compare every pair of groups of an attribute within each source, with permutation tests: time
+# and memory grow with the square of the number of groups (measured, docs/BENCHMARKS.md: 100 groups 0.4 GB and
+# 41 s, 200 groups 1.1 GB and 137 s, 400 groups past 2 GB). Time grows with the number of sources.
+MAX_GROUPS_PER_ATTRIBUTE = 200
+MAX_SOURCES = 100
 # Integral floats up to 2**53 are exact; beyond that a "label" is a measurement, not a class code.
 _EXACT_INTEGER_LIMIT = 2.0**53
 
@@ -247,6 +252,18 @@ def _check_score(series: pd.Series, *, source_name: str, column: str) -> pd.Seri
     return pd.Series(values, index=series.index, name=series.name)
 
 
+def _check_count(values: pd.Categorical, limit: int, *, what: str, source_name: str, column: str,
+                 hint: str) -> None:
+    """Refuse a column with more than ``limit`` distinct groups (or sources), before any pairwise table."""
+    count = len(values.categories)
+    if count > limit:
+        raise FairMedInputError(
+            f"the column has {count:,} {what}; an audit takes at most {limit:,} (the gap tables grow with the "
+            f"square of the number of {what})",
+            source=source_name, column=column, hint=hint,
+        )
+
+
 def _check_label_numbers(series: pd.Series, *, what: str, source_name: str, column: str) -> None:
     """Refuse infinite values in a numeric label or prediction column (a class cannot be infinite)."""
     if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
@@ -355,7 +372,8 @@ def validate_predictions(
     follow {0, 1}, {no, yes} or {False, True} but for at most 5% of its rows is refused at the first stray value
     (a 0.5, a 2, "maybe", a date) instead of being audited as multi-class. A frame validated with
     ``label_values`` remembers it (``DataFrame.attrs``), so validating it again keeps the declared set. Infinite
-    labels, cells holding lists or records, and two columns with a role's name are refused too.
+    labels, cells holding lists or records, two columns with a role's name, an attribute with more than
+    ``MAX_GROUPS_PER_ATTRIBUTE`` groups and more than ``MAX_SOURCES`` sources are refused too.
     """
     if not isinstance(frame, pd.DataFrame):
         raise FairMedInputError(
@@ -463,9 +481,14 @@ def validate_predictions(
     if score_col is not None:
         out[score_col] = _check_score(out[score_col], source_name=source_name, column=score_col)
     for column in sensitive:
-        out[column] = normalise_attribute(out[column])
+        groups = normalise_attribute(out[column])
+        _check_count(groups, MAX_GROUPS_PER_ATTRIBUTE, what="groups", source_name=source_name, column=column,
+                     hint="merge rare values into broader groups, or audit a coarser attribute")
+        out[column] = groups
     if source_col is not None:
         sources = normalise_attribute(out[source_col])
+        _check_count(sources, MAX_SOURCES, what="sources", source_name=source_name, column=source_col,
+                     hint="audit the sources in batches, or name broader sources (a modality or a site)")
         clash = _RESERVED_SOURCES.intersection(sources.categories)
         if clash:
             position, _ = _first_bad(np.isin(np.asarray(sources, dtype=object), list(clash)))
