@@ -263,3 +263,40 @@ def test_huge_integer_answers_do_not_overflow(layout):
     manifest = layout / "big.jsonl"
     manifest.write_text(_case("img/a.png", answer=2**70) + "\n" + _case("img/a.png", answer=1.5) + "\n")
     assert sorted(read_manifest(manifest).cases["answer"]) == ["1.5", str(2**70)]
+
+
+# ------------------------------------------------------------------------------- header-only image checks
+
+
+def test_check_images_reads_headers_only_and_counts_every_image(tmp_path, monkeypatch):
+    import pydicom.pixels
+
+    (tmp_path / "img").mkdir()
+    _png(tmp_path / "img" / "a.png")
+    Image.new("RGB", (40, 30)).save(tmp_path / "img" / "b.jpg")
+    (tmp_path / "img" / "c.dcm").write_bytes(_dicom(_dx_pixels()))
+    dataset = read_manifest(_manifest(tmp_path, ["img/a.png", "img/b.jpg", "img/c.dcm"]))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("no pixel may be decoded"))
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", lambda *a, **k: pytest.fail("no pixel may be decoded"))
+    assert dataset.check_images() == 3
+
+
+@pytest.mark.parametrize(("name", "says"), [("bomb.png", "8000x6000"), ("volume.dcm", "3,777 MB"),
+                                            ("deflated.dcm", "inflates to more than"), ("empty.dcm", "no image"),
+                                            ("text.png", "cannot read image"), ("cut.dcm", "the DICOM file")])
+def test_check_images_refuses_what_loading_would_refuse(tmp_path, deflate_bomb, name, says):
+    data = {
+        "bomb.png": lambda: _zero_png(8000, 6000),
+        "volume.dcm": lambda: _dicom(np.zeros((4, 4), np.uint16), Rows=6000, Columns=6000, NumberOfFrames=55),
+        "deflated.dcm": lambda: deflate_bomb,
+        "empty.dcm": lambda: _dicom(None),
+        "text.png": lambda: b"not an image at all",
+        "cut.dcm": lambda: _dicom(_dx_pixels())[:300],
+    }[name]()
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / name).write_bytes(data)
+    dataset = read_manifest(_manifest(tmp_path, [f"img/{name}"]))
+    with pytest.raises(FairMedInputError) as caught:
+        dataset.check_images()
+    assert name in str(caught.value) and says in str(caught.value)
+    _assert_no_phi("".join(traceback.format_exception(caught.value)))

@@ -12,7 +12,8 @@ import math
 import numbers
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -221,14 +222,9 @@ _DICOM_MAGIC_OFFSET = 128
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Load an image file into memory: PNG/JPEG/... through PIL, DICOM (told by content or suffix) through the
-    upload reader's decoder, as 8-bit ``L``/``RGB`` of its middle frame with no tag kept.
-
-    The decoded size is checked from the header before any pixel is decoded (``image_limits``), so a small file
-    that would decode to gigabytes is refused with the limit in the message.
-    """
-    path = Path(path)
+def _image_file_head(path: Path) -> bytes:
+    """The first bytes of an image file named by a manifest, after the checks every read makes: it exists, it
+    can be read, and it is no larger than an image may be."""
     source = str(path)
     if not path.is_file():
         raise FairMedInputError("image file not found", source=source, hint="check the manifest's image paths")
@@ -245,21 +241,20 @@ def open_image(path: str | Path) -> Image.Image:
             source=source,
             hint="downscale the image, or export a single frame",
         )
-    if head[_DICOM_MAGIC_OFFSET:] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        from .uploads import decode_dicom  # uploads imports nothing from here; deferred to keep import cheap
+    return head
 
-        image, _ = decode_dicom(path.read_bytes(), source)
-        return image
+
+def _is_dicom(path: Path, head: bytes) -> bool:
+    return head[_DICOM_MAGIC_OFFSET:] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES
+
+
+@contextmanager
+def _pil_errors(source: str) -> Iterator[None]:
+    """PIL's failures on a user's file as ``FairMedInputError``; its bomb warning becomes an error too."""
     try:
-        # PIL's own bomb warning (about 89 M pixels) becomes an error; our lower limit is checked first anyway.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                samples, bits = pil_mode_sample_layout(image.mode)
-                check_decoded_size(source, width=image.size[0], height=image.size[1], samples=samples,
-                                   bits_allocated=bits)
-                image.load()
-                return image
+            yield
     except FairMedInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -271,6 +266,49 @@ def open_image(path: str | Path) -> Image.Image:
         ) from None
     except Exception as error:  # PIL raises many types for a corrupt file; its messages quote no file content
         raise FairMedInputError(f"cannot read image: {' '.join(str(error).split())[:200]}", source=source) from None
+
+
+def _check_pil_size(image: Image.Image, source: str) -> None:
+    samples, bits = pil_mode_sample_layout(image.mode)
+    check_decoded_size(source, width=image.size[0], height=image.size[1], samples=samples, bits_allocated=bits)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Load an image file into memory: PNG/JPEG/... through PIL, DICOM (told by content or suffix) through the
+    upload reader's decoder, as 8-bit ``L``/``RGB`` of its middle frame with no tag kept.
+
+    The decoded size is checked from the header before any pixel is decoded (``image_limits``), so a small file
+    that would decode to gigabytes is refused with the limit in the message.
+    """
+    path = Path(path)
+    source = str(path)
+    if _is_dicom(path, _image_file_head(path)):
+        from .uploads import decode_dicom  # uploads imports nothing from here; deferred to keep import cheap
+
+        image, _ = decode_dicom(path.read_bytes(), source)
+        return image
+    with _pil_errors(source), Image.open(path) as image:
+        _check_pil_size(image, source)
+        image.load()
+        return image
+
+
+def check_image_file(path: str | Path) -> tuple[int, int]:
+    """Check one image file from its header only, as ``open_image`` would before decoding: readable, a format
+    FairMed reads, within the decoded-size limits. Returns ``(width, height)``; no pixel is decoded."""
+    path = Path(path)
+    source = str(path)
+    if _is_dicom(path, _image_file_head(path)):
+        from .uploads import check_dicom_header
+
+        try:
+            with path.open("rb") as handle:
+                return check_dicom_header(handle, source)
+        except OSError as error:
+            raise FairMedInputError(f"cannot read image ({error.strerror or 'unreadable'})", source=source) from None
+    with _pil_errors(source), Image.open(path) as image:
+        _check_pil_size(image, source)
+        return image.size
 
 
 @dataclass(frozen=True, eq=False)
@@ -312,6 +350,16 @@ class Dataset:
         if row is None:
             raise FairMedInputError(f"no case with id {case_id!r} in dataset {self.name!r}", column="case_id")
         return Path(self.cases["image_path"].iat[row])
+
+    def check_images(self) -> int:
+        """Check every image of every case from its header only (``check_image_file``): the cheap way to find a
+        missing, unreadable or oversize image before a long job; returns how many were checked."""
+        checked = 0
+        for paths in self.cases["image_paths"]:
+            for path in paths:
+                check_image_file(path)
+                checked += 1
+        return checked
 
     def load_image(self, case_id: str) -> Image.Image:
         """The case's (first) image as a PIL image, loaded into memory (mode as stored: ``L`` or ``RGB``)."""

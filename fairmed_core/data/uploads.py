@@ -40,6 +40,7 @@ __all__ = [
     "UploadedImage",
     "read_uploaded_image",
     "decode_dicom",
+    "check_dicom_header",
 ]
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # 20 MiB
@@ -361,6 +362,30 @@ def decode_dicom(data: bytes, name: str) -> tuple[Image.Image, tuple[str, ...]]:
     notes: list[str] = []
     image, _, _, _ = _decode_dicom(bytes(data), name, notes)
     return _fresh(image), tuple(notes)
+
+
+def check_dicom_header(stream, name: str) -> tuple[int, int]:
+    """Check a DICOM file as ``decode_dicom`` would, from its header only (no pixel decoded, large values left
+    on disk): a deflate bomb, no image, missing or oversize dimensions, an unsupported photometric
+    interpretation or transfer syntax. Returns ``(width, height)``. ``stream`` is a binary file object."""
+    import pydicom
+
+    check_dicom_before_parsing(stream, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # defer_size leaves PixelData (and any large value) unread, yet its tag is seen.
+            ds = pydicom.dcmread(stream, force=False, defer_size=1024)
+            transfer_syntax = _transfer_syntax(ds, name)
+            if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                raise FairMedInputError("the DICOM file holds no image (no PixelData element)", source=name)
+            rows, columns, _, _, _ = _dicom_geometry(ds, name)
+        except FairMedInputError:
+            raise
+        except Exception:  # noqa: BLE001 - any parser failure on user bytes is a corrupt file
+            raise _corrupt(name, "DICOM") from None  # pydicom's message may quote header values
+    _check_decoder(transfer_syntax, name)
+    return columns, rows
 
 
 def _decode_dicom(
