@@ -1,17 +1,17 @@
 """A seeded corpus of malformed inputs and an in-process harness that runs each one in a forked child.
 
 Every case is one input a reviewer could be sent: a predictions table (CSV, TSV, Parquet) for ``fairmed audit``,
-a JSONL manifest for ``fairmed card``, a manifest whose image is PNG, JPEG or DICOM (read through
-``Dataset.load_image``), the bytes of an upload (``read_uploaded_image``), or a model folder whose safetensors
-header, shard index or config is damaged (``check_model_directory``). Each case says what must happen: ``ok``
-(a correct result, checked against what the generator knows: row counts, case counts, parameter counts, image
-sizes), ``error`` (a clean refusal) or ``either``. A clean refusal is a ``FairMedInputError`` (for the CLI: exit
-code 2 and exactly one line on stderr). Anything else is a failure: a traceback, a hang past the timeout, or
-memory past the address-space cap (``resource.setrlimit(RLIMIT_AS)`` in the child, on top of what the parent
-already maps).
+a JSONL manifest for ``fairmed card``, a manifest whose image is PNG, JPEG or DICOM (checked by
+``Dataset.check_images`` from its header, then read through ``Dataset.load_image``), the bytes of an upload
+(``read_uploaded_image``), or a model folder whose safetensors header, shard index or config is damaged
+(``check_model_directory``). Each case says what must happen: ``ok`` (a correct result, checked against what
+the generator knows: row counts, case counts, parameter counts, image sizes), ``error`` (a clean refusal) or
+``either``. A clean refusal is a ``FairMedInputError`` (for the CLI: exit code 2 and exactly one line on
+stderr). Anything else is a failure: a traceback, a hang past the timeout, or memory past the address-space cap
+(``resource.setrlimit(RLIMIT_AS)`` in the child, on top of what the parent already maps).
 
     python benchmarks/fuzz_inputs.py                   # the full corpus, counts printed
-    python benchmarks/fuzz_inputs.py --subset 300      # the seeded subset the test suite runs
+    python benchmarks/fuzz_inputs.py --subset 400      # the seeded subset the test suite runs
     python benchmarks/fuzz_inputs.py --write-docs      # also put the counts into docs/BENCHMARKS.md
 """
 
@@ -785,6 +785,7 @@ def _run_target(case: FuzzCase, path: Path, scratch: Path) -> tuple[str, str]:
             from fairmed_core.data import read_manifest
 
             dataset = read_manifest(path)
+            dataset.check_images()  # headers only, as `fairmed card` would; then every pixel
             images = [dataset.load_image(case_id) for case_id in dataset.cases["case_id"]]
             size = case.check.get("size")
             if size is not None and [list(image.size) for image in images] != [size]:
