@@ -296,8 +296,13 @@ def read_csv_manifest(
     if not root.is_dir():
         raise FairMedInputError(f"image folder not found: {str(root)!r}", source=source, hint="check image_root")
     root = root.resolve()
+    # A row with a missing field would read as an empty value, one with an extra field (on the first row) as
+    # an index that shifts every value: both are refused naming the row, as in predictions tables.
+    from fairmed_core.fairness._predictions import check_csv_shape
+
+    check_csv_shape(path, encoding="utf-8-sig", separator=",")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise FairMedInputError(f"cannot parse CSV: {' '.join(str(error).split())[:200]}", source=source) from error
     table.columns = [str(c).strip() for c in table.columns]

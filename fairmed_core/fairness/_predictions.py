@@ -558,7 +558,7 @@ def _text_encoding(path: Path, head: bytes) -> str:
     return "latin-1"
 
 
-def _check_csv_shape(path: Path, *, encoding: str, separator: str) -> None:
+def check_csv_shape(path: Path, *, encoding: str, separator: str) -> None:
     """Every record has as many fields as the header, and no two header fields share a name.
 
     pandas fills a short row with missing values, takes an extra leading field for an index (shifting every
@@ -623,7 +623,7 @@ def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
             ) from exc
     encoding = _text_encoding(path, head)
     separator = "\t" if path.suffix.lower() == ".tsv" else ","
-    _check_csv_shape(path, encoding=encoding, separator=separator)
+    check_csv_shape(path, encoding=encoding, separator=separator)
     try:
         header = pd.read_csv(path, nrows=0, sep=separator, encoding=encoding)
         # Attribute and id columns are read as text so that codes like "01" keep their spelling.
