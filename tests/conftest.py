@@ -15,6 +15,22 @@ import pytest  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def link_case_images(record: dict, from_folder: Path, to_folder: Path) -> dict:
+    """Hard-link (or copy) a manifest record's images from ``from_folder`` to the same relative paths under
+    ``to_folder``, so a manifest written there names images inside its own folder, as manifests must."""
+    import shutil
+
+    for relative in record["images"]:
+        target = to_folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            try:
+                os.link(from_folder / relative, target)
+            except OSError:  # another file system
+                shutil.copyfile(from_folder / relative, target)
+    return record
+
+
 @pytest.fixture(scope="session")
 def default_workspace(tmp_path_factory) -> Path:
     """A workspace whose datasets/synth-default is the embedded benchmark, written once per test session."""

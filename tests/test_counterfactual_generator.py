@@ -24,6 +24,7 @@ from fairmed_core.counterfactual import (
 from fairmed_core.counterfactual.checkpoint import recover, replace_folder
 from fairmed_core.data import read_manifest
 from fairmed_core.errors import FairMedInputError
+from tests.conftest import link_case_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "assets" / "counterfactual" / "synth-sex"
@@ -52,8 +53,9 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def small_manifest(default_manifest, tmp_path_factory) -> Path:
     """36 training cases with a known sex (12 per source, both sexes in each, male mammograms included) and
-    12 test cases, image paths absolute, every other field as the benchmark wrote it."""
+    12 test cases, images linked beside it, every other field as the benchmark wrote it."""
     records = [json.loads(line) for line in default_manifest.read_text().splitlines() if line.strip()]
+    folder = tmp_path_factory.mktemp("cf-data")
     chosen, taken = [], {}
     for record in records:
         sex = record["true_attributes"]["sex"]
@@ -62,8 +64,8 @@ def small_manifest(default_manifest, tmp_path_factory) -> Path:
         limit = {"train": 6, "test": 2}.get(record["split"], 0)
         if known and taken.get(key, 0) < limit:
             taken[key] = taken.get(key, 0) + 1
-            chosen.append({**record, "images": [str(default_manifest.parent / p) for p in record["images"]]})
-    path = tmp_path_factory.mktemp("cf-data") / "manifest.jsonl"
+            chosen.append(link_case_images(dict(record), default_manifest.parent, folder))
+    path = folder / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
     return path
 
@@ -267,7 +269,7 @@ def test_check_compatible_names_attribute_source_and_image_size(generator, small
     records = [json.loads(line) for line in small_manifest.read_text().splitlines()][:6]
     for index, record in enumerate(records):
         path = tmp_path / f"{index}.png"
-        Image.open(record["images"][0]).resize((32, 32)).save(path)
+        Image.open(small_manifest.parent / record["images"][0]).resize((32, 32)).save(path)
         record["images"] = [str(path)]
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))

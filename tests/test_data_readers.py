@@ -261,3 +261,16 @@ def test_csv_empty_label_names_its_line(tmp_path):
         read_csv_manifest(csv, image_root=images, image_col="Image Index", label_col="Finding Label",
                           attribute_cols=[])
     assert (error.value.row, error.value.column) == (4, "Finding Label")
+
+
+@pytest.mark.parametrize(("row", "says"), [("p2.png,0,M", "a field is missing"), ("p2.png,0,M,23,x", "extra field")])
+def test_csv_manifest_rows_with_a_missing_or_extra_field_name_their_row(tmp_path, row, says):
+    images = tmp_path / "images"
+    for name in ("p1.png", "p2.png"):
+        _image(images / name)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,sex,age\np1.png,1,F,68\n" + row + "\n")
+    with pytest.raises(FairMedInputError) as caught:
+        read_csv_manifest(csv, image_root=images, image_col="path", label_col="label", attribute_cols=["sex"],
+                          age_col="age")
+    assert caught.value.row == 3 and says in str(caught.value)

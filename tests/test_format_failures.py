@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import FORMAT_FAILURE, audit
+from tests.conftest import link_case_images
 
 FAIL = FORMAT_FAILURE
 
@@ -131,7 +132,7 @@ def multiclass_manifest(default_manifest, tmp_path):
         case = json.loads(line)
         if case.get("split") not in ("val", "test"):
             continue
-        case["images"] = [str((default_manifest.parent / p).resolve()) for p in case["images"]]
+        link_case_images(case, default_manifest.parent, tmp_path)
         if index % 5 == 0:
             case["answer"] = "unsure"
         out.append(json.dumps(case))

@@ -144,6 +144,44 @@ def test_a_corrupt_shard_index_is_refused(medgemma_like_dir, tmp_path):
     assert "not a valid shard index" in _refusal(folder)
 
 
+@pytest.mark.parametrize("escape", ["../outside.safetensors", "/etc/passwd", "sub/../../outside.safetensors",
+                                    "linked/shard.safetensors"])
+def test_a_shard_index_cannot_name_a_file_outside_the_model_folder(medgemma_like_dir, tmp_path, escape):
+    folder = _copy(medgemma_like_dir, tmp_path)
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(sorted(folder.glob("*-of-00002.safetensors"))[0], outside)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(outside, tmp_path / "elsewhere" / "shard.safetensors")
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = escape
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    message = _refusal(folder)
+    assert "not a file inside the model folder" in message and escape in message
+
+
+def test_a_shard_that_is_a_symlink_inside_the_folder_is_followed(medgemma_like_dir, tmp_path):
+    # The Hugging Face hub cache keeps every snapshot file as a link to its blob elsewhere.
+    folder = _copy(medgemma_like_dir, tmp_path)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for shard in folder.glob("*-of-00002.safetensors"):
+        shard.rename(blobs / shard.name)
+        shard.symlink_to(blobs / shard.name)
+    assert check_model_directory(folder).parameter_count > 0
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"w": 5}', b'{"w": {"shape": ["a"], "data_offsets": [0, 4]}}',
+                                    b'{"w": {"shape": [2], "data_offsets": [0]}}', b"[" * 5000 + b"]" * 5000,
+                                    b'{"w": {"shape": [-3], "data_offsets": [0, 4]}}'])
+def test_a_malformed_safetensors_header_is_a_clear_refusal(tiny_model_dir, tmp_path, header):
+    folder = _copy(tiny_model_dir, tmp_path)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    message = _refusal(folder)
+    assert "model.safetensors has a corrupt safetensors header" in message
+
+
 def _sparse_safetensors(path, model) -> None:
     """A safetensors file of ``model``'s parameters (bf16) whose data is a hole: full size on paper, no disk."""
     header, offset = {}, 0

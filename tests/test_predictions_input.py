@@ -170,7 +170,7 @@ def test_ragged_csv_is_a_clean_error(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text('label,pred,sex,age_group\n1,1,F,A\n0,0,M,A,extra,"unterminated\n')
     error = _error(path)
-    assert "could not parse the CSV" in str(error)
+    assert error.row == 3 and "the row has 6 fields, the header 4" in str(error)
 
 
 def test_parquet_by_suffix_and_by_magic_bytes(tmp_path):
@@ -232,3 +232,137 @@ def test_audit_validates_its_arguments():
         audit(frame.iloc[:0], **COLUMNS)
     with pytest.raises(FairMedInputError, match="two roles"):
         audit(frame, label_col="label", pred_col="label", sensitive=["sex"])
+
+
+# --- binary or multi-class: an explicit decision, never a silent one -------------------------------------------
+
+
+def _binary_csv(tmp_path, stray_label: str, *, n: int = 60, name: str = "stray.csv"):
+    rows = [f"{i % 2},{(i // 2) % 2},{'FM'[i % 3 % 2]},{'01' if i % 4 else '02'}" for i in range(n)]
+    rows.insert(n // 2, f"{stray_label},1,F,01")
+    path = tmp_path / name
+    path.write_text("label,pred,sex,age_group\n" + "\n".join(rows) + "\n")
+    return path, n // 2 + 2  # the stray row's file row number
+
+
+@pytest.mark.parametrize("stray", ["0.5", "2", "maybe", "2024-01-01", "1e30", str(2**63), "-1"])
+def test_a_stray_label_in_a_binary_table_is_refused_naming_row_column_and_value(tmp_path, stray):
+    path, row = _binary_csv(tmp_path, stray)
+    error = _error(path)
+    assert (error.column, error.row) == ("label", row)
+    assert "breaks the binary pattern {0, 1}" in str(error) and "label_values" in str(error)
+    shown = str(error).split("label ", 1)[1]
+    assert stray.strip("-").split("e")[0].rstrip(".0") in shown  # the value as written, e.g. 0.5, 1e+30
+
+
+@pytest.mark.parametrize("stray", ["inf", "-inf"])
+def test_an_infinite_label_is_refused_not_an_overflow(tmp_path, stray):
+    path, row = _binary_csv(tmp_path, stray)
+    error = _error(path)
+    assert (error.column, error.row) == ("label", row) and "not a finite number" in str(error)
+
+
+def test_a_stray_yes_no_label_and_a_stray_prediction_are_refused(tmp_path):
+    frame = pd.DataFrame({"label": ["yes", "no"] * 30, "pred": ["no", "yes", "yes"] * 20, "sex": "F",
+                          "age_group": "A"})
+    frame.loc[17, "label"] = "unsure"
+    error = _error(_write_csv(tmp_path, frame))
+    assert (error.column, error.row) == ("label", 19) and "'unsure'" in str(error) and "{no, yes}" in str(error)
+    frame.loc[17, "label"] = "yes"
+    frame.loc[40, "pred"] = "Ja"
+    error = _error(_write_csv(tmp_path, frame))
+    assert (error.column, error.row) == ("pred", 42) and "{no, yes}" in str(error)
+
+
+def test_a_declared_label_set_keeps_a_rare_third_class_and_the_audit_honours_it(tmp_path):
+    path, _ = _binary_csv(tmp_path, "2")
+    frame = load_predictions(path, label_values=[0, 1, 2], **COLUMNS)
+    assert sorted(set(frame["label"])) == [0, 1, 2]
+    result = audit(frame, n_boot=0, **COLUMNS)  # validates the frame again, without label_values
+    assert result.groups_frame()["n"].max() == len(frame)
+
+
+def test_a_real_multiclass_table_stays_multiclass():
+    frame = pd.DataFrame({"label": [0, 1, 2] * 20, "pred": [0, 1, 2, 2, 1, 0] * 10, "sex": "F", "age_group": "A"})
+    out = validate_predictions(frame, source_name="t", **COLUMNS)
+    assert sorted(set(out["label"])) == [0, 1, 2]
+
+
+def test_format_failures_are_not_stray_values():
+    frame = pd.DataFrame({"label": [0, 1] * 30, "pred": [0, 1] * 30, "sex": "F", "age_group": "A"})
+    frame["pred"] = frame["pred"].astype(object)
+    frame.loc[3, "pred"] = "(format failure)"
+    validate_predictions(frame, source_name="t", **COLUMNS)
+
+
+# --- malformed tables ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "says"), [("1,0,F", "a field is missing"), ("1,0,F,01,x", "an extra field")])
+def test_a_row_with_a_missing_or_extra_field_is_refused_not_shifted(tmp_path, line, says):
+    path = tmp_path / "ragged.csv"
+    path.write_text("label,pred,sex,age_group\n0,0,M,01\n1,1,F,02\n" + line + "\n0,1,M,01\n")
+    error = _error(path)
+    assert error.row == 4 and says in str(error)
+
+
+def test_an_extra_field_on_the_first_row_is_not_taken_for_an_index(tmp_path):
+    path = tmp_path / "shifted.csv"
+    path.write_text("label,pred,sex,age_group\n7,0,1,F,01\n1,1,F,02\n")
+    error = _error(path)
+    assert error.row == 2 and "extra field" in str(error)
+
+
+def test_a_duplicate_header_is_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("label,pred,sex,age_group,label\n0,0,M,01,1\n1,1,F,02,0\n")
+    error = _error(path)
+    assert error.row == 1 and "'label' twice" in str(error)
+
+
+def test_blank_lines_are_skipped_and_do_not_shift_row_numbers(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("label,pred,sex,age_group\n0,0,M,01\n\n1,1,F,02\n1,,F,02\n")
+    error = _error(path)
+    assert (error.column, error.row) == ("pred", 4)  # pandas' numbering: the blank line is not a row
+
+
+def test_list_and_struct_parquet_columns_are_refused(tmp_path):
+    frame = pd.DataFrame({"label": [0, 1, 0], "pred": [0, 1, 1], "sex": [["F"], ["M"], ["F"]],
+                          "age_group": [{"a": 1}, {"a": 2}, {"a": 1}]})
+    path = tmp_path / "nested.parquet"
+    frame.to_parquet(path)
+    error = _error(path)
+    assert (error.column, error.row) == ("sex", 2) and "not a single value" in str(error)
+
+
+def test_two_columns_with_a_roles_name_are_refused():
+    frame = pd.DataFrame([[0, 1, 0, "F", "A"]], columns=["label", "pred", "label", "sex", "age_group"])
+    with pytest.raises(FairMedInputError, match="two columns with this name"):
+        validate_predictions(frame, source_name="t", **COLUMNS)
+
+
+# --- bounded cost ----------------------------------------------------------------------------------------------
+
+
+def test_an_attribute_with_too_many_groups_is_refused_before_any_pairwise_table():
+    from fairmed_core.fairness._predictions import MAX_GROUPS_PER_ATTRIBUTE
+
+    groups = MAX_GROUPS_PER_ATTRIBUTE + 1
+    frame = pd.DataFrame({"label": [0, 1] * groups * 2, "pred": [1, 0] * groups * 2,
+                          "sex": [f"g{i % groups}" for i in range(groups * 4)], "age_group": "A"})
+    with pytest.raises(FairMedInputError) as caught:
+        validate_predictions(frame, source_name="t", **COLUMNS)
+    assert caught.value.column == "sex" and f"{groups:,} groups" in str(caught.value)
+    assert f"at most {MAX_GROUPS_PER_ATTRIBUTE:,}" in str(caught.value)
+    frame["sex"] = [f"g{i % MAX_GROUPS_PER_ATTRIBUTE}" for i in range(groups * 4)]
+    validate_predictions(frame, source_name="t", **COLUMNS)  # exactly at the limit: accepted
+
+
+def test_too_many_sources_are_refused():
+    from fairmed_core.fairness._predictions import MAX_SOURCES
+
+    frame = pd.DataFrame({"label": [0, 1] * (MAX_SOURCES + 1), "pred": [0, 1] * (MAX_SOURCES + 1), "sex": "F",
+                          "age_group": "A", "site": [f"s{i // 2}" for i in range(2 * (MAX_SOURCES + 1))]})
+    with pytest.raises(FairMedInputError, match=f"{MAX_SOURCES + 1:,} sources"):
+        validate_predictions(frame, source_name="t", source_col="site", **COLUMNS)

@@ -11,7 +11,7 @@ other file is evaluation data (``test``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -56,18 +56,46 @@ def _dataset_name(path: Path) -> str:
     return path.parent.name if path.stem.lower() == "manifest" and path.parent.name else path.stem
 
 
-def _resolve_image(relative: str, root: Path, *, source: str, column: str, row: int) -> str:
-    image = Path(relative).expanduser()
-    image = image if image.is_absolute() else root / image
-    if not image.is_file():
+def _shown_path(text: str) -> str:
+    return repr(text if len(text) <= 160 else text[:157] + "...")
+
+
+def _resolve_image(relative: str, root: Path, *, source: str, column: str, row: int, folder: str) -> str:
+    """The absolute, resolved path of one image named in a manifest, which must stay inside ``root``.
+
+    Symlinks are followed before the check, so neither ``../`` nor an absolute path nor a link can make a
+    manifest read a file outside its folder; the check comes before the existence test, so the error does not
+    tell whether a file outside exists.
+    """
+    if "\x00" in relative:
+        raise FairMedInputError("image path contains a NUL character", source=source, column=column, row=row)
+    image = Path(relative)
+    try:
+        resolved = (image if image.is_absolute() else root / image).resolve()
+        inside = resolved.is_relative_to(root)
+        exists = inside and resolved.is_file()
+    except (OSError, RuntimeError, ValueError) as error:  # a name over 255 bytes, a symlink loop
+        reason = getattr(error, "strerror", None) or "cannot be resolved"
         raise FairMedInputError(
-            f"image file not found: {str(image)!r}",
+            f"image path {_shown_path(relative)} cannot be opened ({reason})", source=source, column=column, row=row
+        ) from None
+    if not inside:
+        raise FairMedInputError(
+            f"image path {_shown_path(relative)} points outside {folder} {str(root)!r}",
+            source=source,
+            column=column,
+            row=row,
+            hint="image paths (after following symlinks) must stay inside that folder; copy the images into it",
+        )
+    if not exists:
+        raise FairMedInputError(
+            f"image file not found: {str(resolved)!r}",
             source=source,
             column=column,
             row=row,
             hint=f"relative image paths are resolved against {str(root)!r}",
         )
-    return str(image.resolve())
+    return str(resolved)
 
 
 def _extra_column_name(name: str, taken: set[str]) -> str:
@@ -114,12 +142,43 @@ def _assemble(
     )
 
 
+def _json_lines(path: Path, source: str) -> Iterator[tuple[int, object]]:
+    """``(line number, parsed value)`` of every non-blank line; encoding and JSON errors name their line."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise FairMedInputError(
+                    "the line is not UTF-8 text", source=source, row=line_number,
+                    hint="save the manifest as UTF-8 (not UTF-16 or Latin-1)",
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FairMedInputError(
+                    f"not valid JSON ({error.msg} at character {error.colno})",
+                    source=source,
+                    row=line_number,
+                    hint="each line must be one JSON object",
+                ) from None
+            except RecursionError:
+                raise FairMedInputError("the JSON is nested too deeply to read", source=source,
+                                        row=line_number) from None
+            except ValueError:  # e.g. an integer with more digits than Python converts
+                raise FairMedInputError("not valid JSON (a number too long to read)", source=source,
+                                        row=line_number) from None
+
+
 def read_manifest(path: str | Path) -> Dataset:
     """Read a JSONL manifest in the data contract (DESIGN section 2) into a ``Dataset``.
 
     One JSON object per line with ``problem``, ``images`` (a list, or one path), ``answer``, and optionally
     ``demo``, ``dataset``, ``id``, ``split`` and any extra fields (kept as columns; nested values as they are).
-    Image paths are relative to the manifest's folder unless absolute, and must exist. Without ``id`` a case is
+    Image paths are relative to the manifest's folder unless absolute, must exist, and must stay inside that
+    folder once resolved (symlinks followed). Without ``id`` a case is
     ``line<N>``; without ``dataset`` its source is the dataset name (the manifest's folder for ``manifest.jsonl``,
     else the file stem). Blank lines are skipped.
     """
@@ -133,75 +192,65 @@ def read_manifest(path: str | Path) -> Dataset:
     rows: list[dict] = []
     attribute_order: list[str] = ["sex", "age_group"]
     extra_order: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
+    for line_number, record in _json_lines(path, source):
+        if not isinstance(record, Mapping):
+            raise FairMedInputError(
+                f"expected a JSON object, got {type(record).__name__}", source=source, row=line_number
+            )
+        for field in REQUIRED_FIELDS:
+            if field not in record or record[field] is None:
                 raise FairMedInputError(
-                    f"not valid JSON ({error.msg} at character {error.colno})",
+                    f"missing field {field!r}",
                     source=source,
+                    column=field,
                     row=line_number,
-                    hint="each line must be one JSON object",
-                ) from error
-            if not isinstance(record, Mapping):
-                raise FairMedInputError(
-                    f"expected a JSON object, got {type(record).__name__}", source=source, row=line_number
+                    hint=f"every line needs {', '.join(REQUIRED_FIELDS)}",
                 )
-            for field in REQUIRED_FIELDS:
-                if field not in record or record[field] is None:
-                    raise FairMedInputError(
-                        f"missing field {field!r}",
-                        source=source,
-                        column=field,
-                        row=line_number,
-                        hint=f"every line needs {', '.join(REQUIRED_FIELDS)}",
-                    )
-            images = record["images"]
-            images = [images] if isinstance(images, str) else images
-            if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
-                raise FairMedInputError(
-                    "'images' must be a non-empty list of image paths", source=source, column="images", row=line_number
-                )
-            image_paths = tuple(
-                _resolve_image(image, root, source=source, column="images", row=line_number) for image in images
+        images = record["images"]
+        images = [images] if isinstance(images, str) else images
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+            raise FairMedInputError(
+                "'images' must be a non-empty list of image paths", source=source, column="images", row=line_number
             )
-            answer = normalise_answer(record["answer"])
-            if answer is None:
-                raise FairMedInputError("empty answer", source=source, column="answer", row=line_number)
-            demo = record.get("demo")
-            demo = "" if demo is None else str(demo)
-            attributes = parse_demo(demo)
-            for attribute in attributes:
-                if attribute not in attribute_order:
-                    attribute_order.append(attribute)
-            split = (
-                _split_value(record["split"], source=source, column="split", row=line_number)
-                if record.get("split") not in (None, "")
-                else default_split
-            )
-            case_id = str(record["id"]) if record.get("id") not in (None, "") else f"line{line_number}"
-            extra = {k: v for k, v in record.items() if k not in (*REQUIRED_FIELDS, "demo", "dataset", "id", "split")}
-            for field in extra:
-                if field not in extra_order:
-                    extra_order.append(field)
-            rows.append(
-                {
-                    "_line": line_number,
-                    "case_id": case_id,
-                    "problem": str(record["problem"]),
-                    "image_path": image_paths[0],
-                    "answer": answer,
-                    "demo": demo,
-                    "dataset": str(record.get("dataset") or name),
-                    "split": split,
-                    "attributes": attributes,
-                    "image_paths": image_paths,
-                    "extra": extra,
-                }
-            )
+        image_paths = tuple(
+            _resolve_image(image, root, source=source, column="images", row=line_number,
+                           folder="the manifest's folder")
+            for image in images
+        )
+        answer = normalise_answer(record["answer"])
+        if answer is None:
+            raise FairMedInputError("empty answer", source=source, column="answer", row=line_number)
+        demo = record.get("demo")
+        demo = "" if demo is None else str(demo)
+        attributes = parse_demo(demo)
+        for attribute in attributes:
+            if attribute not in attribute_order:
+                attribute_order.append(attribute)
+        split = (
+            _split_value(record["split"], source=source, column="split", row=line_number)
+            if record.get("split") not in (None, "")
+            else default_split
+        )
+        case_id = str(record["id"]) if record.get("id") not in (None, "") else f"line{line_number}"
+        extra = {k: v for k, v in record.items() if k not in (*REQUIRED_FIELDS, "demo", "dataset", "id", "split")}
+        for field in extra:
+            if field not in extra_order:
+                extra_order.append(field)
+        rows.append(
+            {
+                "_line": line_number,
+                "case_id": case_id,
+                "problem": str(record["problem"]),
+                "image_path": image_paths[0],
+                "answer": answer,
+                "demo": demo,
+                "dataset": str(record.get("dataset") or name),
+                "split": split,
+                "attributes": attributes,
+                "image_paths": image_paths,
+                "extra": extra,
+            }
+        )
     if not rows:
         raise FairMedInputError("manifest has no cases", source=source)
     return _assemble(
@@ -224,7 +273,8 @@ def read_csv_manifest(
 ) -> Dataset:
     """Read a CSV manifest whose columns the user names into a ``Dataset``.
 
-    - ``image_col``: image path, relative to ``image_root`` unless absolute; the file must exist.
+    - ``image_col``: image path, relative to ``image_root`` unless absolute; the file must exist and stay inside
+      ``image_root`` once resolved (symlinks followed).
     - ``label_col``: the answer; 1/0, true/false, yes/no, positive/negative become ``"yes"``/``"no"``.
     - ``attribute_cols``: demographic columns; each becomes an attribute named in snake_case (``"Skin Tone"`` ->
       ``skin_tone``, ``gender`` -> ``sex``). A sex column is mapped to M/F; a column named ``age`` is converted
@@ -246,10 +296,15 @@ def read_csv_manifest(
     if not root.is_dir():
         raise FairMedInputError(f"image folder not found: {str(root)!r}", source=source, hint="check image_root")
     root = root.resolve()
+    # A row with a missing field would read as an empty value, one with an extra field (on the first row) as
+    # an index that shifts every value: both are refused naming the row, as in predictions tables.
+    from fairmed_core.fairness._predictions import check_csv_shape
+
+    check_csv_shape(path, encoding="utf-8-sig", separator=",")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise FairMedInputError(f"cannot parse CSV: {error}", source=source) from error
+        raise FairMedInputError(f"cannot parse CSV: {' '.join(str(error).split())[:200]}", source=source) from error
     table.columns = [str(c).strip() for c in table.columns]
     wanted = [("image_col", image_col), ("label_col", label_col)]
     wanted += [("attribute_cols", c) for c in attribute_cols]
@@ -296,7 +351,8 @@ def read_csv_manifest(
         image = record[image_col].strip()
         if not image:
             raise FairMedInputError("empty image path", source=source, column=image_col, row=line_number)
-        image_path = _resolve_image(image, root, source=source, column=image_col, row=line_number)
+        image_path = _resolve_image(image, root, source=source, column=image_col, row=line_number,
+                                    folder="the image folder")
         answer = normalise_answer(record[label_col])
         if answer is None:
             raise FairMedInputError("empty label", source=source, column=label_col, row=line_number)

@@ -11,16 +11,24 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
 from fairmed_core.errors import FairMedInputError
+
+from .image_limits import (
+    MAX_IMAGE_FILE_BYTES,
+    check_decoded_size,
+    limits_in_words,
+    pil_mode_sample_layout,
+)
 
 UNKNOWN = "UNK"  # the group of a case whose attribute is missing
 ALL = "ALL"  # the source (or group) of a result row that pools every source (or group)
@@ -187,8 +195,11 @@ def normalise_answer(value: object) -> str | None:
         return YES if value else NO
     if _is_missing(value):
         return None
-    if isinstance(value, numbers.Real):
-        value = repr(float(value)) if not float(value).is_integer() else str(int(value))
+    if isinstance(value, numbers.Integral):
+        value = str(int(value))  # float() of a huge integer overflows; its digits are the answer as written
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+        value = repr(number) if not number.is_integer() else str(int(number))
     text = str(value).strip()
     lowered = text.lower()
     if lowered in _YES_TEXT:
@@ -207,37 +218,97 @@ def label_values_of(answers: Iterable[str]) -> tuple[tuple[str, ...], str | None
     return tuple(values), None
 
 
-def _image_from_dicom(path: Path) -> Image.Image:
-    # Pixel data only: no tag (PHI) is read into the result, shown or logged.
-    import pydicom
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
-    dicom = pydicom.dcmread(str(path))
-    pixels = np.asarray(dicom.pixel_array, dtype=np.float64)
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # multi-frame: first frame
-    low, high = float(pixels.min()), float(pixels.max())
-    scaled = np.zeros_like(pixels) if high <= low else (pixels - low) / (high - low)
-    if str(getattr(dicom, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    array = np.round(scaled * 255.0).astype(np.uint8)
-    return Image.fromarray(array[..., :3] if array.ndim == 3 else array)
+
+def _image_file_head(path: Path) -> bytes:
+    """The first bytes of an image file named by a manifest, after the checks every read makes: it exists, it
+    can be read, and it is no larger than an image may be."""
+    source = str(path)
+    if not path.is_file():
+        raise FairMedInputError("image file not found", source=source, hint="check the manifest's image paths")
+    try:
+        n_bytes = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + 4)
+    except OSError as error:
+        raise FairMedInputError(f"cannot read image ({error.strerror or 'unreadable'})", source=source) from None
+    if n_bytes > MAX_IMAGE_FILE_BYTES:
+        raise FairMedInputError(
+            f"the image file is {n_bytes / 2**20:,.0f} MB, more than the {MAX_IMAGE_FILE_BYTES / 2**20:,.0f} MB "
+            "an image may take",
+            source=source,
+            hint="downscale the image, or export a single frame",
+        )
+    return head
+
+
+def _is_dicom(path: Path, head: bytes) -> bool:
+    return head[_DICOM_MAGIC_OFFSET:] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES
+
+
+@contextmanager
+def _pil_errors(source: str) -> Iterator[None]:
+    """PIL's failures on a user's file as ``FairMedInputError``; its bomb warning becomes an error too."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except FairMedInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FairMedInputError(
+            f"the image is too large: its dimensions exceed PIL's decompression-bomb limit; the limit is "
+            f"{limits_in_words()}",
+            source=source,
+            hint="downscale the image before using it",
+        ) from None
+    except Exception as error:  # PIL raises many types for a corrupt file; its messages quote no file content
+        raise FairMedInputError(f"cannot read image: {' '.join(str(error).split())[:200]}", source=source) from None
+
+
+def _check_pil_size(image: Image.Image, source: str) -> None:
+    samples, bits = pil_mode_sample_layout(image.mode)
+    check_decoded_size(source, width=image.size[0], height=image.size[1], samples=samples, bits_allocated=bits)
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Load an image file fully into memory (PNG/JPEG/... through PIL, ``.dcm`` through pydicom)."""
+    """Load an image file into memory: PNG/JPEG/... through PIL, DICOM (told by content or suffix) through the
+    upload reader's decoder, as 8-bit ``L``/``RGB`` of its middle frame with no tag kept.
+
+    The decoded size is checked from the header before any pixel is decoded (``image_limits``), so a small file
+    that would decode to gigabytes is refused with the limit in the message.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FairMedInputError("image file not found", source=str(path), hint="check the manifest's image paths")
-    try:
-        if path.suffix.lower() in (".dcm", ".dicom"):
-            return _image_from_dicom(path)
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except FairMedInputError:
-        raise
-    except Exception as error:  # PIL/pydicom raise many types for a corrupt file
-        raise FairMedInputError(f"cannot read image: {error}", source=str(path)) from error
+    source = str(path)
+    if _is_dicom(path, _image_file_head(path)):
+        from .uploads import decode_dicom  # uploads imports nothing from here; deferred to keep import cheap
+
+        image, _ = decode_dicom(path.read_bytes(), source)
+        return image
+    with _pil_errors(source), Image.open(path) as image:
+        _check_pil_size(image, source)
+        image.load()
+        return image
+
+
+def check_image_file(path: str | Path) -> tuple[int, int]:
+    """Check one image file from its header only, as ``open_image`` would before decoding: readable, a format
+    FairMed reads, within the decoded-size limits. Returns ``(width, height)``; no pixel is decoded."""
+    path = Path(path)
+    source = str(path)
+    if _is_dicom(path, _image_file_head(path)):
+        from .uploads import check_dicom_header
+
+        try:
+            with path.open("rb") as handle:
+                return check_dicom_header(handle, source)
+        except OSError as error:
+            raise FairMedInputError(f"cannot read image ({error.strerror or 'unreadable'})", source=source) from None
+    with _pil_errors(source), Image.open(path) as image:
+        _check_pil_size(image, source)
+        return image.size
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,6 +350,16 @@ class Dataset:
         if row is None:
             raise FairMedInputError(f"no case with id {case_id!r} in dataset {self.name!r}", column="case_id")
         return Path(self.cases["image_path"].iat[row])
+
+    def check_images(self) -> int:
+        """Check every image of every case from its header only (``check_image_file``): the cheap way to find a
+        missing, unreadable or oversize image before a long job; returns how many were checked."""
+        checked = 0
+        for paths in self.cases["image_paths"]:
+            for path in paths:
+                check_image_file(path)
+                checked += 1
+        return checked
 
     def load_image(self, case_id: str) -> Image.Image:
         """The case's (first) image as a PIL image, loaded into memory (mode as stored: ``L`` or ``RGB``)."""

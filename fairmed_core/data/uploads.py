@@ -8,9 +8,10 @@ raise anything else.
 Safety rules this module keeps:
 
 * The format is sniffed from the bytes, never taken from the extension.
-* Sizes are checked before any pixel is decoded: the byte count first, then width x height (and DICOM frames)
-  against ``MAX_IMAGE_PIXELS``, so a small decompression bomb never gets decoded. PIL's global limits are left
-  alone.
+* Sizes are checked before any pixel is decoded: the byte count first, then the decoded size from the header
+  (``image_limits``: pixels per frame, and width x height x frames x samples x bytes per sample), so a small
+  decompression bomb never gets decoded; a deflated DICOM is inflated only as far as that limit. PIL's global
+  limits are left alone.
 * No patient data survives: the returned image is a fresh image with empty ``info`` (no PNG text chunks, no
   EXIF), the only DICOM attribute kept is ``Modality``, and DICOM error messages never quote header values other
   than the transfer syntax. pydicom's own exception texts (which may quote values) are not chained either.
@@ -30,15 +31,21 @@ from PIL import Image, ImageOps
 
 from fairmed_core.errors import FairMedInputError
 
-__all__ = ["MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_SIDE", "UploadedImage", "read_uploaded_image"]
+from .image_limits import MAX_FRAME_PIXELS, check_decoded_size, check_dicom_before_parsing, pil_mode_sample_layout
+
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_MODEL_SIDE",
+    "UploadedImage",
+    "read_uploaded_image",
+    "decode_dicom",
+    "check_dicom_header",
+]
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # 20 MiB
-MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard (width * height), checked before decoding pixels
+MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS  # decompression-bomb guard (width * height), checked before decoding pixels
 MAX_MODEL_SIDE = 1024  # the longer side is downscaled to this
-
-# A DICOM volume is decoded one frame at a time (only the middle one), so the per-frame limit is what bounds
-# memory; the whole-volume limit only refuses headers that claim something absurd.
-_MAX_VOLUME_PIXELS = 50 * MAX_IMAGE_PIXELS
 
 _ACCEPTED = "PNG, JPEG or DICOM (.dcm)"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -203,14 +210,6 @@ def _corrupt(name: str, file_format: str) -> FairMedInputError:
     return FairMedInputError(f"the {file_format} file could not be decoded", source=name, hint=_CORRUPT_HINT)
 
 
-def _too_many_pixels(name: str, width: int, height: int) -> FairMedInputError:
-    return FairMedInputError(
-        f"the image is {width}x{height} = {width * height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed",
-        source=name,
-        hint="downscale the image before uploading",
-    )
-
-
 # --------------------------------------------------------------------------------------------------- PNG / JPEG
 
 
@@ -227,8 +226,8 @@ def _decode_pil(data: bytes, name: str, file_format: str, notes: list[str]) -> t
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data), formats=[file_format])
             width, height = opened.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise _too_many_pixels(name, width, height)
+            samples, bits = pil_mode_sample_layout(opened.mode)
+            check_decoded_size(name, width=width, height=height, samples=samples, bits_allocated=bits)
             original_mode = opened.mode
             n_frames = int(getattr(opened, "n_frames", 1) or 1)
             if n_frames > 1:
@@ -356,17 +355,52 @@ def _window_dicom(values: np.ndarray, center: float, width: float) -> np.ndarray
 # -------------------------------------------------------------------------------------------------------- DICOM
 
 
+def decode_dicom(data: bytes, name: str) -> tuple[Image.Image, tuple[str, ...]]:
+    """Decode the bytes of one DICOM file (any byte count: the caller bounds it) into an 8-bit ``L``/``RGB`` image
+    of its middle frame, with a note on each conversion; manifests read their DICOM images through this too.
+    ``name`` is how errors name the file."""
+    notes: list[str] = []
+    image, _, _, _ = _decode_dicom(bytes(data), name, notes)
+    return _fresh(image), tuple(notes)
+
+
+def check_dicom_header(stream, name: str) -> tuple[int, int]:
+    """Check a DICOM file as ``decode_dicom`` would, from its header only (no pixel decoded, large values left
+    on disk): a deflate bomb, no image, missing or oversize dimensions, an unsupported photometric
+    interpretation or transfer syntax. Returns ``(width, height)``. ``stream`` is a binary file object."""
+    import pydicom
+
+    check_dicom_before_parsing(stream, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # defer_size leaves PixelData (and any large value) unread, yet its tag is seen.
+            ds = pydicom.dcmread(stream, force=False, defer_size=1024)
+            transfer_syntax = _transfer_syntax(ds, name)
+            if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                raise FairMedInputError("the DICOM file holds no image (no PixelData element)", source=name)
+            rows, columns, _, _, _ = _dicom_geometry(ds, name)
+        except FairMedInputError:
+            raise
+        except Exception:  # noqa: BLE001 - any parser failure on user bytes is a corrupt file
+            raise _corrupt(name, "DICOM") from None  # pydicom's message may quote header values
+    _check_decoder(transfer_syntax, name)
+    return columns, rows
+
+
 def _decode_dicom(
     data: bytes, name: str, notes: list[str]
 ) -> tuple[Image.Image, str, tuple[int, int], str | None]:
     """Read a DICOM file with pydicom and turn its (middle) frame into an 8-bit image, keeping only Modality."""
     import pydicom
 
+    stream = io.BytesIO(data)
+    check_dicom_before_parsing(stream, name)
     # pydicom warns about odd header values by quoting them, which could put patient data in the logs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=False)
+            ds = pydicom.dcmread(stream, force=False)
             # pydicom parses element values lazily, so reading the header can fail too, not just dcmread.
             return _dicom_dataset_to_image(ds, name, notes)
         except FairMedInputError:
@@ -473,13 +507,13 @@ def _dicom_geometry(ds, name: str) -> tuple[int, int, int, str, int]:
             hint=_CORRUPT_HINT,
         )
     frames = max(frames, 1)
-    if rows * columns > MAX_IMAGE_PIXELS or rows * columns * frames > _MAX_VOLUME_PIXELS:
-        raise FairMedInputError(
-            f"the DICOM image is too large: more than {MAX_IMAGE_PIXELS:,} pixels per frame, or an implausibly "
-            "large volume",
-            source=name,
-            hint="export a single, smaller frame",
-        )
+    samples = _int_attribute(ds, "SamplesPerPixel", 1) or 1
+    allocated = _int_attribute(ds, "BitsAllocated", 16) or 16
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        allocated = max(allocated, 64 if "DoubleFloatPixelData" in ds else 32)
+    # Header values are not quoted (quote_dimensions=False); the decoded size, a product of them, is.
+    check_decoded_size(name, width=columns, height=rows, frames=frames, samples=max(samples, 1),
+                       bits_allocated=max(allocated, 1), what="DICOM image", quote_dimensions=False)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     if photometric and photometric not in _PHOTOMETRIC_GRAY + _PHOTOMETRIC_COLOR:
         raise FairMedInputError(

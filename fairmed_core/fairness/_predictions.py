@@ -8,6 +8,7 @@ the first data row is row 2 (the same convention is used for in-memory tables).
 from __future__ import annotations
 
 import codecs
+import csv
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -45,6 +46,21 @@ _PARQUET_MAGIC = b"PAR1"
 
 # Pairs of label values that make a table binary without an explicit positive label: (negative, positive).
 _IMPLICIT_BINARY_PAIRS = ((0, 1), ("no", "yes"), (False, True))
+# The binary patterns as _binary_spelling spells their values, for tables read as text or mixed with others.
+_BINARY_PATTERNS = (("{0, 1}", ("0", "1")), ("{no, yes}", ("no", "yes")), ("{False, True}", ("false", "true")))
+# A table whose labels and predictions are binary but for at most this share of rows is a binary table with
+# stray values (a typo, a 0.5, a date), not a multi-class one: refused, unless the label set is declared.
+_STRAY_SHARE = 0.05
+# Where validate_predictions records a label set the caller declared, so that a second validation of the same
+# frame (the audit validates what load_predictions returned) keeps honouring it.
+_DECLARED_LABELS_ATTR = "fairmed_declared_label_values"
+# The gap tables compare every pair of groups of an attribute within each source, with permutation tests: time
+# and memory grow with the square of the number of groups (measured, docs/BENCHMARKS.md: 100 groups 0.4 GB and
+# 41 s, 200 groups 1.1 GB and 137 s, 400 groups past 2 GB). Time grows with the number of sources.
+MAX_GROUPS_PER_ATTRIBUTE = 200
+MAX_SOURCES = 100
+# Integral floats up to 2**53 are exact; beyond that a "label" is a measurement, not a class code.
+_EXACT_INTEGER_LIMIT = 2.0**53
 
 
 def _data_row(position: int) -> int:
@@ -133,8 +149,10 @@ def _normalise_label_column(series: pd.Series) -> pd.Series:
         return series.astype(bool)
     if pd.api.types.is_numeric_dtype(series):
         values = series.to_numpy(dtype=float, na_value=np.nan)
-        finite = values[~np.isnan(values)]
-        if finite.size == 0 or np.all(finite == np.round(finite)):
+        finite = values[np.isfinite(values)]
+        integral = np.all(finite == np.round(finite)) and np.all(np.abs(finite) < _EXACT_INTEGER_LIMIT)
+        if finite.size == 0 or integral:
+            # Non-finite values other than NaN never get here: _check_label_numbers refuses them first.
             return pd.Series(values, index=series.index).astype("Int64")
         return pd.Series(values, index=series.index)
     return series.map(lambda v: v.strip() if isinstance(v, str) else v).replace("", np.nan)
@@ -234,6 +252,95 @@ def _check_score(series: pd.Series, *, source_name: str, column: str) -> pd.Seri
     return pd.Series(values, index=series.index, name=series.name)
 
 
+def _check_count(values: pd.Categorical, limit: int, *, what: str, source_name: str, column: str,
+                 hint: str) -> None:
+    """Refuse a column with more than ``limit`` distinct groups (or sources), before any pairwise table."""
+    count = len(values.categories)
+    if count > limit:
+        raise FairMedInputError(
+            f"the column has {count:,} {what}; an audit takes at most {limit:,} (the gap tables grow with the "
+            f"square of the number of {what})",
+            source=source_name, column=column, hint=hint,
+        )
+
+
+def _check_label_numbers(series: pd.Series, *, what: str, source_name: str, column: str) -> None:
+    """Refuse infinite values in a numeric label or prediction column (a class cannot be infinite)."""
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return
+    values = series.to_numpy(dtype=float, na_value=np.nan)
+    _reject_rows(
+        np.isinf(values),
+        lambda at: f"{what} {_python_scalar(series.iloc[at])!r} is not a finite number",
+        source_name=source_name, column=column, hint=f"every {what} must be a class (0/1, yes/no, or a name)",
+    )
+
+
+def _check_scalar_cells(frame: pd.DataFrame, columns: Sequence[str], *, source_name: str) -> None:
+    """Refuse a column used for a role that holds lists, arrays or records (Parquet list/struct columns)."""
+    for column in columns:
+        series = frame[column]
+        if series.dtype != object and not isinstance(series.dtype, pd.ArrowDtype):
+            continue
+        nested = series.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy(dtype=bool)
+        _reject_rows(
+            nested,
+            lambda at: f"the cell holds a {type(series.iloc[at]).__name__}, not a single value",
+            source_name=source_name, column=column,
+            hint="list and struct columns cannot be labels, predictions, scores or groups; flatten the table",
+        )
+
+
+def _binary_spelling(value: object) -> str | None:
+    """The binary class a label value spells ("0", "1", "no", "yes", "false", "true"), or None."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float is no binary class
+            return None
+        return None if number not in (0.0, 1.0) else ("1" if number == 1.0 else "0")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return {"0.0": "0", "1.0": "1"}.get(text, text)
+    return None
+
+
+def _refuse_stray_labels(labels: pd.Series, predictions: pd.Series, raw: pd.DataFrame, *, source_name: str,
+                         label_col: str, pred_col: str) -> None:
+    """Refuse a table that is binary but for a few stray values, naming the first one.
+
+    Without a declared label set, a value outside {0, 1}, {no, yes} or {False, True} silently turns a binary
+    audit into a multi-class one. When both values of one of those pairs occur and the rows with any other
+    value are at most ``_STRAY_SHARE`` of the table, those values are taken for errors in the file. The
+    message quotes the value as ``raw`` (the table as given) holds it.
+    """
+    n_rows = len(labels)
+    label_spelt = labels.map(_binary_spelling)
+    pred_spelt = predictions.map(_binary_spelling)
+    marker = predictions.map(lambda v: isinstance(v, str) and v == FORMAT_FAILURE).to_numpy(dtype=bool)
+    for pattern, members in _BINARY_PATTERNS:
+        label_inside = label_spelt.isin(members).to_numpy(dtype=bool)
+        pred_inside = pred_spelt.isin(members).to_numpy(dtype=bool) | marker
+        stray = ~(label_inside & pred_inside)
+        count = int(stray.sum())
+        present = set(label_spelt[label_inside]) | set(pred_spelt[pred_inside & ~marker])
+        if count == 0 or count > max(1.0, _STRAY_SHARE * n_rows) or present != set(members):
+            continue
+        position = int(np.flatnonzero(stray)[0])
+        what, column = ("label", label_col) if not label_inside[position] else ("prediction", pred_col)
+        raise FairMedInputError(
+            f"{what} {_python_scalar(raw[column].iloc[position])!r} breaks the binary pattern {pattern} of the other "
+            f"rows{_describe_more(count)}",
+            source=source_name,
+            column=column,
+            row=_data_row(position),
+            hint="fix the row, or declare the full label set (label_values, --label-values) if the table is "
+                 f"really multi-class; {_ROW_HINT}",
+        )
+
+
 def validate_predictions(
     frame: pd.DataFrame,
     *,
@@ -260,6 +367,13 @@ def validate_predictions(
     non-numeric, missing or out-of-range scores, missing or duplicate case ids, and reserved names.
     ``extra_prediction_values`` are accepted as predictions even if no label has them (the audit passes the
     positive label here); so is the format-failure marker ``"(format failure)"``, an outcome rather than a label.
+
+    The binary/multi-class decision is explicit: without ``label_values``, a table whose labels and predictions
+    follow {0, 1}, {no, yes} or {False, True} but for at most 5% of its rows is refused at the first stray value
+    (a 0.5, a 2, "maybe", a date) instead of being audited as multi-class. A frame validated with
+    ``label_values`` remembers it (``DataFrame.attrs``), so validating it again keeps the declared set. Infinite
+    labels, cells holding lists or records, two columns with a role's name, an attribute with more than
+    ``MAX_GROUPS_PER_ATTRIBUTE`` groups and more than ``MAX_SOURCES`` sources are refused too.
     """
     if not isinstance(frame, pd.DataFrame):
         raise FairMedInputError(
@@ -281,6 +395,12 @@ def validate_predictions(
     if id_col is not None:
         required["case id"] = id_col
     _check_columns(frame, source_name, required)
+    duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]} & set(map(str, required.values())))
+    if duplicated:
+        raise FairMedInputError(
+            "the table has two columns with this name", source=source_name, column=duplicated[0],
+            hint="rename one of them so that it is clear which one to audit",
+        )
     roles = list(required.values())
     for column in set(roles):
         if roles.count(column) > 1:
@@ -303,6 +423,9 @@ def validate_predictions(
             "the table has no data rows", source=source_name, hint="it must hold at least one case"
         )
 
+    _check_scalar_cells(frame, list(dict.fromkeys(required.values())), source_name=source_name)
+    _check_label_numbers(frame[label_col], what="true label", source_name=source_name, column=label_col)
+    _check_label_numbers(frame[pred_col], what="prediction", source_name=source_name, column=pred_col)
     out = frame.copy()
     labels = _normalise_label_column(out[label_col])
     predictions = _normalise_label_column(out[pred_col])
@@ -312,6 +435,12 @@ def validate_predictions(
 
     if label_values is not None:
         declared = _normalise_label_column(pd.Series(list(label_values)))
+        labels_numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+        if labels_numeric and not pd.api.types.is_numeric_dtype(declared):
+            # The CLI passes --label-values as text: "0 1 2" declares the numbers 0, 1 and 2.
+            as_numbers = pd.to_numeric(declared, errors="coerce")
+            if as_numbers.notna().all():
+                declared = _normalise_label_column(as_numbers)
         if pd.api.types.is_numeric_dtype(labels) != pd.api.types.is_numeric_dtype(declared):
             declared = declared.map(_group_name)
         allowed = set(declared.dropna().tolist())
@@ -325,7 +454,11 @@ def validate_predictions(
             column=pred_col,
             hint=hint,
         )
+        out.attrs[_DECLARED_LABELS_ATTR] = True
     else:
+        if not frame.attrs.get(_DECLARED_LABELS_ATTR):
+            _refuse_stray_labels(labels, predictions, frame, source_name=source_name, label_col=label_col,
+                                 pred_col=pred_col)
         seen = set(pd.unique(labels).tolist())
         implicit = implicit_positive_label((seen | set(pd.unique(predictions).tolist())) - {FORMAT_FAILURE})
         allowed = set(seen) | set(extra_prediction_values) | {FORMAT_FAILURE}
@@ -348,9 +481,14 @@ def validate_predictions(
     if score_col is not None:
         out[score_col] = _check_score(out[score_col], source_name=source_name, column=score_col)
     for column in sensitive:
-        out[column] = normalise_attribute(out[column])
+        groups = normalise_attribute(out[column])
+        _check_count(groups, MAX_GROUPS_PER_ATTRIBUTE, what="groups", source_name=source_name, column=column,
+                     hint="merge rare values into broader groups, or audit a coarser attribute")
+        out[column] = groups
     if source_col is not None:
         sources = normalise_attribute(out[source_col])
+        _check_count(sources, MAX_SOURCES, what="sources", source_name=source_name, column=source_col,
+                     hint="audit the sources in batches, or name broader sources (a modality or a site)")
         clash = _RESERVED_SOURCES.intersection(sources.categories)
         if clash:
             position, _ = _first_bad(np.isin(np.asarray(sources, dtype=object), list(clash)))
@@ -420,6 +558,56 @@ def _text_encoding(path: Path, head: bytes) -> str:
     return "latin-1"
 
 
+def check_csv_shape(path: Path, *, encoding: str, separator: str) -> None:
+    """Every record has as many fields as the header, and no two header fields share a name.
+
+    pandas fills a short row with missing values, takes an extra leading field for an index (shifting every
+    value of the row by one column) and renames a repeated header to "name.1"; each is refused here, naming
+    the row (header = row 1, blank lines not counted, as pandas counts them).
+    """
+    source = str(path)
+    header: list[str] | None = None
+    row = 0
+    try:
+        with path.open(encoding=encoding, newline="") as handle:
+            for fields in csv.reader(handle, delimiter=separator):
+                if not fields:
+                    continue  # a blank line; pandas skips it too
+                row += 1
+                if header is None:
+                    header = fields
+                    seen: dict[str, int] = {}
+                    for index, name in enumerate(fields, start=1):
+                        if name.strip() and name in seen:
+                            raise FairMedInputError(
+                                f"the header names column {name[:80]!r} twice (fields {seen[name]} and {index})",
+                                source=source, row=1, hint="rename one of them so that it is clear which to audit",
+                            )
+                        seen[name] = index
+                    continue
+                if len(fields) != len(header):
+                    fewer = len(fields) < len(header)
+                    raise FairMedInputError(
+                        f"the row has {len(fields)} fields, the header {len(header)}: "
+                        f"{'a field is missing' if fewer else 'there is an extra field'}",
+                        source=source, row=row,
+                        hint=f"every row needs exactly one value per column (quote values that contain "
+                             f"{'a tab' if separator == chr(9) else 'a comma'}); {_ROW_HINT}",
+                    )
+    except csv.Error as exc:
+        raise FairMedInputError(f"could not parse the CSV: {exc}", source=source, row=row + 1,
+                                hint=f"check the quoting of that row; {_ROW_HINT}") from None
+    except UnicodeDecodeError:
+        raise FairMedInputError("the file is not UTF-8 text", source=source, row=row + 1,
+                                hint="save the table as UTF-8 CSV") from None
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """A library's exception text as one line (pyarrow's span several), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
     with path.open("rb") as handle:
         head = handle.read(_SNIFF_BYTES)
@@ -429,24 +617,27 @@ def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several unrelated types for damaged files
             raise FairMedInputError(
-                f"could not read the Parquet file: {exc}",
+                f"could not read the Parquet file: {_one_line(exc)}",
                 source=str(path),
                 hint="the file may be truncated or damaged; re-export it",
             ) from exc
     encoding = _text_encoding(path, head)
     separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    check_csv_shape(path, encoding=encoding, separator=separator)
     try:
         header = pd.read_csv(path, nrows=0, sep=separator, encoding=encoding)
         # Attribute and id columns are read as text so that codes like "01" keep their spelling.
         dtypes = {c: str for c in text_columns if c in header.columns}
-        return pd.read_csv(path, sep=separator, encoding=encoding, dtype=dtypes, low_memory=False)
+        # index_col=False: a row with one field too many is refused above, never read as an index.
+        return pd.read_csv(path, sep=separator, encoding=encoding, dtype=dtypes, low_memory=False,
+                           index_col=False)
     except pd.errors.EmptyDataError as exc:
         raise FairMedInputError(
             "the file has no header line", source=str(path), hint="the first line must name the columns"
         ) from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise FairMedInputError(
-            f"could not parse the CSV: {str(exc).strip().splitlines()[-1]}",
+            f"could not parse the CSV: {_one_line(exc)}",
             source=str(path),
             hint="check quoting and that every line has as many fields as the header",
         ) from exc

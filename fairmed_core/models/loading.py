@@ -71,6 +71,7 @@ def _fail(message: str, directory: Path, hint: str | None = None) -> FairMedInpu
 
 def _safetensors_parameter_count(path: Path) -> int:
     """Parameters in one safetensors file, read from its JSON header only (no tensor is loaded)."""
+    corrupt = f"{path.name} has a corrupt safetensors header"
     with path.open("rb") as handle:
         raw = handle.read(8)
         if len(raw) != 8:
@@ -81,16 +82,25 @@ def _safetensors_parameter_count(path: Path) -> int:
         try:
             header = json.loads(handle.read(header_size))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise _fail(f"{path.name} has a corrupt safetensors header: {error}", path.parent) from error
+            raise _fail(f"{corrupt}: {error}", path.parent) from error
+        except (RecursionError, ValueError):  # nesting too deep, an integer too long to convert
+            raise _fail(f"{corrupt}: its JSON cannot be read", path.parent) from None
+    if not isinstance(header, dict):
+        raise _fail(f"{corrupt}: expected a JSON object, got {type(header).__name__}", path.parent)
     total, data_bytes = 0, 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        shape = entry.get("shape", []) if isinstance(entry, dict) else None
+        offsets = entry.get("data_offsets", [0, 0]) if isinstance(entry, dict) else None
+        if (not isinstance(shape, list) or not all(_is_count(size) for size in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)):
+            raise _fail(f"{corrupt}: tensor {name[:80]!r} has no valid shape and data_offsets", path.parent)
         count = 1
-        for size in entry.get("shape", []):
-            count *= int(size)
+        for size in shape:
+            count *= size
         total += count
-        data_bytes = max(data_bytes, int(entry.get("data_offsets", [0, 0])[1]))
+        data_bytes = max(data_bytes, offsets[1])
     expected_size = 8 + header_size + data_bytes
     actual_size = path.stat().st_size
     if actual_size < expected_size:
@@ -98,6 +108,16 @@ def _safetensors_parameter_count(path: Path) -> int:
         raise _fail(f"{path.name} is truncated: its header describes {expected_size:,} bytes, the file holds "
                     f"{actual_size:,}", path.parent, hint="copy or download the file again")
     return total
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """A library's exception text as one line, cut to ``limit`` characters (the CLI prints one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def estimate_parameter_count(weight_files: tuple[Path, ...]) -> int:
@@ -108,15 +128,22 @@ def estimate_parameter_count(weight_files: tuple[Path, ...]) -> int:
 def _weight_files(directory: Path) -> tuple[Path, ...]:
     index = directory / "model.safetensors.index.json"
     if index.is_file():
+        invalid = "model.safetensors.index.json is not a valid shard index"
         try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise _fail(f"model.safetensors.index.json is not a valid shard index: {error}", directory) from error
-        missing = [name for name in shards if not (directory / name).is_file()]
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise _fail(f"{invalid}: {error}", directory) from error
+        except (RecursionError, ValueError):
+            raise _fail(f"{invalid}: its JSON cannot be read", directory) from None
+        if not shards or not all(isinstance(name, str) and name for name in shards):
+            raise _fail(f"{invalid}: its weight_map must name at least one shard file", directory)
+        files = tuple(_shard_inside(directory, name) for name in shards)
+        missing = [name for name, file in zip(shards, files) if not file.is_file()]
         if missing:
             raise _fail(f"the shard index lists {len(shards)} weight files; missing: {', '.join(missing)}",
                         directory, hint="copy the whole checkpoint folder")
-        return tuple(directory / name for name in shards)
+        return files
     single = directory / "model.safetensors"
     if single.is_file():
         return (single,)
@@ -128,6 +155,30 @@ def _weight_files(directory: Path) -> tuple[Path, ...]:
             directory, hint="convert the checkpoint with save_pretrained(..., safe_serialization=True)",
         )
     raise _fail(f"no model.safetensors or model.safetensors.index.json; found {found}", directory)
+
+
+def _shard_inside(directory: Path, name: str) -> Path:
+    """The path of a shard named by the index, which must be a relative name inside the model folder.
+
+    Absolute names, ``..`` and names whose resolved form leaves the folder through a link the index itself
+    spells (``sub/../..``) are refused. A shard file that is itself a symlink is followed: the Hugging Face hub
+    cache stores every file of a snapshot folder as a link to its blob, and those links were made by whoever
+    made the folder, not by the index.
+    """
+    relative = Path(name)
+    plain = (not relative.is_absolute() and ".." not in relative.parts and "\x00" not in name
+             and relative.parts not in ((), (".",)))
+    if plain:
+        try:
+            parent = (directory / relative).parent.resolve()
+            plain = parent.is_relative_to(directory.resolve())
+        except (OSError, RuntimeError, ValueError):  # a name over 255 bytes, a symlink loop
+            plain = False
+    if not plain:
+        shown = name if len(name) <= 120 else name[:117] + "..."
+        raise _fail(f"the shard index names {shown!r}, which is not a file inside the model folder", directory,
+                    hint="shard names in model.safetensors.index.json are file names inside the model folder")
+    return directory / relative
 
 
 def check_model_directory(directory: str | Path) -> ModelDirectory:
@@ -146,6 +197,8 @@ def check_model_directory(directory: str | Path) -> ModelDirectory:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _fail(f"config.json is not valid JSON: {error}", path) from error
+    except (RecursionError, ValueError):  # nesting too deep, an integer too long to convert
+        raise _fail("config.json is not valid JSON: it cannot be read", path) from None
     if not isinstance(config, dict):
         raise _fail("config.json does not hold an object", path)
     model_type = config.get("model_type")
@@ -241,7 +294,7 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     try:
         processor = AutoProcessor.from_pretrained(checked.path, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
-        raise _fail(f"cannot load the processor: {error}", checked.path) from error
+        raise _fail(f"cannot load the processor: {_one_line(error)}", checked.path) from error
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or getattr(tokenizer, "image_token_id", None) is None:
         raise _fail("the processor has no tokenizer with a Gemma 3 image token", checked.path)
@@ -254,7 +307,7 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     try:
         model = AutoModelForImageTextToText.from_pretrained(checked.path, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-        raise _fail(f"cannot load the model weights: {error}", checked.path) from error
+        raise _fail(f"cannot load the model weights: {_one_line(error)}", checked.path) from error
     if target.type != "cuda":
         model = model.to(target)
     if adapter_path is not None:

@@ -3,10 +3,16 @@
 A question in the data contract marks its images with ``<image>``; each marker becomes an image item of the
 user turn, in order, and images without a marker go first (where the authors' prompts put them). Images are
 normalised to 8-bit RGB first (16-bit, RGBA, palette and greyscale inputs all occur in medical data).
+
+A question is text from a user's file, so it is checked before the tokenizer sees it: at most
+``MAX_QUESTION_CHARS`` characters (a 30 MB question aborts the tokenizer), and none of the tokenizer's control
+tokens (``<image_soft_token>`` in a question breaks the image-token count of the whole batch; ``<end_of_turn>``
+would let a question write the model's turn).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,9 +21,54 @@ from PIL import Image
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.answers import build_prompt
 
-__all__ = ["IMAGE_PLACEHOLDER", "chat_messages", "encode_prompts", "prompt_texts", "to_model_image"]
+__all__ = ["IMAGE_PLACEHOLDER", "MAX_QUESTION_CHARS", "chat_messages", "check_question", "control_tokens_of",
+           "encode_prompts", "prompt_texts", "to_model_image"]
 
 IMAGE_PLACEHOLDER = "<image>"
+MAX_QUESTION_CHARS = 32_768
+# Gemma's chat-turn markers are control tokens too, though tokenizers do not all list them as special.
+_CHAT_CONTROL_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+_ANGLE_TOKEN = re.compile(r"<[^<>\s]{1,80}>")
+
+
+def _question_start(question: str) -> str:
+    start = " ".join(question.split())[:60]
+    return repr(start + ("..." if len(question) > 60 else ""))
+
+
+def check_question(question: object, *, control_tokens: frozenset[str] = frozenset()) -> str:
+    """The question as text, refused when it is not text, longer than ``MAX_QUESTION_CHARS`` or holds one of
+    ``control_tokens`` (besides the ``<image>`` marker)."""
+    if not isinstance(question, str):
+        raise FairMedInputError(f"the question is a {type(question).__name__}, not text", column="problem")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise FairMedInputError(
+            f"the question {_question_start(question)} is {len(question):,} characters, more than the "
+            f"{MAX_QUESTION_CHARS:,} a question may have",
+            column="problem", hint="shorten the question; put case notes in another field",
+        )
+    if control_tokens:
+        for token in _ANGLE_TOKEN.findall(question.replace(IMAGE_PLACEHOLDER, " ")):
+            if token in control_tokens:
+                raise FairMedInputError(
+                    f"the question {_question_start(question)} contains the model's control token {token!r}",
+                    column="problem", hint=f"remove it; mark where an image goes with {IMAGE_PLACEHOLDER}",
+                )
+    return question
+
+
+def control_tokens_of(processor) -> frozenset[str]:
+    """The control tokens a question must not contain: the tokenizer's special tokens, the processor's image
+    tokens and Gemma's chat-turn markers (the ``<image>`` marker of the data contract excepted)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokens = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    for name in ("image_token", "boi_token", "eoi_token", "full_image_sequence"):
+        value = getattr(processor, name, None)
+        if isinstance(value, str) and value.strip():
+            tokens.update(_ANGLE_TOKEN.findall(value))
+    tokens.update(_CHAT_CONTROL_TOKENS)
+    tokens.discard(IMAGE_PLACEHOLDER)
+    return frozenset(token for token in tokens if isinstance(token, str) and token)
 
 
 def to_model_image(image: Image.Image) -> Image.Image:
@@ -38,8 +89,9 @@ def to_model_image(image: Image.Image) -> Image.Image:
 def chat_messages(question: str, n_images: int, *, format_instruction: bool = True) -> list[dict]:
     """One user turn: the question's text with an image item at each ``<image>`` marker (unmarked images first).
 
-    With ``format_instruction`` the FairGRPO instruction (think tags, boxed answer) follows the question."""
-    parts = question.split(IMAGE_PLACEHOLDER)
+    With ``format_instruction`` the FairGRPO instruction (think tags, boxed answer) follows the question. A
+    question over ``MAX_QUESTION_CHARS`` characters is refused (see ``check_question``)."""
+    parts = check_question(question).split(IMAGE_PLACEHOLDER)
     n_markers = len(parts) - 1
     if n_markers > n_images:
         raise FairMedInputError(
@@ -60,8 +112,11 @@ def chat_messages(question: str, n_images: int, *, format_instruction: bool = Tr
 
 def prompt_texts(processor, questions: Sequence[str], image_counts: Sequence[int], *,
                  format_instruction: bool = True) -> list[str]:
-    """The chat-templated prompt of each question, ending with the model turn's opening."""
-    conversations = [chat_messages(q, n, format_instruction=format_instruction)
+    """The chat-templated prompt of each question, ending with the model turn's opening; a question holding one
+    of the model's control tokens is refused (see ``check_question``)."""
+    control_tokens = control_tokens_of(processor)
+    conversations = [chat_messages(check_question(q, control_tokens=control_tokens), n,
+                                   format_instruction=format_instruction)
                      for q, n in zip(questions, image_counts)]
     return processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
 

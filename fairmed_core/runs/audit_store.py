@@ -1,4 +1,9 @@
-"""Save and load audits in the workspace: the JSON the CLI writes plus the three tables as CSV."""
+"""Save and load audits in the workspace: the JSON the CLI writes plus the three tables as CSV.
+
+Group, attribute and source names come from the user's file, and a spreadsheet runs a cell that starts with
+``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) as a formula; the CSV tables written here quote such
+cells with a leading ``'`` (``spreadsheet_safe_csv``). JSON keeps the names exactly.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,32 @@ import pandas as pd
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
-__all__ = ["SavedAudit", "list_saved_audits", "save_audit"]
+__all__ = ["SavedAudit", "list_saved_audits", "save_audit", "spreadsheet_safe", "spreadsheet_safe_csv"]
+
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(value: object) -> object:
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS) else value
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells and column names that a spreadsheet would run as a formula start with ``'``.
+
+    Numbers are left alone (a negative gap stays a number); only text is quoted, as OWASP's CSV-injection
+    guidance recommends.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or isinstance(out[column].dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            out[column] = out[column].astype(object).map(_safe_cell)
+    out.columns = [_safe_cell(column) for column in out.columns]
+    return out
+
+
+def spreadsheet_safe_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text for a person to open, formula-like text quoted (see ``spreadsheet_safe``)."""
+    return spreadsheet_safe(frame).to_csv(index=False)
 
 
 def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.DataFrame | None = None) -> Path:
@@ -19,22 +49,24 @@ def save_audit(result: AuditResult, directory: str | Path, *, predictions: pd.Da
     with format failures also ``format_failures.csv``, with the paper's protocol ``paper_sources.csv``,
     ``paper_attributes.csv`` and ``paper_groups.csv``.
 
-    Each file is written atomically; ``audit.json`` goes last, so its presence marks a complete audit.
+    Each file is written atomically; ``audit.json`` goes last, so its presence marks a complete audit. The
+    result tables are written spreadsheet-safe; ``predictions.csv`` is the user's own table, kept as given so
+    that it reads back unchanged.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if predictions is not None:
         atomic_write_text(directory / "predictions.csv", predictions.to_csv(index=False))
-    atomic_write_text(directory / "groups.csv", result.groups_frame().to_csv(index=False))
-    atomic_write_text(directory / "gaps.csv", result.gaps_frame().to_csv(index=False))
-    atomic_write_text(directory / "summary.csv", result.summary_frame().to_csv(index=False))
+    atomic_write_text(directory / "groups.csv", spreadsheet_safe_csv(result.groups_frame()))
+    atomic_write_text(directory / "gaps.csv", spreadsheet_safe_csv(result.gaps_frame()))
+    atomic_write_text(directory / "summary.csv", spreadsheet_safe_csv(result.summary_frame()))
     if result.format_failure_rates:
-        atomic_write_text(directory / "format_failures.csv", result.format_failures_frame().to_csv(index=False))
+        atomic_write_text(directory / "format_failures.csv", spreadsheet_safe_csv(result.format_failures_frame()))
     paper = result.paper_summary
     if paper is not None:
-        atomic_write_text(directory / "paper_sources.csv", paper.sources_frame().to_csv(index=False))
-        atomic_write_text(directory / "paper_attributes.csv", paper.attributes_frame().to_csv(index=False))
-        atomic_write_text(directory / "paper_groups.csv", paper.groups_frame().to_csv(index=False))
+        atomic_write_text(directory / "paper_sources.csv", spreadsheet_safe_csv(paper.sources_frame()))
+        atomic_write_text(directory / "paper_attributes.csv", spreadsheet_safe_csv(paper.attributes_frame()))
+        atomic_write_text(directory / "paper_groups.csv", spreadsheet_safe_csv(paper.groups_frame()))
     atomic_write_json(directory / "audit.json", result.to_json_dict())
     return directory / "audit.json"
 
