@@ -79,7 +79,9 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 def _cmd_card(args: argparse.Namespace) -> int:
     from fairmed_core.data import data_card, read_manifest
 
-    card = data_card(read_manifest(args.data))
+    dataset = read_manifest(args.data)
+    dataset.check_images()  # headers only: a manifest naming unreadable or oversized images is refused here
+    card = data_card(dataset)
     table = card.group_counts
     table = table[table["split"] == "all"].drop(columns="split")
     if args.json:
@@ -350,8 +352,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parents[1] / "app.py"
     if not app.is_file():
         raise FairMedInputError(f"cannot find the dashboard at {app}", hint="run from a source checkout")
+    # The address is passed, not left to .streamlit/config.toml, which Streamlit reads only from the folder it
+    # starts in: the dashboard listens on this machine alone unless --host says otherwise.
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]
     return subprocess.call(command)
 
 
@@ -487,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="start the Streamlit dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: this machine only; put a shared "
+                                "deployment behind a reverse proxy with authentication, see README)")
     dashboard.set_defaults(run=_cmd_dashboard)
     from fairmed_core.report.cli_commands import add_commands as add_report_commands
     add_report_commands(commands)

@@ -38,7 +38,7 @@ from fairmed_core.viz import (
 )
 from fairmed_core.report.comparison import COMPARABLE_METRICS, compare_runs
 from fairmed_core.report.strip import FOUR_FIFTHS_BAND, verdict_strip
-from fairmed_core.runs.audit_store import list_saved_audits, save_audit
+from fairmed_core.runs.audit_store import list_saved_audits, save_audit, spreadsheet_safe_csv
 from fairmed_core.runs.eval_store import list_evaluations
 from pages._common import (
     evaluation_predictions,
@@ -568,9 +568,9 @@ stem = Path(file_name).stem
 d1, d2, d3, d4 = st.columns(4)
 d1.download_button("Audit JSON", json.dumps(result.to_json_dict(), indent=2), file_name=f"{stem}_audit.json",
                    mime="application/json")
-d2.download_button("Per-group metrics CSV", groups.to_csv(index=False), file_name=f"{stem}_groups.csv",
+d2.download_button("Per-group metrics CSV", spreadsheet_safe_csv(groups), file_name=f"{stem}_groups.csv",
                    mime="text/csv")
-d3.download_button("Gaps CSV", gaps.to_csv(index=False), file_name=f"{stem}_gaps.csv", mime="text/csv")
+d3.download_button("Gaps CSV", spreadsheet_safe_csv(gaps), file_name=f"{stem}_gaps.csv", mime="text/csv")
 
 audit_name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
 if d4.button("Save to workspace", help=f"Writes audit.json and CSV tables to audits/{stem}-<time>/"):

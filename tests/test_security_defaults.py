@@ -36,3 +36,41 @@ def test_readme_documents_the_security_model_and_the_proxy():
     assert "127.0.0.1" in section and "reverse proxy" in section
     assert "proxy_set_header Upgrade" in section  # Streamlit's WebSocket needs it behind a proxy
     assert "What is protected" in section and "What is not" in section
+
+
+def test_fairmed_dashboard_listens_on_this_machine_unless_told_otherwise(monkeypatch):
+    """Streamlit reads .streamlit/config.toml only from the folder it starts in, so the command passes the address."""
+    import subprocess
+
+    from fairmed_core.cli import main
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["dashboard"]) == 0
+    assert calls[-1][calls[-1].index("--server.address") + 1] == "127.0.0.1"
+    assert calls[-1][calls[-1].index("--client.toolbarMode") + 1] == "viewer"
+    assert main(["dashboard", "--host", "0.0.0.0", "--port", "8600"]) == 0
+    assert calls[-1][calls[-1].index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_a_negative_audit_seed_is_a_one_line_error_not_a_traceback(capsys):
+    from fairmed_core.cli import main
+    from fairmed_core.runs.workspace import REFERENCE_PREDICTIONS
+
+    code = main(["audit", str(REFERENCE_PREDICTIONS), "--sensitive", "sex", "--label-col", "y_true",
+                 "--pred-col", "y_pred", "--seed", "-5", "--n-boot", "10"])  # fmt: skip
+    assert code == 2 and "seed must be a whole number >= 0" in capsys.readouterr().err
+
+
+def test_fairmed_card_opens_every_image_header(tmp_path, capsys):
+    import json
+
+    from fairmed_core.cli import main
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    record = {"problem": "<image> Is there an opacity?", "images": ["img/broken.png"], "answer": "yes",
+              "demo": "sex: Female, age: 40", "dataset": "synth_cxr"}  # fmt: skip
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(record) + "\n")
+    assert main(["card", "--data", str(tmp_path / "manifest.jsonl")]) == 2
+    assert "broken.png" in capsys.readouterr().err

@@ -100,8 +100,8 @@ def _check_settings(
         )
     if not isinstance(min_group_size, numbers.Integral) or min_group_size < 0:
         raise FairMedInputError(f"min_group_size must be a whole number >= 0, got {min_group_size!r}")
-    if not isinstance(seed, numbers.Integral):
-        raise FairMedInputError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise FairMedInputError(f"seed must be a whole number >= 0, got {seed!r}")
     ordered = tuple(m for m in METRICS if m in metrics)
     return ordered, CORRECTION_ALIASES[key]
 
