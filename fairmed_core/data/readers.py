@@ -298,7 +298,7 @@ def read_csv_manifest(
     root = root.resolve()
     # A row with a missing field would read as an empty value, one with an extra field (on the first row) as
     # an index that shifts every value: both are refused naming the row, as in predictions tables.
-    from fairmed_core.fairness._predictions import check_csv_shape
+    from fairmed_core.data.csv_shape import check_csv_shape
 
     check_csv_shape(path, encoding="utf-8-sig", separator=",")
     try:

@@ -8,7 +8,6 @@ the first data row is row 2 (the same convention is used for in-memory tables).
 from __future__ import annotations
 
 import codecs
-import csv
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairmed_core.data.csv_shape import ROW_HINT as _ROW_HINT
+from fairmed_core.data.csv_shape import check_csv_shape
 from fairmed_core.errors import FairMedInputError
 
 FORMAT_FAILURE = "(format failure)"
@@ -29,7 +30,7 @@ MISSING_GROUP = "UNK"
 _MISSING_ATTRIBUTE_TOKENS = frozenset({"", "unk", "unknown", "nan", "none", "null", "na", "n/a"})
 _RESERVED_SOURCES = frozenset({"ALL", "mean over sources"})
 _RESERVED_ATTRIBUTES = frozenset({"overall", "mean over attributes"})
-_ROW_HINT = "row numbers count the header line as row 1"
+
 _SNIFF_BYTES = 64 * 1024
 
 # Signatures of files people upload by mistake; naming them makes the error actionable.
@@ -556,50 +557,6 @@ def _text_encoding(path: Path, head: bytes) -> str:
             hint="export the predictions as CSV (UTF-8) or Parquet",
         )
     return "latin-1"
-
-
-def check_csv_shape(path: Path, *, encoding: str, separator: str) -> None:
-    """Every record has as many fields as the header, and no two header fields share a name.
-
-    pandas fills a short row with missing values, takes an extra leading field for an index (shifting every
-    value of the row by one column) and renames a repeated header to "name.1"; each is refused here, naming
-    the row (header = row 1, blank lines not counted, as pandas counts them).
-    """
-    source = str(path)
-    header: list[str] | None = None
-    row = 0
-    try:
-        with path.open(encoding=encoding, newline="") as handle:
-            for fields in csv.reader(handle, delimiter=separator):
-                if not fields:
-                    continue  # a blank line; pandas skips it too
-                row += 1
-                if header is None:
-                    header = fields
-                    seen: dict[str, int] = {}
-                    for index, name in enumerate(fields, start=1):
-                        if name.strip() and name in seen:
-                            raise FairMedInputError(
-                                f"the header names column {name[:80]!r} twice (fields {seen[name]} and {index})",
-                                source=source, row=1, hint="rename one of them so that it is clear which to audit",
-                            )
-                        seen[name] = index
-                    continue
-                if len(fields) != len(header):
-                    fewer = len(fields) < len(header)
-                    raise FairMedInputError(
-                        f"the row has {len(fields)} fields, the header {len(header)}: "
-                        f"{'a field is missing' if fewer else 'there is an extra field'}",
-                        source=source, row=row,
-                        hint=f"every row needs exactly one value per column (quote values that contain "
-                             f"{'a tab' if separator == chr(9) else 'a comma'}); {_ROW_HINT}",
-                    )
-    except csv.Error as exc:
-        raise FairMedInputError(f"could not parse the CSV: {exc}", source=source, row=row + 1,
-                                hint=f"check the quoting of that row; {_ROW_HINT}") from None
-    except UnicodeDecodeError:
-        raise FairMedInputError("the file is not UTF-8 text", source=source, row=row + 1,
-                                hint="save the table as UTF-8 CSV") from None
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

@@ -20,7 +20,16 @@ import pandas as pd
 from scipy.stats import norm
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import FORMAT_FAILURE, MISSING_GROUP, AuditResult, GapEstimate, audit, one_answer_sources
+from fairmed_core.fairness import (
+    FORMAT_FAILURE,
+    MISSING_GROUP,
+    AuditResult,
+    GapEstimate,
+    audit,
+    near_constant_sources,
+    one_answer_sources,
+    pooled_gap_checks,
+)
 from fairmed_core.plain import json_safe
 from fairmed_core.report.checklist import ChecklistItem, checklist_crosswalk
 from fairmed_core.report.comparison import COMPARABLE_METRICS, Comparison, compare_runs
@@ -451,7 +460,13 @@ def _training(run_dir: Path, attributes) -> TrainingProvenance | None:
                               settings=tuple(settings), curves=tuple(curves), folder=str(folder.resolve()))
 
 
-def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, info: dict) -> tuple[str, ...]:
+def plan_metric_names(plan: AuditPlan) -> set[str]:
+    """The metrics the plan names (those the pack judges)."""
+    return {m.metric for m in plan.metrics}
+
+
+def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, info: dict,
+                 result: AuditResult | None = None) -> tuple[str, ...]:
     notes = []
     small = sorted({(r.source, r.attribute, r.group, r.cases) for r in evidence_parts["data_card"]
                     if 0 < r.cases < plan.min_group_size and r.group != MISSING_GROUP})
@@ -470,6 +485,17 @@ def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, inf
                          "reported as UNK and kept out of gaps, and may differ from those with a recorded value.")
     for one in one_answer_sources(frame, "y_pred", "source" if "source" in frame else None):
         notes.append(f"{one.describe()}: its rate gaps are 0 because it tells no case apart, not because it is fair.")
+    if result is not None:
+        for near in near_constant_sources(result):
+            notes.append(f"{near.describe()}: ratio-based verdicts there compare near-zero rates and say little; the "
+                         "finding is that the model does not tell cases apart in that source.")
+        mixed = [c for c in pooled_gap_checks(result) if c.reading not in ("persists within sources", "no clear gap")
+                 and c.metric in plan_metric_names(plan)]
+        if mixed:
+            listed = "; ".join(f"{c.metric} {c.attribute} {c.group_a} vs {c.group_b}: {c.reading}" for c in mixed[:6])
+            notes.append(f"{len(mixed)} pooled gap(s) (source ALL) do not hold within the sources, so read them per "
+                         f"source: {listed}{' ...' if len(mixed) > 6 else ''}. A pooled verdict on them reflects the "
+                         "mix of sources, not the model (source-standardised check, fairness.pooled_gap_checks).")
     failures = [r for r in evidence_parts["format_failures"] if r.source == "ALL" and r.failures]
     if failures:
         notes.append("Some answers could not be parsed (format failures); they are scored as wrong answers.")
@@ -553,7 +579,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     deviations = plan_deviations(lock_record.plan, plan) if lock_record else ()
     parts = {"data_card": data_card, "missing": missing, "format_failures": format_failures,
              "deviations": deviations}
-    limitations = _limitations(parts, plan, frame, info)
+    limitations = _limitations(parts, plan, frame, info, result)
     has_images = any(c.image_data_uri for c in failure_cases)
     checklist = checklist_crosswalk(
         every_subgroup_has_reason=all(s.why.strip() for s in plan.subgroups), has_comparison=bool(comparisons),
