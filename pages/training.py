@@ -1,6 +1,8 @@
 """Training page: start GRPO, FairGRPO and its baselines as background jobs from the sidebar's model, watch them,
 and compare their training dynamics: reward, per-group held-out accuracy, the fairness gaps per method over
-steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group.
+steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group. It opens on the
+training records shipped with the GRPO- and FairGRPO-trained models (labelled shipped); the workspace's runs
+join the same choice and are re-read every few seconds, so a running run's curves grow without a reload.
 
 Each run is ``fairmed train <method> --config job.json`` in its own process (``fairmed_core.runs.jobs``): the
 page builds and checks the run's config first and writes it into the run folder; the run outlives the browser
