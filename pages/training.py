@@ -203,7 +203,8 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     if not overall.empty:
         st.plotly_chart(step_lines_figure(overall, value="value", series="run",
                                           title="Held-out accuracy per step (val split, all sources)",
-                                          y_title="Accuracy (share of cases, 0-1)"), width="stretch")
+                                          y_title="Accuracy (share of cases, 0-1)", y_range=(0, 1.02)),
+                        width="stretch")
     c1, c2, c3 = st.columns(3)
     sources = [s for s in dict.fromkeys(gaps_all["source"])]
     source = c1.selectbox("Source", sources, index=sources.index("mean over sources") if "mean over sources" in
@@ -232,7 +233,8 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         labels = per_group["group"].where(per_group["attribute"] != "overall", "all groups")
         st.plotly_chart(step_lines_figure(per_group.assign(series=labels), value="value", series="series",
                                           title=f"{metric} per {group_attribute} group: {run_name}, {group_source}",
-                                          y_title=metric), width="stretch")
+                                          y_title=f"{metric} (0-1)", y_range=(0, 1.02)),
+                        width="stretch")
     weights = trains_all[trains_all["run"] == run_name]
     weight_columns = [c for c in weights.columns if str(c).startswith("fairgrpo/weight/")]
     if weight_columns:

@@ -163,7 +163,10 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
         figure = next(spec for title, spec in charts.items() if title.startswith(prefix))
         assert sorted(trace["name"] for trace in figure["data"]) == [
             "tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
-        assert all(_values(trace["x"]) == [0, 10, 20, 30, 40] for trace in figure["data"])  # held-out every 10 of 40 steps, and step 0
+        # held-out at step 0 and every 10 of the 40 steps
+        assert all(_values(trace["x"]) == [0, 10, 20, 30, 40] for trace in figure["data"])
+    accuracy = next(spec for title, spec in charts.items() if title.startswith("Held-out accuracy"))
+    assert accuracy["layout"]["yaxis"]["range"] == [0, 1.02]  # a share on its whole scale, not a 0.6 pp zoom
     at.selectbox(key="training_group_run").set_value("tiny-fairmedgemma-fairgrpo (shipped)").run()
     assert not at.exception and not at.error
     assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))
