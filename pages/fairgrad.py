@@ -255,16 +255,47 @@ def jobs() -> None:
                empty="No FairGrad jobs on a table in this workspace yet.")
 
 
+def _data_label(run) -> str:
+    """What a run was trained and tested on: the benchmark's images or one table (runs are compared only on the
+    same data: accuracy and disparity on different cases are not comparable)."""
+    dataset = run.info.get("dataset", "?")
+    if run.info.get("kind") == "fairgrad-tabular":
+        return f"Table {dataset}"
+    return f"Benchmark images ({dataset})"
+
+
+def _run_label(run) -> str:
+    return (f"{run.name} ({run.info.get('training', {}).get('method', '?')} on {run.info.get('dataset', '?')}, "
+            f"accuracy {run.info.get('accuracy', float('nan')):.3f})")
+
+
 def comparison_panel() -> None:
     runs = list_evaluations(workspace(), kinds=RUN_KINDS)
     if not runs:
         st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` (or "
                 "`fairmed train fairgrad-tabular`) in a shell.")
         return
-    labels = {f"{run.name} ({run.info.get('training', {}).get('method', '?')} on {run.info.get('dataset', '?')}, "
-              f"accuracy {run.info.get('accuracy', float('nan')):.3f})": run for run in runs}
-    chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[:6], key="fairgrad_compare_runs")
-    selected = [labels[label] for label in chosen]
+    by_data: dict[str, list] = {}
+    for run in runs:  # newest first, so the data of the newest run comes first
+        by_data.setdefault(_data_label(run), []).append(run)
+    data = st.selectbox("Compare runs on", list(by_data), key="fairgrad_compare_data",
+                        help="Runs on the benchmark's images and runs on a table (or on two tables) are never "
+                        "put on one plot: their accuracy and disparity are measured on different patients.")
+    runs = by_data[data]
+    by_name = {_run_label(run): run for run in runs}  # a finished run's label does not change
+    # Other data starts afresh; a run that finishes while the page is open joins the choice (the jobs panel
+    # reruns the page when a job ends), without a reload.
+    seen = st.session_state.get("fairgrad_compare_seen")
+    if st.session_state.get("fairgrad_compare_runs_data") != data or "fairgrad_compare_runs" not in st.session_state:
+        st.session_state["fairgrad_compare_runs"] = list(by_name)[:6]
+    elif seen is not None:
+        new = [name for name in by_name if name not in seen]
+        st.session_state["fairgrad_compare_runs"] = new + [
+            name for name in st.session_state["fairgrad_compare_runs"] if name in by_name]
+    st.session_state["fairgrad_compare_runs_data"] = data
+    st.session_state["fairgrad_compare_seen"] = list(by_name)
+    chosen = st.multiselect("Runs to compare", list(by_name), key="fairgrad_compare_runs")
+    selected = [by_name[name] for name in chosen]
     if not selected:
         st.warning("Choose at least one run.")
         return
@@ -280,11 +311,16 @@ def comparison_panel() -> None:
                              key="fairgrad_compare_disparity")
     st.plotly_chart(pareto_figure(comparison, attribute=attribute, disparity=disparity), width="stretch")
     table = comparison[comparison["attribute"] == attribute]
-    collapsed = table[table["positive_rate"] == 0]
-    if not collapsed.empty:
-        st.warning(f"{len(collapsed)} run/source pair(s) answer no to every case (positive rate 0): their gaps are 0 "
-                   "because the model collapsed, not because it is fair. Try more warm-up epochs or a smaller "
-                   "penalty weight.", icon=":material/warning:")
+    # A model that gives one answer to every case has gaps of 0 whichever answer it is: that is a collapse,
+    # not fairness (positive rate 0: "no" to everyone; 1: "yes" to everyone).
+    for rate, answer in ((0.0, "no"), (1.0, "yes")):
+        collapsed = table[table["positive_rate"] == rate]
+        if not collapsed.empty:
+            pairs = ", ".join(f"{row.run} on {row.source}" for row in collapsed.itertuples())
+            st.warning(f"{len(collapsed)} run/source pair(s) answer {answer} to every case (positive rate "
+                       f"{rate:.0%}): {pairs}. Their gaps are 0 because the model collapsed to one answer, not "
+                       "because it is fair. Try more warm-up epochs or a smaller penalty weight.",
+                       icon=":material/warning:")
     summary = table.groupby(["source", "method"])[["auroc", "accuracy", "positive_rate", "eq_odds_diff",
                                                    "eq_opp_diff"]].agg(["mean", "std", "count"])
     st.dataframe(summary.round(3), width="stretch")

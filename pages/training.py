@@ -1,6 +1,8 @@
 """Training page: start GRPO, FairGRPO and its baselines as background jobs from the sidebar's model, watch them,
 and compare their training dynamics: reward, per-group held-out accuracy, the fairness gaps per method over
-steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group.
+steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group. It opens on the
+training records shipped with the GRPO- and FairGRPO-trained models (labelled shipped); the workspace's runs
+join the same choice and are re-read every few seconds, so a running run's curves grow without a reload.
 
 Each run is ``fairmed train <method> --config job.json`` in its own process (``fairmed_core.runs.jobs``): the
 page builds and checks the run's config first and writes it into the run folder; the run outlives the browser
@@ -15,8 +17,9 @@ import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.runs.jobs import Job, start_job
-from fairmed_core.runs.training_store import eval_frame, list_training_runs, summary_frame, train_frame
+from fairmed_core.runs.jobs import Job, list_jobs, start_job
+from fairmed_core.runs.training_store import (eval_frame, list_training_runs, shipped_training_runs,
+                                              summary_frame, train_frame)
 from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
 from fairmed_core.viz import step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
@@ -97,19 +100,77 @@ def jobs() -> None:
                resume_argv=_resume_argv)
 
 
+# How often the dynamics panel re-reads the runs: often while a run is being written, slowly otherwise (so a run
+# started in a shell still appears within half a minute, without a reload).
+REFRESH_WRITING_S, REFRESH_IDLE_S = 5, 30
+WRITING_WITHIN_S = 120  # an unfinished run whose metrics changed this recently counts as going on
+
+
+def _run_label(run) -> str:
+    method = METHODS.get(run.method, run.method)
+    if run.shipped:
+        steps = f", {run.finished.steps} steps" if run.finished else ""
+        return f"{run.name.removesuffix(' (shipped)')} (shipped with the model: {method}{steps})"
+    return f"{run.name} ({method}{', finished' if run.finished else ''})"
+
+
+def _writing(live_runs: list) -> bool:
+    """Whether a run is going on: a training job of this page running, or a run (from a shell too) still
+    writing its metrics."""
+    return (any(job.status == "running" for job in list_jobs(workspace()) if job.labels.get("kind") == "grpo")
+            or any(run.writing(within_s=WRITING_WITHIN_S) for run in live_runs))
+
+
+def _all_runs() -> tuple[list, list]:
+    """This workspace's training runs (newest first) and the shipped models' training records."""
+    return list_training_runs(workspace()), shipped_training_runs()
+
+
 def dynamics_panel(dataset) -> None:
-    runs = list_training_runs(workspace())
+    """The runs and their curves, re-read every few seconds by a fragment: a run started on this page or in a
+    shell appears, and a running run's curves grow, without reloading the page."""
+    writing = _writing(_all_runs()[0])
+
+    @st.fragment(run_every=REFRESH_WRITING_S if writing else REFRESH_IDLE_S)
+    def live() -> None:
+        live_runs, shipped = _all_runs()
+        if _writing(live_runs) != writing:
+            st.rerun()  # a run started or stopped: the whole page again, with the matching refresh rate
+        try:
+            _dynamics(live_runs, shipped)
+        except Exception as error:  # noqa: BLE001 - a fragment's own rerun is outside the page's guard
+            show_input_error(error)
+
+    live()
+
+
+def _dynamics(live_runs: list, shipped: list) -> None:
+    runs = live_runs + shipped
     if not runs:
         st.info("No training runs yet: start one above, or run `fairmed train fairgrpo --model ... --data ... "
                 "--out workspace/runs/NAME` in a shell.")
         return
-    labels = {f"{run.name} ({METHODS.get(run.method, run.method)}"
-              f"{', finished' if run.finished else ''})": run for run in runs}
-    chosen = st.multiselect("Runs", list(labels), default=list(labels)[:4], key="training_runs")
-    selected = [labels[label] for label in chosen]
+    by_name = {run.name: run for run in runs}
+    # The choice is kept by run name (a run's label changes when it finishes). This workspace's runs when there
+    # are some, else the shipped GRPO and FairGRPO records, overlaid; a run that appears while the page is open
+    # (started here or in a shell) is added to the choice, so it shows without a reload.
+    seen = st.session_state.get("training_runs_seen")
+    if "training_runs" not in st.session_state:
+        st.session_state["training_runs"] = [run.name for run in (live_runs[:4] or shipped)]
+    elif seen is not None:
+        new = [run.name for run in live_runs if run.name not in seen]
+        st.session_state["training_runs"] = new + [n for n in st.session_state["training_runs"] if n in by_name]
+    st.session_state["training_runs_seen"] = list(by_name)
+    chosen = st.multiselect("Runs", list(by_name), format_func=lambda name: _run_label(by_name[name]),
+                            key="training_runs", help="Runs of this workspace, and the training records shipped "
+                            "with the GRPO- and FairGRPO-trained models (labelled shipped).")
+    selected = [by_name[name] for name in chosen]
     if not selected:
         st.warning("Choose at least one run.")
         return
+    if not live_runs:
+        st.caption("No run in this workspace yet: these are the training records shipped with the GRPO- and "
+                   "FairGRPO-trained models (40 steps each on the synthetic benchmark). Runs you start appear here.")
     table = []
     gaps, trains, curves = [], [], []
     for run in selected:
@@ -137,6 +198,13 @@ def dynamics_panel(dataset) -> None:
     if gaps_all.empty:
         st.caption("No held-out evaluation yet.")
         return
+    overall = curves_all[(curves_all["source"] == "ALL") & (curves_all["attribute"] == "overall")
+                         & (curves_all["metric"] == "accuracy")].dropna(subset=["value"])
+    if not overall.empty:
+        st.plotly_chart(step_lines_figure(overall, value="value", series="run",
+                                          title="Held-out accuracy per step (val split, all sources)",
+                                          y_title="Accuracy (share of cases, 0-1)", y_range=(0, 1.02)),
+                        width="stretch")
     c1, c2, c3 = st.columns(3)
     sources = [s for s in dict.fromkeys(gaps_all["source"])]
     source = c1.selectbox("Source", sources, index=sources.index("mean over sources") if "mean over sources" in
@@ -165,7 +233,8 @@ def dynamics_panel(dataset) -> None:
         labels = per_group["group"].where(per_group["attribute"] != "overall", "all groups")
         st.plotly_chart(step_lines_figure(per_group.assign(series=labels), value="value", series="series",
                                           title=f"{metric} per {group_attribute} group: {run_name}, {group_source}",
-                                          y_title=metric), width="stretch")
+                                          y_title=f"{metric} (0-1)", y_range=(0, 1.02)),
+                        width="stretch")
     weights = trains_all[trains_all["run"] == run_name]
     weight_columns = [c for c in weights.columns if str(c).startswith("fairgrpo/weight/")]
     if weight_columns:
@@ -174,7 +243,9 @@ def dynamics_panel(dataset) -> None:
         st.plotly_chart(step_lines_figure(long, value="weight", series="group",
                                           title=f"FairGRPO weight 1/(T_d T_g) per domain/group: {run_name}",
                                           y_title="Weight"), width="stretch")
-    signal_panel(weights, run_name)
+    if not signal_panel(weights, run_name) and any(run.shipped for run in selected if run.name == run_name):
+        st.caption("This shipped record predates the per-source advantage log: runs trained now record where "
+                   "the learning signal went, per source.")
     finished = [run for run in selected if run.finished and (run.path / "evaluation" / "run.json").is_file()]
     if finished:
         target = st.selectbox("Audit a finished run's test evaluation", [run.name for run in finished],
@@ -184,12 +255,13 @@ def dynamics_panel(dataset) -> None:
             st.switch_page("pages/fairness_audit.py")
 
 
-def signal_panel(train: pd.DataFrame, run_name: str) -> None:
+def signal_panel(train: pd.DataFrame, run_name: str) -> bool:
     """Where one run's learning signal went, per source: its share of the absolute advantage used in the loss
-    over steps, and the share of its prompts whose rollouts all got the same reward (no gradient at all)."""
+    over steps, and the share of its prompts whose rollouts all got the same reward (no gradient at all); False
+    when the run's record has no such log."""
     share_columns = [c for c in train.columns if str(c).startswith("advantage_share/")]
     if not share_columns:
-        return
+        return False
     long = train.melt(id_vars=["step"], value_vars=share_columns, var_name="source", value_name="share")
     long = long.dropna(subset=["share"]).assign(source=lambda f: f["source"].str.replace("advantage_share/", ""))
     # One batch of 8 prompts is a noisy draw of sources: the mean over the last 10 steps shows the trend.
@@ -207,6 +279,7 @@ def signal_panel(train: pd.DataFrame, run_name: str) -> None:
     st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
     st.caption("A source whose rollouts all agree (all right or all wrong) contributes no gradient, whatever "
                "weight FairGRPO gives it: a hotter rollout temperature or more rollouts per prompt give it some.")
+    return True
 
 
 st.title("Training")

@@ -256,7 +256,8 @@ def test_fairgrad_page_trains_on_an_uploaded_table_and_compares_by_its_attribute
     page.screenshot(path=str(ARTIFACTS / "fairgrad_table_pareto.png"), full_page=True)
 
 
-def test_training_page_shows_its_form_and_jobs(server, page):
+def test_training_page_opens_on_shipped_curves_and_lists_a_new_run_without_a_reload(server, page,
+                                                                                     default_workspace):
     page.goto(f"{server}/training", timeout=60_000)
     page.get_by_text("Start training").wait_for(timeout=120_000)
     # Streamlit loads each widget's code lazily: on a slow machine the button can be drawn before the number
@@ -265,7 +266,25 @@ def test_training_page_shows_its_form_and_jobs(server, page):
     page.get_by_text("Training dynamics").wait_for(timeout=60_000)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "Training dynamics" in main and "Num generations" in main, main
-    page.screenshot(path=str(ARTIFACTS / "training_form.png"), full_page=True)
+    # A fresh workspace opens on the training records shipped with the GRPO- and FairGRPO-trained models.
+    page.get_by_text("Held-out accuracy per step").first.wait_for(timeout=120_000)
+    _wait_for_charts(page, 3)
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "tiny-fairmedgemma-grpo (shipped" in main and "tiny-fairmedgemma-fairgrpo (shipped" in main, main
+    page.screenshot(path=str(ARTIFACTS / "training_shipped_curves.png"), full_page=True)
+    # A run started in a shell after the page opened appears without a reload (the panel re-reads every 30 s
+    # while nothing runs).
+    run = default_workspace / "runs" / "shell-run"
+    shipped = REPO_ROOT / "assets" / "models" / "tiny-fairmedgemma-grpo" / "training"
+    try:
+        run.mkdir(parents=True)
+        lines = (shipped / "metrics.jsonl").read_text().splitlines()
+        (run / "metrics.jsonl").write_text("\n".join(lines[:12]) + "\n")
+        (run / "config.json").write_text((shipped / "config.json").read_text())
+        page.get_by_text("shell-run (GRPO (TRL))").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "training_live_run.png"), full_page=True)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.mark.skipif(not (REPO_ROOT / "assets" / "counterfactual" / "synth-sex" / "generator_config.json").is_file(),

@@ -3,6 +3,7 @@ Pareto plot with their gradient conflicts, and a run opens on the audit page."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -157,3 +158,61 @@ def test_a_bad_choice_on_a_table_is_shown_and_starts_nothing(default_workspace, 
     at.run()
     at.selectbox(key="fgt_table").set_value("broken.csv").run()
     assert not at.exception and any("broken.csv" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def _copy_run(source, target, *, answer: str | None = None):
+    """A copy of a finished run; with ``answer``, its model answers that to every case (a collapsed model)."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(source, target)
+    if answer is not None:
+        predictions = pd.read_csv(target / "predictions.csv", keep_default_na=False, na_values=[""])
+        predictions.assign(y_pred=answer).to_csv(target / "predictions.csv", index=False)
+
+
+def test_image_runs_and_table_runs_are_never_on_one_plot(trained_workspace, default_workspace, tmp_path,
+                                                           monkeypatch):
+    from fairmed_core.jobs.fairgrad_tabular import FairGradTabularConfig, run_fairgrad_tabular
+    from tests.test_fairgrad_tabular import FAST
+
+    root = _table_workspace(default_workspace, tmp_path)
+    for name in ("fg-erm", "fg-fairgrad"):
+        _copy_run(trained_workspace / "runs" / name, root / "runs" / name)
+    config = FairGradTabularConfig(label="outcome", positive_label="died", attributes=("sex", "race"),
+                                   categorical=("ward",), drop=("patient_id",), method="erm", **FAST)
+    run_fairgrad_tabular(root / "tables" / "clinic.csv", Workspace(root).run_dir("tab-erm"), config, n_boot=20)
+    at = _page(root, monkeypatch)
+    assert not at.error, [e.value for e in at.error]
+    data = at.selectbox(key="fairgrad_compare_data")
+    assert data.options == ["Table clinic", "Benchmark images (synth-default)"]  # the newest run's data first
+
+    def plotted_sources() -> set[str]:
+        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        return {trace["name"].split(", ")[-1] for trace in spec["data"]}
+
+    assert [label.split(" ")[0] for label in at.multiselect(key="fairgrad_compare_runs").value] == ["tab-erm"]
+    assert plotted_sources() == {"clinic"}
+    data.set_value("Benchmark images (synth-default)").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    chosen = at.multiselect(key="fairgrad_compare_runs")
+    assert sorted(label.split(" ")[0] for label in chosen.value) == ["fg-erm", "fg-fairgrad"]
+    assert not any("clinic" in label for label in chosen.options)
+    assert "clinic" not in plotted_sources() and plotted_sources() <= {"synth_cxr", "synth_derm", "synth_mammo"}
+
+
+def test_a_model_that_answers_yes_to_everyone_is_called_collapsed(trained_workspace, default_workspace, tmp_path,
+                                                                   monkeypatch):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    _copy_run(trained_workspace / "runs" / "fg-erm", root / "runs" / "fg-yes", answer="yes")
+    _copy_run(trained_workspace / "runs" / "fg-erm", root / "runs" / "fg-no", answer="no")
+    at = _page(root, monkeypatch)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning]
+    yes = next(w for w in warnings if "answer yes to every case" in w)
+    no = next(w for w in warnings if "answer no to every case" in w)
+    assert "positive rate 100%" in yes and "fg-yes on synth_cxr" in yes and "fg-no" not in yes
+    assert "positive rate 0%" in no and "fg-no on synth_derm" in no and "fg-yes" not in no

@@ -99,7 +99,7 @@ def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypat
     assert read_job(job.path).status == "finished", read_job(job.path).log_tail()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any(job.name in label for label in at.multiselect(key="training_runs").value)
+    assert job.name in at.multiselect(key="training_runs").value
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -123,3 +123,82 @@ def test_a_bad_setting_is_refused_on_the_page_and_starts_no_job(default_workspac
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert not at.success and list_jobs(Workspace(root)) == []
     assert not (root / "runs").exists() or not any((root / "runs").iterdir())
+
+
+SHIPPED = REPO_ROOT / "assets" / "models"
+
+
+def _values(array) -> list:
+    """A trace's x or y as a list: plotly writes numpy arrays as base64 ``bdata`` in the chart spec."""
+    if isinstance(array, dict) and "bdata" in array:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def _fresh_workspace(default_workspace, tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    return root
+
+
+def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, tmp_path, monkeypatch):
+    at = _page(_fresh_workspace(default_workspace, tmp_path), monkeypatch)
+    assert not at.error, [e.value for e in at.error]
+    runs = at.multiselect(key="training_runs")
+    assert sorted(runs.value) == ["tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
+    assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO (TRL), 40 steps)" in runs.options
+    assert any("training records shipped with" in c.value for c in at.caption)
+    table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
+    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 40).all()
+    assert table["run"].str.endswith(" (shipped)").all()
+    charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
+              for chart in at.get("plotly_chart")}
+    # GRPO and FairGRPO overlaid: one line per shipped run on the held-out accuracy and the gap over steps
+    for prefix in ("Held-out accuracy per step", "Predictive parity"):
+        figure = next(spec for title, spec in charts.items() if title.startswith(prefix))
+        assert sorted(trace["name"] for trace in figure["data"]) == [
+            "tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
+        # held-out at step 0 and every 10 of the 40 steps
+        assert all(_values(trace["x"]) == [0, 10, 20, 30, 40] for trace in figure["data"])
+    accuracy = next(spec for title, spec in charts.items() if title.startswith("Held-out accuracy"))
+    assert accuracy["layout"]["yaxis"]["range"] == [0, 1.02]  # a share on its whole scale, not a 0.6 pp zoom
+    at.selectbox(key="training_group_run").set_value("tiny-fairmedgemma-fairgrpo (shipped)").run()
+    assert not at.exception and not at.error
+    assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))
+
+
+def test_a_run_that_appears_later_is_listed_and_its_curves_grow(default_workspace, tmp_path, monkeypatch):
+    from fairmed_core.runs.training_store import list_training_runs
+
+    root = _fresh_workspace(default_workspace, tmp_path)
+    at = _page(root, monkeypatch)
+    assert not any(label.startswith("live-run") for label in at.multiselect(key="training_runs").options)
+    # A run started in a shell after the page opened: config and the first records, no training.json yet.
+    run = root / "runs" / "live-run"
+    run.mkdir(parents=True)
+    source = SHIPPED / "tiny-fairmedgemma-grpo" / "training"
+    (run / "config.json").write_text((source / "config.json").read_text())
+    lines = (source / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:12]) + "\n")
+    (live,) = list_training_runs(Workspace(root))
+    assert live.writing(within_s=120) and not live.writing(within_s=120, now=time.time() + 600)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    # the new run joins the choice without a reload, first, beside the shipped runs already shown
+    assert at.multiselect(key="training_runs").value == ["live-run", "tiny-fairmedgemma-fairgrpo (shipped)",
+                                                          "tiny-fairmedgemma-grpo (shipped)"]
+
+    def reward_steps() -> int:
+        figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                      if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Mean reward"))
+        return max(_values(figure["data"][0]["x"]))
+
+    before = reward_steps()
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    at.run()
+    assert not at.exception and reward_steps() > before

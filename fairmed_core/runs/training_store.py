@@ -4,6 +4,7 @@ curves, without importing torch or TRL (the dashboard lists runs often)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,16 +12,17 @@ import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import read_json_object
-from fairmed_core.runs.workspace import Workspace
+from fairmed_core.runs.workspace import Workspace, shipped_model_dirs
 from fairmed_core.settings import JsonRecord
 
 __all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingResult", "TrainingRun", "eval_frame", "list_training_runs",
-           "read_metrics", "summary_frame", "train_frame"]
+           "read_metrics", "shipped_training_runs", "summary_frame", "train_frame"]
 
 METRICS_FILE = "metrics.jsonl"
 FINISHED_FILE = "training.json"
 CONFIG_FILE = "config.json"
 KIND = "grpo-training"
+SHIPPED_SUFFIX = " (shipped)"  # a workspace run's name cannot hold a space, so a shipped name never clashes
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,14 @@ class TrainingResult(JsonRecord):
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """A training run folder: its settings, and how it ended (None while it runs or after it was killed)."""
+    """A training run folder: its settings, and how it ended (None while it runs or after it was killed);
+    ``shipped`` for the training record a shipped model carries (``assets/models/<model>/training/``)."""
 
     name: str
     path: Path
     config: dict
     finished: TrainingResult | None
+    shipped: bool = False
 
     @property
     def method(self) -> str:
@@ -52,6 +56,17 @@ class TrainingRun:
 
     def records(self) -> list[dict]:
         return read_metrics(self.path)
+
+    def writing(self, *, within_s: float, now: float | None = None) -> bool:
+        """Whether the run is unfinished and its metrics were written in the last ``within_s`` seconds: a run
+        going on now, whether the page or a shell started it (a killed run stops counting after that)."""
+        if self.finished is not None or self.shipped:
+            return False
+        try:
+            written = (self.path / METRICS_FILE).stat().st_mtime
+        except OSError:
+            written = (self.path / CONFIG_FILE).stat().st_mtime if (self.path / CONFIG_FILE).exists() else 0.0
+        return (time.time() if now is None else now) - written <= within_s
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -92,6 +107,20 @@ def list_training_runs(workspace: Workspace) -> list[TrainingRun]:
             continue
         runs.append(TrainingRun(name=folder.name, path=folder, config=config, finished=_finished(folder)))
     return sorted(runs, key=lambda run: (run.path / CONFIG_FILE).stat().st_mtime, reverse=True)
+
+
+def shipped_training_runs() -> list[TrainingRun]:
+    """The training records of the shipped models (``assets/models/<model>/training/``), one run each, named
+    ``<model> (shipped)``; models without a readable record are left out."""
+    runs = []
+    for model in shipped_model_dirs():
+        folder = model / "training"
+        config = read_json_object(folder / CONFIG_FILE)
+        if config is None or config.get("kind") != KIND:
+            continue
+        runs.append(TrainingRun(name=f"{model.name}{SHIPPED_SUFFIX}", path=folder, config=config,
+                                finished=_finished(folder), shipped=True))
+    return runs
 
 
 def eval_frame(records: list[dict]) -> pd.DataFrame:

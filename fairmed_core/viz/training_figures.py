@@ -13,8 +13,9 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=60), fon
 
 
 def step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, title: str, y_title: str,
-                      dash: str | None = None) -> go.Figure:
-    """Lines of ``value`` over ``step``, one per ``series`` value (optionally dashed by ``dash``)."""
+                      dash: str | None = None, y_range: tuple[float, float] | None = None) -> go.Figure:
+    """Lines of ``value`` over ``step``, one per ``series`` value (optionally dashed by ``dash``); ``y_range``
+    fixes the y axis (a share drawn on 0-1, so a difference of a few cases does not fill the plot)."""
     figure = go.Figure()
     dashes = ("solid", "dash", "dot", "dashdot", "longdash")
     dash_values = list(dict.fromkeys(frame[dash])) if dash and dash in frame else []
@@ -25,5 +26,5 @@ def step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, title: st
                                     line=dict(color=colour_for(index, name), dash=style)))
     figure.update_layout(title=title, **_LAYOUT)
     figure.update_xaxes(title="Training step")
-    figure.update_yaxes(title=y_title)
+    figure.update_yaxes(title=y_title, range=list(y_range) if y_range else None)
     return figure
