@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from fairmed_core.data.labels import answer_label, attribute_label, case_label, finding_name, group_label, source_label
 from fairmed_core.viz import group_counts_figure, prevalence_figure
 from pages._common import current_card, current_dataset, show_input_error
 
@@ -30,12 +31,18 @@ columns[2].metric("Attributes", len(dataset.attributes))
 unknown = int((dataset.cases[list(dataset.attributes)] == "UNK").all(axis=1).sum())
 columns[3].metric("Cases without demographics", f"{unknown:,}", help="Their demographics are unknown (group UNK).")
 
+findings = [f"{source_label(s)}: {finding_name(s)}" for s in dataset.sources if finding_name(s)]
+if findings:
+    st.markdown("**The finding each source asks about** (a 'yes' answer): " + "; ".join(findings) + ".")
+
 st.subheader("Group sizes")
 attribute = st.selectbox("Attribute", dataset.attributes, key="overview_attribute")
 split = st.radio("Split", ["all", "train", "val", "test"], horizontal=True, key="overview_split")
 rows = counts[(counts["attribute"] == attribute) & (counts["split"] == split)]
 sizes = rows.pivot_table(index="group", columns="source", values="n", aggfunc="sum", fill_value=0)
 sizes = sizes[[*(s for s in dataset.sources if s in sizes.columns), "ALL"]].rename(columns={"ALL": "all sources"})
+sizes = sizes.rename(columns=source_label, index=group_label)
+st.caption(f"Cases per {attribute_label(attribute)} and source ({split} split).")
 st.dataframe(sizes, width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_counts_figure(counts, attribute=attribute, split=split), width="stretch")
@@ -47,16 +54,16 @@ with st.expander("Prevalence table (share of cases with the finding)"):
     )
 
 st.subheader("Sample images per group")
-source = st.selectbox("Source", dataset.sources, key="overview_source")
+source = st.selectbox("Source", dataset.sources, key="overview_source", format_func=source_label)
 samples = [s for s in card.samples if s.source == source and s.attribute == attribute]
 if not samples:
     st.info(f"{source} does not record {attribute}.")
 for group in dict.fromkeys(s.group for s in samples):
     shown = [s for s in samples if s.group == group]
-    st.markdown(f"**{attribute} = {group}**")
+    st.markdown(f"**{attribute_label(attribute)}: {group_label(group)}**")
     st.image(
         [s.image_path for s in shown],
-        caption=[f"{s.case_id}: finding {s.answer}" for s in shown],
+        caption=[f"{case_label(s.case_id, s.source)}: {answer_label(s.answer, s.source)}" for s in shown],
         width=128,
     )
 

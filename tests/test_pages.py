@@ -33,9 +33,12 @@ def test_overview_shows_the_data_card_group_sizes_first(app):
     subheaders = [s.value for s in app.subheader]
     assert subheaders.index("Group sizes") < subheaders.index("Sample images per group")
     sizes = app.dataframe[0].value
-    assert list(sizes.columns) == ["synth_cxr", "synth_derm", "synth_mammo", "all sources"]
+    assert list(sizes.columns) == ["chest X-ray", "dermoscopy", "mammography", "all sources"]
     assert int(sizes["all sources"].sum()) == 6000
-    assert (sizes[["synth_cxr", "synth_derm", "synth_mammo"]].sum(axis=1) == sizes["all sources"]).all()
+    assert (sizes[["chest X-ray", "dermoscopy", "mammography"]].sum(axis=1) == sizes["all sources"]).all()
+    assert set(sizes.index) == {"female", "male", "not recorded"}  # decoded group names (issue 15)
+    markdown = " ".join(m.value for m in app.markdown)
+    assert "chest X-ray: opacity" in markdown and "mammography: mass" in markdown  # the finding named
 
 
 def test_overview_switches_attribute_and_source(app):
@@ -44,7 +47,7 @@ def test_overview_switches_attribute_and_source(app):
     app.selectbox(key="overview_source").set_value("synth_derm").run()
     _no_errors(app)
     markdown = " ".join(m.value for m in app.markdown)
-    assert "skin_tone = dark" in markdown and "skin_tone = light" in markdown
+    assert "skin tone: dark skin" in markdown and "skin tone: light skin" in markdown
     app.selectbox(key="overview_source").set_value("synth_cxr").run()
     _no_errors(app)
     assert any("does not record skin_tone" in i.value for i in app.info)
