@@ -347,17 +347,25 @@ def _add_threads(parser: argparse.ArgumentParser, default: int) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import os
     import subprocess
 
     app = Path(__file__).resolve().parents[1] / "app.py"
     if not app.is_file():
         raise FairMedInputError(f"cannot find the dashboard at {app}", hint="run from a source checkout")
+    env = dict(os.environ)
+    if args.workspace is not None:
+        # The workspace is fixed here, at start, for every visitor: the page shows it but cannot change it.
+        root = Path(args.workspace).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise FairMedInputError(f"--workspace {args.workspace} is a file, not a folder")
+        env["FAIRMED_WORKSPACE"] = str(root)
     # The address is passed, not left to .streamlit/config.toml, which Streamlit reads only from the folder it
     # starts in: the dashboard listens on this machine alone unless --host says otherwise.
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "viewer"]
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -495,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: this machine only; put a shared "
                                 "deployment behind a reverse proxy with authentication, see README)")
+    dashboard.add_argument("--workspace", metavar="DIR",
+                           help="the folder the dashboard reads and writes (datasets, runs, audits, jobs); fixed "
+                                "for every visitor (default $FAIRMED_WORKSPACE, else the checkout's workspace/)")
     dashboard.set_defaults(run=_cmd_dashboard)
     from fairmed_core.report.cli_commands import add_commands as add_report_commands
     add_report_commands(commands)
