@@ -287,9 +287,14 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     from fairmed_core.jobs.configs import GRPOTrainingJobConfig
 
     config = _job(GRPOTrainingJobConfig, args, method=args.method)
+    already = args.resume and (Path(args.out) / grpo_training.FINISHED_FILE).is_file()
     with _Progress(f"{config.training.method} training") as progress:
-        finished = grpo_training.run(config, args.out, progress, resume=args.resume)
+        finished = grpo_training.run(config, args.out, progress, resume=args.resume,
+                                     reset_statistics=args.reset_statistics)
     if finished.rank is not None:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
+        return 0
+    if already:
+        print(f"{finished.method}: already finished ({finished.steps} steps), nothing to train; {args.out}")
         return 0
     print(f"{finished.method}: {finished.steps} steps in {finished.train_time_s} s ({finished.seconds_per_step} s/step)"
           + (f", test accuracy {finished.test_accuracy:.3f}" if finished.test_accuracy is not None else "")
@@ -476,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
         grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {texts[method]}")
         add_config_flags(grpo, GRPOTrainingJobConfig, fixed=("method",))
         grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
-        grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+        grpo.add_argument("--resume", action="store_true",
+                          help="continue from the run folder's newest complete checkpoint, up to the configured steps")
+        grpo.add_argument("--reset-statistics", action="store_true",
+                          help="with --resume: go on even though no checkpoint holds the method's state (FairGRPO "
+                               "statistics, Group DRO weights), which then restarts from zero")
         _add_threads(grpo, 1)
         grpo.set_defaults(run=_cmd_train_grpo, method=method)
 
