@@ -287,9 +287,14 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     from fairmed_core.jobs.configs import GRPOTrainingJobConfig
 
     config = _job(GRPOTrainingJobConfig, args, method=args.method)
+    already = args.resume and (Path(args.out) / grpo_training.FINISHED_FILE).is_file()
     with _Progress(f"{config.training.method} training") as progress:
-        finished = grpo_training.run(config, args.out, progress, resume=args.resume)
+        finished = grpo_training.run(config, args.out, progress, resume=args.resume,
+                                     reset_statistics=args.reset_statistics)
     if finished.rank is not None:  # a helper rank of a multi-process launch: rank 0 wrote the run and reports it
+        return 0
+    if already:
+        print(f"{finished.method}: already finished ({finished.steps} steps), nothing to train; {args.out}")
         return 0
     print(f"{finished.method}: {finished.steps} steps in {finished.train_time_s} s ({finished.seconds_per_step} s/step)"
           + (f", test accuracy {finished.test_accuracy:.3f}" if finished.test_accuracy is not None else "")
@@ -347,17 +352,25 @@ def _add_threads(parser: argparse.ArgumentParser, default: int) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import os
     import subprocess
 
     app = Path(__file__).resolve().parents[1] / "app.py"
     if not app.is_file():
         raise FairMedInputError(f"cannot find the dashboard at {app}", hint="run from a source checkout")
+    env = dict(os.environ)
+    if args.workspace is not None:
+        # The workspace is fixed here, at start, for every visitor: the page shows it but cannot change it.
+        root = Path(args.workspace).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise FairMedInputError(f"--workspace {args.workspace} is a file, not a folder")
+        env["FAIRMED_WORKSPACE"] = str(root)
     # The address is passed, not left to .streamlit/config.toml, which Streamlit reads only from the folder it
     # starts in: the dashboard listens on this machine alone unless --host says otherwise.
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "viewer"]
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
         grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {texts[method]}")
         add_config_flags(grpo, GRPOTrainingJobConfig, fixed=("method",))
         grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
-        grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+        grpo.add_argument("--resume", action="store_true",
+                          help="continue from the run folder's newest complete checkpoint, up to the configured steps")
+        grpo.add_argument("--reset-statistics", action="store_true",
+                          help="with --resume: go on even though no checkpoint holds the method's state (FairGRPO "
+                               "statistics, Group DRO weights), which then restarts from zero")
         _add_threads(grpo, 1)
         grpo.set_defaults(run=_cmd_train_grpo, method=method)
 
@@ -495,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: this machine only; put a shared "
                                 "deployment behind a reverse proxy with authentication, see README)")
+    dashboard.add_argument("--workspace", metavar="DIR",
+                           help="the folder the dashboard reads and writes (datasets, runs, audits, jobs); fixed "
+                                "for every visitor (default $FAIRMED_WORKSPACE, else the checkout's workspace/)")
     dashboard.set_defaults(run=_cmd_dashboard)
     from fairmed_core.report.cli_commands import add_commands as add_report_commands
     add_report_commands(commands)

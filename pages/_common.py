@@ -17,6 +17,7 @@ from fairmed_core.data import Dataset, data_card, ensure_default_dataset, read_m
 from fairmed_core.data.card import DataCard
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.runs.workspace import (
+    CHECKOUT_WORKSPACE,
     REFERENCE_PREDICTIONS,
     TINY_MODEL,
     TINY_MODEL_PREDICTIONS,
@@ -65,9 +66,12 @@ def _loaded_model(directory: str, mtime: float):
 
 
 def workspace() -> Workspace:
-    """The workspace chosen in the sidebar (``$FAIRMED_WORKSPACE`` or ``./workspace`` by default)."""
-    root = st.session_state.get("workspace_root") or str(Workspace.from_env().root)
-    return Workspace(Path(root))
+    """The workspace chosen when the server started: ``$FAIRMED_WORKSPACE`` (``fairmed dashboard --workspace``
+    sets it), else the checkout's ``workspace/`` folder.
+
+    Never taken from the page: a visitor must not be able to make the server write into a folder of their
+    choosing (issue 13), so nothing in the session state can change it."""
+    return Workspace.from_env(default=CHECKOUT_WORKSPACE)
 
 
 def current_manifest() -> Path:
@@ -137,15 +141,15 @@ def show_input_error(error: Exception) -> None:
 
 
 def sidebar() -> None:
-    """The shared sidebar: workspace folder and dataset."""
+    """The shared sidebar: the workspace (read-only), dataset and model."""
     with st.sidebar:
         st.markdown("### FairMed")
         st.caption("Fairness review workbench for clinical AI")
-        st.text_input(
-            "Workspace folder", value=str(Workspace.from_env().root), key="workspace_root",
-            help="Datasets and saved audits live here. Set FAIRMED_WORKSPACE to change the default.",
-        )
         ws = workspace()
+        st.markdown("**Workspace**", help="Datasets, runs, audits and jobs live here; the dashboard writes nowhere "
+                    "else. It is chosen when the server starts: `fairmed dashboard --workspace DIR` or "
+                    "`FAIRMED_WORKSPACE=DIR`, default the checkout's workspace/ folder.")
+        st.code(str(ws.root), language=None)
         others = [str(p) for p in ws.dataset_manifests() if p.parent.name != "synth-default"]
         st.selectbox(
             "Dataset", [DEFAULT_DATASET_LABEL, *others], key="dataset_choice",

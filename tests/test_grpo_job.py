@@ -62,6 +62,109 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(run, tiny_model_dir, defa
     assert steps == [0, 1, 2]  # the records after the checkpoint were recomputed, not duplicated
 
 
+
+def _checkpoint(folder, step, *, state=True, statistics=True):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if state:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if statistics:
+        (path / "fairgrpo_statistics.json").write_text("{}")
+    return path
+
+
+def test_resume_skips_half_written_checkpoints_naming_them(tmp_path, caplog):
+    """Issue 13: a kill during a save left a checkpoint that --resume kept choosing."""
+    from fairmed_core.jobs.grpo_training import resume_checkpoint
+
+    good = _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 3, state=False, statistics=False)  # killed while writing the weights
+    torn = _checkpoint(tmp_path, 4, statistics=False)
+    (torn / "trainer_state.json").write_text('{"global_st')  # killed while writing trainer_state.json
+    _checkpoint(tmp_path, 10, state=False)  # sorted by number, not by name
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(tmp_path, "fairgrpo_statistics.json") == good
+    skipped = " ".join(r.getMessage() for r in caplog.records)
+    assert all(f"checkpoint-{n}" in skipped for n in (3, 4, 10)) and "checkpoint-2" not in skipped
+    assert resume_checkpoint(tmp_path) == good  # a stateless method: the same complete one
+    assert resume_checkpoint(tmp_path / "missing") is None
+
+
+def test_resume_needs_the_statistics_unless_told_to_reset_them(tmp_path, caplog):
+    from fairmed_core.jobs.grpo_training import resume_checkpoint
+
+    older = _checkpoint(tmp_path, 1)
+    newest = _checkpoint(tmp_path, 2, statistics=False)  # killed between trainer_state.json and the statistics
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(tmp_path, "fairgrpo_statistics.json") == older
+    assert "checkpoint-2" in caplog.text and "fairgrpo_statistics.json" in caplog.text
+    (older / "fairgrpo_statistics.json").unlink()
+    with pytest.raises(FairMedInputError, match=r"fairgrpo_statistics\.json.*--reset-statistics") as error:
+        resume_checkpoint(tmp_path, "fairgrpo_statistics.json")
+    assert "checkpoint-2" in str(error.value)
+    assert resume_checkpoint(tmp_path, "fairgrpo_statistics.json", reset_state=True) == newest
+
+
+def test_a_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(run, tiny_model_dir,
+                                                                             default_manifest, tmp_path):
+    copy = shutil.copytree(run, tmp_path / "run")
+    for name in ("model", "evaluation"):
+        shutil.rmtree(copy / name)
+    (copy / "training.json").unlink()
+    # Killed while saving step 2: the folder exists, its trainer_state.json is torn.
+    (copy / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2, "log_hist')
+    assert main(["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(copy), "--resume"]) == 0
+    finished = json.loads((copy / "training.json").read_text())
+    assert finished["resumed_from"] == "checkpoint-1" and finished["steps"] == 2
+
+
+def test_a_run_killed_after_its_final_checkpoint_finishes_without_training_past_it(run, tiny_model_dir,
+                                                                                  default_manifest, tmp_path, capsys):
+    """Issue 13: a kill after the final checkpoint made the resume train step 31 of 30."""
+    copy = shutil.copytree(run, tmp_path / "run")
+    for name in ("model", "evaluation"):
+        shutil.rmtree(copy / name)
+    (copy / "training.json").unlink()
+    records = read_metrics(copy)
+    assert main(["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(copy), "--resume"]) == 0
+    finished = json.loads((copy / "training.json").read_text())
+    assert finished["steps"] == 2 and finished["resumed_from"] == "checkpoint-2"
+    assert sorted(p.name for p in (copy / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert read_metrics(copy) == records  # not one step trained
+    assert (copy / "model" / "config.json").is_file() and read_evaluation(copy / "evaluation").info["n_cases"] > 0
+    # The model is the checkpoint's, not the starting one.
+    from safetensors.torch import load_file
+
+    saved = load_file(copy / "model" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in load_file(run / "model" / "model.safetensors").items())
+    capsys.readouterr()
+    before = (copy / "training.json").read_text()
+    assert main(["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest),
+                 "--out", str(copy), "--resume"]) == 0
+    assert "already finished (2 steps), nothing to train" in capsys.readouterr().out
+    assert (copy / "training.json").read_text() == before
+
+
+def test_resume_without_the_fairgrpo_statistics_is_refused_unless_reset(run, tiny_model_dir, default_manifest,
+                                                                       tmp_path, capsys):
+    """Issue 13: a missing statistics file made the run go on with statistics reset to zero and exit 0."""
+    copy = shutil.copytree(run, tmp_path / "run")
+    shutil.rmtree(copy / "checkpoints" / "checkpoint-2")
+    for name in ("model", "evaluation"):
+        shutil.rmtree(copy / name)
+    (copy / "training.json").unlink()
+    (copy / "checkpoints" / "checkpoint-1" / "fairgrpo_statistics.json").unlink()
+    args = ["train", "fairgrpo", "--model", str(tiny_model_dir), "--data", str(default_manifest), "--out",
+            str(copy), "--resume"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-1/fairgrpo_statistics.json" in err and "--reset-statistics" in err
+    assert len(err.strip().splitlines()) == 1 and not (copy / "training.json").exists()
+    assert main([*args, "--reset-statistics"]) == 0
+    assert json.loads((copy / "training.json").read_text())["steps"] == 2
+
 def test_resume_without_a_checkpoint_and_a_used_folder_are_refused(tiny_model_dir, default_manifest, tmp_path,
                                                                    capsys):
     out = tmp_path / "used"

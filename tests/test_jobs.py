@@ -75,3 +75,41 @@ def test_job_names_are_checked_and_never_reused(workspace, tmp_path):
     with pytest.raises(FairMedInputError, match="already exists"):
         start_job(workspace, "once", ["synth"])
     _wait(read_job(workspace.root / "jobs" / "once"))
+
+
+def _record_signals(monkeypatch):
+    import os
+
+    sent = []
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)) if sig else None)
+    return sent
+
+
+@pytest.mark.parametrize("process_start", ["proc:1", None], ids=["wrong-start-time", "no-start-time"])
+def test_stop_signals_nothing_when_the_pid_is_not_the_jobs_process(workspace, monkeypatch, process_start):
+    """Issue 13: stop sent SIGTERM to whatever process group job.json named. Here it names this live test process
+    (a reused pid, or a forged file): the job is no longer running and nothing is signalled."""
+    import os
+
+    folder = workspace.root / "jobs" / "stranger"
+    atomic_write_json(folder / "job.json", {"argv": ["synth"], "pid": os.getpid(), "process_start": process_start,
+                                            "started_utc": "2026-01-01"})
+    sent = _record_signals(monkeypatch)
+    job = read_job(folder)
+    assert job.status == "lost"
+    assert stop_job(job).status == "lost"
+    assert sent == [] and not (folder / "stopped.json").exists()
+
+
+def test_a_job_records_its_process_start_time_and_is_running_only_while_it_matches(workspace, tmp_path):
+    import os
+
+    from fairmed_core.runs.jobs import _process_start
+
+    own = _process_start(os.getpid())
+    assert own is not None and own == _process_start(os.getpid())
+    job = start_job(workspace, "synth-start", ["synth", "--out", str(tmp_path / "b"), "--n", "30"])
+    recorded = json.loads((job.path / "job.json").read_text())
+    assert recorded["pid"] == job.pid and recorded["process_start"] not in (None, own)
+    assert _wait(job).status == "finished"

@@ -41,6 +41,23 @@ def test_overview_shows_the_data_card_group_sizes_first(app):
     assert "chest X-ray: opacity" in markdown and "mammography: mass" in markdown  # the finding named
 
 
+
+def test_the_workspace_is_the_servers_and_cannot_be_typed_into_the_page(app, default_workspace, tmp_path):
+    """Issue 13: a visitor could type any folder as the workspace and make the server write there."""
+    app.run()
+    _no_errors(app)
+    assert not app.sidebar.text_input  # nothing to type a path into
+    assert [c.value for c in app.sidebar.code] == [str(default_workspace)]
+    # Even a forged session value (the old widget's key) does not move it: nothing is written elsewhere. A fresh
+    # session, because AppTest drops the sidebar (written before st.navigation runs the page) on a rerun.
+    elsewhere = tmp_path / "visitor-choice"
+    forged = AppTest.from_file(APP, default_timeout=180)
+    forged.session_state["workspace_root"] = str(elsewhere)
+    forged.run()
+    _no_errors(forged)
+    assert [c.value for c in forged.sidebar.code] == [str(default_workspace)]
+    assert not elsewhere.exists()
+
 def test_overview_switches_attribute_and_source(app):
     app.run()
     app.selectbox(key="overview_attribute").set_value("skin_tone").run()

@@ -45,7 +45,7 @@ def test_fairmed_dashboard_listens_on_this_machine_unless_told_otherwise(monkeyp
     from fairmed_core.cli import main
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda command, env=None: calls.append(command) or 0)
     assert main(["dashboard"]) == 0
     assert calls[-1][calls[-1].index("--server.address") + 1] == "127.0.0.1"
     assert calls[-1][calls[-1].index("--client.toolbarMode") + 1] == "viewer"
@@ -74,3 +74,31 @@ def test_fairmed_card_opens_every_image_header(tmp_path, capsys):
     (tmp_path / "manifest.jsonl").write_text(json.dumps(record) + "\n")
     assert main(["card", "--data", str(tmp_path / "manifest.jsonl")]) == 2
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_fairmed_dashboard_fixes_the_workspace_for_the_streamlit_child(monkeypatch, tmp_path, capsys):
+    import subprocess
+
+    from fairmed_core.cli import main
+
+    envs = []
+    monkeypatch.setenv("FAIRMED_WORKSPACE", str(tmp_path / "from-env"))
+    monkeypatch.setattr(subprocess, "call", lambda command, env=None: envs.append(env) or 0)
+    assert main(["dashboard"]) == 0
+    assert envs[-1]["FAIRMED_WORKSPACE"] == str(tmp_path / "from-env")  # the environment's, passed on
+    monkeypatch.chdir(tmp_path)
+    assert main(["dashboard", "--workspace", "ws"]) == 0
+    assert envs[-1]["FAIRMED_WORKSPACE"] == str((tmp_path / "ws").resolve())  # absolute: the child may move
+    (tmp_path / "a-file").write_text("x")
+    assert main(["dashboard", "--workspace", "a-file"]) == 2
+    assert "a-file is a file, not a folder" in capsys.readouterr().err
+    assert len(envs) == 2
+
+
+def test_the_dashboard_workspace_defaults_to_the_checkout_not_the_current_folder(monkeypatch, tmp_path):
+    from fairmed_core.runs.workspace import CHECKOUT_WORKSPACE, Workspace
+
+    monkeypatch.delenv("FAIRMED_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert CHECKOUT_WORKSPACE == REPO_ROOT / "workspace"
+    assert Workspace.from_env(default=CHECKOUT_WORKSPACE).root == (REPO_ROOT / "workspace").resolve()

@@ -19,6 +19,7 @@ resume the records after the checkpoint's step are dropped (they will be recompu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from transformers import TrainerCallback
 from fairmed_core.data import Dataset, read_manifest
 from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.files import atomic_write_json, atomic_write_text
+from fairmed_core.files import atomic_write_json, atomic_write_text, read_json_object
 from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
@@ -45,8 +46,10 @@ from fairmed_core.training.grpo_config import GRPOJobConfig
 if TYPE_CHECKING:
     from fairmed_core.jobs.configs import GRPOTrainingJobConfig
 
-__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "run", "run_grpo_training",
-           "summary_frame"]
+__all__ = ["GRPOJobConfig", "TrainingDynamicsCallback", "eval_frame", "read_metrics", "resume_checkpoint", "run",
+           "run_grpo_training", "summary_frame"]
+
+logger = logging.getLogger(__name__)
 
 _GROUP_METRICS = ("accuracy", "f1", "recall", "fdr")
 _SUMMARY_KEYS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es", "accuracy", "f1")
@@ -159,28 +162,91 @@ def _training_device() -> str | None:
     return None
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-                         if p.name.split("-")[-1].isdigit() else -1)
-    return checkpoints[-1] if checkpoints else None
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of a ``checkpoint-N`` folder whose ``trainer_state.json`` is complete, else None."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
+def resume_checkpoint(folder: Path, state_file: str | None = None, *, reset_state: bool = False) -> Path | None:
+    """The checkpoint a resume continues from: the newest complete one in ``folder`` (None: there is none).
+
+    The trainer writes ``trainer_state.json`` after the weights, optimizer and random state, and the method's
+    own state (``state_file``: the FairGRPO statistics, Group DRO weights) last, so a run killed during a save
+    leaves a folder without them: such a folder is skipped with a warning naming it, never chosen. With
+    ``state_file`` a checkpoint lacking it is skipped too, for an older one that has it; where none has it the
+    resume is refused unless ``reset_state`` (the state then starts from zero, from the newest checkpoint)."""
+    numbered = []
+    for path in folder.glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if path.is_dir() and suffix.isdigit():
+            numbered.append((int(suffix), path))
+    complete = []
+    for number, path in sorted(numbered, reverse=True):
+        step = _checkpoint_step(path)
+        if step != number:
+            logger.warning("skipping %s: it was not completely written (trainer_state.json missing, unreadable or "
+                           "not for step %d); remove it", path, number)
+            continue
+        complete.append(path)
+    if not complete or state_file is None:
+        return complete[0] if complete else None
+    with_state = [path for path in complete if (path / state_file).is_file()]
+    for path in complete[:complete.index(with_state[0]) if with_state else len(complete)]:
+        logger.warning("skipping %s: it has no %s (the run was stopped while saving it)", path, state_file)
+    if with_state:
+        return with_state[0]
+    if reset_state:
+        logger.warning("resuming from %s without %s: the method's state starts from zero", complete[0], state_file)
+        return complete[0]
+    raise FairMedInputError(
+        f"cannot resume: no checkpoint has {state_file} (missing in {complete[0] / state_file})",
+        source=str(folder), hint="pass --reset-statistics to resume with the statistics reset to zero",
+    )
 
 
 def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, config: GRPOJobConfig, *,
-                      resume: bool = False, progress: Callable[[int, int], None] | None = None) -> TrainingResult:
+                      resume: bool = False, reset_statistics: bool = False,
+                      progress: Callable[[int, int], None] | None = None) -> TrainingResult:
     """Train with ``config.method`` from ``model_dir`` on ``manifest``'s train split into ``out_dir``; returns
-    how it ended (what ``training.json`` holds). ``resume`` continues from the latest checkpoint in ``out_dir/checkpoints``."""
-    from fairmed_core.training.fairgrpo_trainer import FairGRPOConfig, FairGRPOTrainer, grpo_dataset
+    how it ended (what ``training.json`` holds).
+
+    ``resume`` continues from the newest complete checkpoint in ``out_dir/checkpoints`` (:func:`resume_checkpoint`)
+    up to the configured steps and no further: a finished run is returned as it is, and a run whose last
+    checkpoint is at the final step is finished (model, evaluation) without training. ``reset_statistics``
+    lets a resume go on where no checkpoint holds the method's state (FairGRPO statistics, Group DRO weights)."""
+    from fairmed_core.training.fairgrpo_trainer import (FairGRPOConfig, FairGRPOTrainer, grpo_dataset,
+                                                        method_state_file)
 
     out = Path(out_dir)
     checkpoints = out / "checkpoints"
     resume_from = None
     if resume:
-        resume_from = _latest_checkpoint(checkpoints)
-        if resume_from is None:
-            raise FairMedInputError("nothing to resume: no checkpoint in the run folder", source=str(out),
-                                    hint="start the run without --resume")
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        if (out / FINISHED_FILE).is_file():
+            # Already finished: nothing to train (a resume never goes past the configured steps). Every rank of a
+            # launch sees the same file, so all of them stop here.
+            finished = read_json_object(out / FINISHED_FILE)
+            if finished is None:
+                raise FairMedInputError("unreadable JSON", source=str(out / FINISHED_FILE),
+                                        hint="remove it to finish the run again from its last checkpoint")
+            result = TrainingResult.from_json(finished, source=str(out / FINISHED_FILE))
+            return result if _is_main_process() else TrainingResult(result.method, result.steps,
+                                                                    rank=int(os.environ["RANK"]))
+        try:
+            saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FairMedInputError("nothing to resume: the run folder has no readable config.json",
+                                    source=str(out), hint="start the run without --resume") from error
         config = GRPOJobConfig.from_dict(saved["job"])
+        # Before the model loads: a refused resume costs nothing.
+        resume_from = resume_checkpoint(checkpoints, method_state_file(config), reset_state=reset_statistics)
+        if resume_from is None:
+            raise FairMedInputError("nothing to resume: no complete checkpoint in the run folder", source=str(out),
+                                    hint="start the run without --resume")
     elif _is_main_process() and out.exists() and any(p.name != JOB_FILE for p in out.iterdir()):
         # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
@@ -216,9 +282,15 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     torch.manual_seed(config.seed)
     trainer = FairGRPOTrainer(model=loaded.model, args=trl_config, train_dataset=train_data,
                               processing_class=loaded.processor, callbacks=callbacks,
-                              peft_config=config.peft_config())
+                              peft_config=config.peft_config(), reset_method_state=reset_statistics)
     started = time.time()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    if step_of_checkpoint is not None and step_of_checkpoint >= config.steps:
+        # Killed after its final checkpoint: training is done, and TRL would train one step past the end (issue
+        # 13). Take the checkpoint's weights and finish the run (model, evaluation, training.json).
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state.global_step = step_of_checkpoint
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     elapsed = time.time() - started
     if not main:
         return TrainingResult(config.method, trainer.state.global_step, rank=int(os.environ["RANK"]))
@@ -247,7 +319,8 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
 
 
 def run(config: GRPOTrainingJobConfig, out_dir: str | Path, progress: Callable[[int, int, str], None] | None = None,
-        *, resume: bool = False) -> TrainingResult:
+        *, resume: bool = False, reset_statistics: bool = False) -> TrainingResult:
     """``fairmed train <method>``: :func:`run_grpo_training` of the model and data ``config`` names."""
     return run_grpo_training(config.model, config.data, out_dir, config.training, resume=resume,
+                             reset_statistics=reset_statistics,
                              progress=None if progress is None else lambda done, total: progress(done, total, "steps"))

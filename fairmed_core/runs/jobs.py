@@ -3,7 +3,8 @@
 
 A job is a folder ``workspace/jobs/<name>/``::
 
-    job.json       the command, the pid, when it started (written before the process starts work)
+    job.json       the command, the pid and its process start time, when it started (written before the process
+                   starts work)
     log.txt        the command's stdout and stderr
     progress.json  {"done": d, "total": t, "what": "..."}, written by the command as it goes (optional)
     result.json    {"exit_code": n, "finished_utc": ...}, written by :func:`run_recorded` when the command ends
@@ -11,9 +12,11 @@ A job is a folder ``workspace/jobs/<name>/``::
 The process is ``python -m fairmed_core.cli ARGS...`` with ``FAIRMED_JOB_DIR`` naming the job folder: the
 command line runs itself through :func:`run_recorded` then (this module never imports the command line).
 
-Its status follows from those files and the pid: ``running`` (no result yet, process alive), ``finished`` (exit
+Its status follows from those files and the pid: ``running`` (no result yet, and the pid is still the process the
+job started: alive, with the start time recorded in ``job.json``), ``finished`` (exit
 code 0), ``failed`` (another exit code), ``stopped`` (stopped by the user) or ``lost`` (the process died without
-a result: killed by the system, or the machine restarted). Every file is written atomically.
+a result: killed by the system, or the machine restarted, even if its pid now names another process). Every file
+is written atomically.
 """
 
 from __future__ import annotations
@@ -84,6 +87,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque token (None: no such process, or no way to tell).
+
+    A pid is reused once its process ends; the pair (pid, start time) is not, so it tells the job's own process
+    from a stranger that got the same pid. Linux: field 22 of ``/proc/<pid>/stat`` (clock ticks since boot);
+    elsewhere psutil's creation time, if psutil happens to be installed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # a Linux with /proc: the process is gone
+    except OSError:
+        return None
+    else:
+        # The command name (field 2) is in parentheses and may itself hold spaces or ')': split after the last.
+        fields = stat.rsplit(")", 1)[-1].split()
+        return f"proc:{fields[19]}" if len(fields) > 19 else None  # fields[0] is field 3 (the state)
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return f"psutil:{psutil.Process(pid).create_time()!r}"
+    except Exception:  # noqa: BLE001 - psutil's NoSuchProcess / AccessDenied: cannot be verified
+        return None
+
+
+def _is_job_process(pid: int, process_start: str | None) -> bool:
+    """Whether ``pid`` is alive and is still the process that was started at ``process_start``.
+
+    A job without a recorded start time (or on a system where it cannot be read) is never taken for running:
+    stopping it would signal a process that may not be the job's."""
+    if pid <= 0 or not process_start or not _alive(pid):
+        return False
+    return _process_start(pid) == process_start
+
+
 def read_job(path: str | Path) -> Job:
     """The job in ``path``; an error if its ``job.json`` is missing or unreadable."""
     path = Path(path)
@@ -97,7 +137,7 @@ def read_job(path: str | Path) -> Job:
         status = "stopped"
     elif result is not None:
         status = "finished" if exit_code == 0 else "failed"
-    elif pid > 0 and _alive(pid):
+    elif _is_job_process(pid, info.get("process_start")):
         status = "running"
     else:
         status = "lost"
@@ -136,22 +176,40 @@ def start_job(workspace: Workspace, name: str, argv: Sequence[str], *, labels: d
     with (path / "log.txt").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
-    atomic_write_json(path / "job.json", {"argv": list(argv), "pid": process.pid, "started_utc": started,
+    # Read at once: the child cannot have ended and had its pid reused yet, since nobody has reaped it.
+    atomic_write_json(path / "job.json", {"argv": list(argv), "pid": process.pid,
+                                          "process_start": _process_start(process.pid), "started_utc": started,
                                           "labels": labels or {}})
     return read_job(path)
 
 
 def stop_job(job: Job) -> Job:
-    """Stop a running job (SIGTERM to its process group) and mark it stopped; a finished job is left as is."""
+    """Stop a running job (SIGTERM to its process group) and mark it stopped.
+
+    Signals only the process the job started: its pid with the start time recorded in ``job.json`` (a pid
+    reused by another process, or a ``job.json`` naming someone else's, gets nothing). A job that is no longer
+    running is returned as it is, with its status saying so (``finished``, ``failed``, ``stopped``, ``lost``)."""
     current = read_job(job.path)
     if current.status != "running":
         return current
+    info = read_json_object(job.path / "job.json") or {}
+    # Checked again right before the signal (read_job's check may be a moment old); the job's process leads its
+    # own session (start_new_session), so its process group id is its pid.
+    if not _is_job_process(current.pid, info.get("process_start")) or _process_group(current.pid) != current.pid:
+        return read_job(job.path)
     atomic_write_json(job.path / _STOPPED, {"stopped_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     try:
         os.killpg(current.pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         pass
     return read_job(job.path)
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature

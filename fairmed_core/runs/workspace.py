@@ -19,8 +19,12 @@ from fairmed_core.files import (ASSETS, REFERENCE_PREDICTIONS, REPO_ROOT, SHIPPE
                                 TINY_MODEL_PREDICTIONS, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                 shipped_model_dirs)
 
-__all__ = ["Workspace", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS",
+__all__ = ["Workspace", "CHECKOUT_WORKSPACE", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "REPO_ROOT", "ASSETS",
            "TINY_MODEL", "TINY_MODEL_PREDICTIONS", "SHIPPED_GENERATORS", "shipped_model_dirs"]
+
+#: The dashboard's workspace when ``$FAIRMED_WORKSPACE`` is not set: the checkout's own ``workspace/`` folder,
+#: whatever folder the server was started from.
+CHECKOUT_WORKSPACE = REPO_ROOT / "workspace"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

@@ -88,6 +88,7 @@ __all__ = [
     "TrainingDataSummary",
     "check_training_data",
     "grpo_dataset",
+    "method_state_file",
     "prompt_domain",
     "prompt_group_key",
 ]
@@ -225,6 +226,17 @@ class FairGRPOConfig(GRPOConfig):
 # --------------------------------------------------------------------------------------------------------------
 # Keys of a prompt
 # --------------------------------------------------------------------------------------------------------------
+
+
+def method_state_file(args) -> str | None:
+    """The file a checkpoint keeps the method's state in (FairGRPO statistics, Group DRO weights); None for the
+    stateless methods. ``args``: a FairGRPOConfig, or any settings with its ``method`` and ``statistics``
+    (the job's GRPOJobConfig, read before the model loads)."""
+    if args.method in _FAIRGRPO_METHODS and args.statistics == "persistent":
+        return STATISTICS_FILE
+    if args.method == "grpo_dro":
+        return DRO_WEIGHTS_FILE
+    return None
 
 
 def _missing(value: Any) -> bool:
@@ -491,7 +503,7 @@ class FairGRPOTrainer(GRPOTrainer):
     _tag_names = ["trl", "grpo", "fairmed", "fairgrpo"]
 
     def __init__(self, model, reward_funcs=None, args: FairGRPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, **kwargs):
+                 eval_dataset=None, processing_class=None, *, reset_method_state: bool = False, **kwargs):
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
             args = FairGRPOConfig(output_dir=f"{Path(str(name)).name or 'model'}-FairGRPO")
@@ -522,6 +534,7 @@ class FairGRPOTrainer(GRPOTrainer):
             processing_class.tokenizer.padding_side = "left"
 
         # Method state: set before TRL's __init__, which already builds the train sampler's dataloader lazily.
+        self.reset_method_state = reset_method_state  # resume without the saved state: start it from zero
         self.fairgrpo_statistics = FairGRPOStatistics()
         self.group_dro_log_weights: dict[tuple[str, str], float] = {}
         if args.method == "grpo_dro" and self.fairgrpo_summary is not None:
@@ -754,9 +767,10 @@ class FairGRPOTrainer(GRPOTrainer):
 
     def _method_state(self) -> dict[str, Any]:
         """File name -> JSON payload of the method's state (empty for stateless methods)."""
-        if self.args.method in _FAIRGRPO_METHODS and self._weighting.statistics == "persistent":
+        name = method_state_file(self.args)
+        if name == STATISTICS_FILE:
             return {STATISTICS_FILE: self.fairgrpo_statistics.to_dict()}
-        if self.args.method == "grpo_dro":
+        if name == DRO_WEIGHTS_FILE:
             names = sorted(self.group_dro_log_weights)
             return {DRO_WEIGHTS_FILE: {
                 "format": _DRO_FORMAT, "version": 1, "step_size": self.args.dro_step_size,
@@ -780,8 +794,9 @@ class FairGRPOTrainer(GRPOTrainer):
             self.load_method_state(checkpoint)
 
     def load_method_state(self, checkpoint: str | os.PathLike) -> bool:
-        """Restore the method's state (FairGRPO statistics, Group DRO weights) from a checkpoint folder; False
-        (with a warning) where the folder has none for this method, which then starts from zero."""
+        """Restore the method's state (FairGRPO statistics, Group DRO weights) from a checkpoint folder. A folder
+        without it is an error, unless the trainer was made with ``reset_method_state=True``: then False (with a
+        warning), and the state starts from zero."""
         folder = Path(checkpoint)
         expected = self._method_state()
         if not expected:
@@ -789,6 +804,11 @@ class FairGRPOTrainer(GRPOTrainer):
         name = next(iter(expected))
         path = folder / name
         if not path.is_file():
+            if not self.reset_method_state:
+                # Resuming with the state at zero would silently change the method mid-run (issue 13).
+                raise FairMedInputError(
+                    f"cannot resume {self.args.method}: the checkpoint has no {name}", source=str(path),
+                    hint="pass --reset-statistics to resume with the statistics reset to zero")
             logger.warning("checkpoint %s has no %s: the %s state starts from zero", folder, name, self.args.method)
             return False
         try:
