@@ -308,6 +308,17 @@ def _binary_spelling(value: object) -> str | None:
     return None
 
 
+def _spelled(series: pd.Series) -> pd.Series:
+    """``_binary_spelling`` of every value, computed once per distinct value where the column has one type (a
+    numeric or string column: a million rows hold a handful of values); an object column is mapped row by row,
+    since hashing would merge ``True`` with ``1``."""
+    if series.dtype == object:
+        return series.map(_binary_spelling)
+    codes, uniques = pd.factorize(series)
+    spelled = np.array([_binary_spelling(u) for u in uniques] + [None], dtype=object)
+    return pd.Series(spelled[codes], index=series.index)  # code -1 (missing) takes the trailing None
+
+
 def _refuse_stray_labels(labels: pd.Series, predictions: pd.Series, raw: pd.DataFrame, *, source_name: str,
                          label_col: str, pred_col: str) -> None:
     """Refuse a table that is binary but for a few stray values, naming the first one.
@@ -318,9 +329,14 @@ def _refuse_stray_labels(labels: pd.Series, predictions: pd.Series, raw: pd.Data
     message quotes the value as ``raw`` (the table as given) holds it.
     """
     n_rows = len(labels)
-    label_spelt = labels.map(_binary_spelling)
-    pred_spelt = predictions.map(_binary_spelling)
-    marker = predictions.map(lambda v: isinstance(v, str) and v == FORMAT_FAILURE).to_numpy(dtype=bool)
+    label_spelt = _spelled(labels)
+    pred_spelt = _spelled(predictions)
+    if predictions.dtype == object:
+        marker = predictions.map(lambda v: isinstance(v, str) and v == FORMAT_FAILURE).to_numpy(dtype=bool)
+    elif pd.api.types.is_numeric_dtype(predictions) or pd.api.types.is_bool_dtype(predictions):
+        marker = np.zeros(len(predictions), dtype=bool)
+    else:  # a string column
+        marker = (predictions == FORMAT_FAILURE).fillna(False).to_numpy(dtype=bool)
     for pattern, members in _BINARY_PATTERNS:
         label_inside = label_spelt.isin(members).to_numpy(dtype=bool)
         pred_inside = pred_spelt.isin(members).to_numpy(dtype=bool) | marker
