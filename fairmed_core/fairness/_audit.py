@@ -330,6 +330,27 @@ def _defined_range(values: np.ndarray) -> np.ndarray:
     return np.where(defined.sum(axis=-1) >= 2, top - bottom, np.nan)
 
 
+def _test_pairs_and_all(present, paired, names, observed_and_permuted, pairs: dict, all_groups: dict) -> None:
+    """Fill ``pairs[name][(i, j)]`` with the permutation p-value of |m_i - m_j| for every pair of ``paired``, and
+    ``all_groups[name]`` with that of the range over ``present`` (two or more groups).
+
+    ``observed_and_permuted(members)`` gives the members' observed metrics ``(groups, metrics)`` and their
+    values under relabelling ``(P, groups, metrics)``."""
+    for position, i in enumerate(paired):
+        for j in paired[position + 1 :]:
+            observed, values = observed_and_permuted([i, j])
+            statistic = np.abs(observed[0] - observed[1])
+            permuted = np.abs(values[:, 0] - values[:, 1])
+            for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
+                pairs[name][(i, j)] = float(p)
+    if len(present) >= 2:
+        observed, values = observed_and_permuted(present)
+        statistic = _defined_range(observed.T)
+        permuted = _defined_range(np.moveaxis(values, 1, 2))  # (P, metrics)
+        for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
+            all_groups[name] = float(p)
+
+
 def _partition_tests(
     table: EncodedTable, cells: np.ndarray, kept: Sequence[int], metrics: Sequence[str], *, n_permutations: int, rng
 ) -> _PartitionTests:
@@ -360,19 +381,7 @@ def _partition_tests(
             )
             return observed[:, columns], values[..., columns]  # (groups, m), (P, groups, m)
 
-        for position, i in enumerate(paired):
-            for j in paired[position + 1 :]:
-                observed, values = observed_and_permuted([i, j])
-                statistic = np.abs(observed[0] - observed[1])
-                permuted = np.abs(values[:, 0] - values[:, 1])
-                for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
-                    pairs[name][(i, j)] = float(p)
-        if len(present) >= 2:
-            observed, values = observed_and_permuted(present)
-            statistic = _defined_range(observed.T)
-            permuted = _defined_range(np.moveaxis(values, 1, 2))  # (P, m)
-            for name, p in zip(names, permutation_p_value(statistic, permuted), strict=True):
-                all_groups[name] = float(p)
+        _test_pairs_and_all(present, paired, names, observed_and_permuted, pairs, all_groups)
     return _PartitionTests(pairs=pairs, all_groups=all_groups)
 
 
@@ -437,19 +446,7 @@ def _score_partition_tests(
         permuted = permuted_group_counts(sub, parts, n_permutations=n_permutations, rng=rng)
         return statistics(sub.sum(axis=0)), statistics(permuted)
 
-    for position, i in enumerate(paired):
-        for j in paired[position + 1 :]:
-            observed, values = observed_and_permuted([i, j])
-            statistic = np.abs(observed[0] - observed[1])
-            permuted = np.abs(values[:, 0] - values[:, 1])
-            for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
-                pairs[name][(i, j)] = float(p)
-    if len(present) >= 2:
-        observed, values = observed_and_permuted(present)
-        statistic = _defined_range(observed.T)
-        permuted = _defined_range(np.moveaxis(values, 1, 2))
-        for name, p in zip(metrics, permutation_p_value(statistic, permuted), strict=True):
-            all_groups[name] = float(p)
+    _test_pairs_and_all(present, paired, metrics, observed_and_permuted, pairs, all_groups)
     return _PartitionTests(pairs=pairs, all_groups=all_groups)
 
 
