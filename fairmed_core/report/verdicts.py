@@ -14,12 +14,20 @@ dataclasses; the audit's result types come in, verdicts go out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from fairmed_core.fairness import SPEC_BY_NAME, AuditResult, GapEstimate, GroupEstimate, minimum_detectable_gap
+from fairmed_core.fairness import (
+    SPEC_BY_NAME,
+    AuditResult,
+    GapEstimate,
+    GroupEstimate,
+    minimum_detectable_gap,
+    pooled_gap_checks,
+)
 from fairmed_core.report.plan import AuditPlan, MetricMargin
 
 __all__ = [
@@ -226,6 +234,9 @@ def verdicts_from_audit(result: AuditResult, plan: AuditPlan) -> tuple[tuple[Gro
     by_group = {(g.source, g.attribute, g.group, g.metric): g for g in result.groups}
     by_gap = {(g.source, g.attribute, g.metric, g.comparison, g.group_a, g.group_b): g for g in result.gaps}
     references = {(s, a): g for s, a, g in result.settings.reference_groups}
+    # A pooled ("ALL") gap that does not hold within the sources is about the mix of sources, not the model.
+    mixed = {(c.attribute, c.metric, frozenset((c.group_a, c.group_b))): c.reading for c in pooled_gap_checks(result)
+             if c.reading not in ("persists within sources", "no clear gap")}
     groups, gaps = [], []
     for source in result.settings.sources:
         for attribute in plan.attributes:
@@ -241,9 +252,15 @@ def verdicts_from_audit(result: AuditResult, plan: AuditPlan) -> tuple[tuple[Gro
                         continue
                     comparison = by_gap.get((source, attribute, margin.metric, "vs-reference", group.group,
                                              reference_name))
-                    groups.append(group_verdict(
+                    verdict = group_verdict(
                         group=group, reference=reference, comparison=comparison, margin=margin,
-                        min_group_size=plan.min_group_size, confidence=plan.confidence))
+                        min_group_size=plan.min_group_size, confidence=plan.confidence)
+                    reading = mixed.get((attribute, margin.metric, frozenset((group.group, reference_name))))
+                    if source == "ALL" and reading:
+                        note = f"pooled over sources, this gap {reading}: read it per source"
+                        verdict = dataclasses.replace(verdict, reason=f"{verdict.reason}; {note}" if verdict.reason
+                                                      else note)
+                    groups.append(verdict)
                 maxmin = [g for g in result.gaps if g.source == source and g.attribute == attribute
                           and g.metric == margin.metric and g.comparison == "max-min"]
                 for gap in maxmin:
