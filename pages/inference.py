@@ -15,6 +15,7 @@ import streamlit as st
 
 from fairmed_core.data.uploads import MAX_UPLOAD_BYTES, read_uploaded_image
 from fairmed_core.data.labels import answer_label, attribute_label, case_label, group_label, source_label
+from fairmed_core.data.sampling import DEFAULT_SAMPLE_SEED
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.jobs.evaluation import run_evaluation
 from fairmed_core.models.answer_changes import AnswerChanges, find_answer_changes, read_answer_changes
@@ -378,7 +379,9 @@ def evaluate_tab(dataset) -> None:
                          key="inference_eval_split")
     available = int((dataset.cases["split"] == split).sum())
     limit = c2.number_input(f"Cases (0 = all {available:,})", 0, available, 0, key="inference_eval_limit",
-                            help="The first N cases of the split; a quick look before the full run.")
+                            help="A fixed sample of N cases of the split, stratified by source and group (seed "
+                                 f"{DEFAULT_SAMPLE_SEED}: the same cases every time); a quick look before the full "
+                                 "run.")
     options = _decoding_options("inference_eval", batch=True)
     if st.button("Evaluate", type="primary", key="inference_run_eval"):
         loaded, lock = current_model()
@@ -402,6 +405,12 @@ def evaluate_tab(dataset) -> None:
     m2.metric("Accuracy", f"{100 * info['accuracy']:.1f}%")
     m3.metric("Format failures", f"{100 * info['format_failure_rate']:.1f}%")
     m4.metric("Speed", f"{info['cases_per_s']} cases/s")
+    sample = run.sample
+    st.caption(sample.describe("Cases answered") if sample is not None else
+               "Sample composition not recorded (older run: the first N cases of the split).")
+    if sample is not None and not sample.whole:
+        with st.expander("Cases per source and group in the sample"):
+            st.dataframe(sample.groups_table(), hide_index=True, width="stretch")
     st.caption(f"Saved to `{run.path}`.")
     if st.button("Audit this run", key="inference_audit_run", icon=":material/balance:"):
         st.session_state["audit_preselect_run"] = run.name

@@ -1,6 +1,7 @@
 """Training page: start GRPO, FairGRPO and its baselines as background jobs from the sidebar's model, watch them,
-and compare their training dynamics: reward, per-group held-out accuracy, the fairness gaps per method over
-steps (the FairGRPO paper's training-dynamics figure) and the FairGRPO weights per group. It opens on the
+and compare their training dynamics: reward, held-out accuracy and the fairness gaps per method over steps (the
+FairGRPO paper's training-dynamics figure), per data source by default or as a mean labelled with the sources it
+averages, with the held-out sample's composition under them; per-group held-out metrics and the FairGRPO weights. It opens on the
 training records shipped with the GRPO- and FairGRPO-trained models (labelled shipped); the workspace's runs
 join the same choice and are re-read every few seconds, so a running run's curves grow without a reload.
 
@@ -16,12 +17,14 @@ import time
 import pandas as pd
 import streamlit as st
 
+from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness import MEAN_OVER_SOURCES
 from fairmed_core.runs.jobs import Job, list_jobs, start_job
-from fairmed_core.runs.training_store import (eval_frame, list_training_runs, shipped_training_runs,
-                                              summary_frame, train_frame)
+from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs,
+                                              shipped_training_runs, summary_frame, train_frame)
 from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
-from fairmed_core.viz import step_lines_figure
+from fairmed_core.viz import source_step_lines_figure, step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
 from pages._forms import build_config, config_widgets
 from pages._jobs import jobs_panel
@@ -29,9 +32,20 @@ from pages._jobs import jobs_panel
 # The methods are the training config's (one list per kind); this page only names them.
 METHODS = dict(zip(GRPO_METHODS, ("GRPO (TRL)", "FairGRPO", "FairGRPO without demographics", "GRPO + Group DRO",
                                   "GRPO + group resampling"), strict=True))
+# Every statistic with its unit: the gaps in percentage points (pp), the rest as fractions on 0-1.
 GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportunity_difference":
-        "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups)",
-        "f1_es": "F1_ES (F1 / (1 + sigma F1))", "accuracy": "Accuracy", "f1": "F1"}
+        "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups, 0-1)",
+        "f1_es": "F1_ES (F1 / (1 + sigma F1), 0-1)", "accuracy": "Accuracy (share of cases, 0-1)", "f1": "F1 (0-1)"}
+FRACTIONS = {"sigma_f1", "f1_es", "accuracy", "f1"}
+TABLE_GAPS = {"predictive_parity": "Predictive parity (pp)", "equal_opportunity_difference":
+              "Equal opportunity difference (pp)", "sigma_f1": "Sigma F1 (0-1)"}
+GROUP_METRICS = {"accuracy": "Accuracy (share of cases, 0-1)", "f1": "F1 (0-1)",
+                 "recall": "Recall (TPR: share of positive cases found, 0-1)",
+                 "fdr": "False discovery rate (share of positive answers that are wrong, 0-1)",
+                 "format_failure": "Format failures (share of answers, 0-1)"}
+VIEWS = {"per_source": "Per source", "mean": "Mean over sources"}
+SHARE_COLUMN = "Mean share of |advantage| (0-1)"
+ZERO_STD_COLUMN = "Prompts with identical rewards, no gradient (share, 0-1)"
 # The form's main settings, in this order; every other setting of GRPOJobConfig is under "More settings". Both
 # come from the dataclass (pages/_forms.py), so a new setting appears here by itself.
 _MAIN = ("steps", "prompts_per_step", "num_generations", "learning_rate", "beta", "temperature",
@@ -144,6 +158,51 @@ def dynamics_panel(dataset) -> None:
     live()
 
 
+def _sources_in_words(sources: list[str]) -> str:
+    return ", ".join(source_label(s) for s in sources) or "no source"
+
+
+def _summary_table(selected: list, gaps: list[pd.DataFrame], sources: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per run: how it ended and its gaps at its last held-out step, with the sources they average."""
+    rows = []
+    for run, summary in zip(selected, gaps):
+        last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
+        mean = last[(last["source"] == MEAN_OVER_SOURCES) & (last["attribute"] == "mean over attributes")]
+        rows.append({"Run": run.name, "Method": METHODS.get(run.method, run.method),
+                     "Steps": run.finished.steps if run.finished else "running or stopped",
+                     "Test accuracy (0-1)": run.finished.test_accuracy if run.finished else None,
+                     "Last held-out step": None if last.empty else int(last["step"].iloc[0]),
+                     "Held-out sources averaged": _sources_in_words(sources[run.name]),
+                     **{label: mean[key].iloc[0] for key, label in TABLE_GAPS.items()
+                        if not mean.empty and key in mean}})
+    return pd.DataFrame(rows)
+
+
+def _mean_label(selected: list, sources: dict[str, list[str]]) -> tuple[str, bool]:
+    """What the aggregate curves average, in words, and whether each run averages the same sources (else each
+    line names its own)."""
+    distinct = {tuple(sources[run.name]) for run in selected}
+    if len(distinct) == 1:
+        return f"mean over {_sources_in_words(list(next(iter(distinct))))}", True
+    return "mean over each run's sources (named per line)", False
+
+
+def _composition(selected: list) -> None:
+    """Under the curves: which held-out cases each run's curves come from."""
+    for run in selected:
+        st.caption(f"**{run.name}**: {run.held_out_description()}")
+    samples = {}
+    for run in selected:
+        sample = run.held_out_sample
+        if sample is not None:
+            samples.setdefault(sample.case_ids_sha256, (sample, []))[1].append(run.name)
+    if samples:
+        with st.expander("Cases per source and group in the held-out sample"):
+            for sample, names in samples.values():
+                st.caption(f"{', '.join(names)}: {sample.describe()}")
+                st.dataframe(sample.groups_table(), hide_index=True, width="stretch")
+
+
 def _dynamics(live_runs: list, shipped: list) -> None:
     runs = live_runs + shipped
     if not runs:
@@ -171,78 +230,105 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     if not live_runs:
         st.caption("No run in this workspace yet: these are the training records shipped with the GRPO- and "
                    "FairGRPO-trained models (40 steps each on the synthetic benchmark). Runs you start appear here.")
-    table = []
-    gaps, trains, curves = [], [], []
+    gaps, trains, curves, sources = [], [], [], {}
     for run in selected:
         records = run.records()
-        summary = summary_frame(records).assign(run=run.name, method=run.method)
-        gaps.append(summary)
+        sources[run.name] = held_out_sources(records)
+        gaps.append(summary_frame(records).assign(run=run.name, method=run.method))
         trains.append(train_frame(records).assign(run=run.name, method=run.method))
         curves.append(eval_frame(records).assign(run=run.name, method=run.method))
-        last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
-        overall = last[(last["source"] == "mean over sources") & (last["attribute"] == "mean over attributes")]
-        table.append({"run": run.name, "method": METHODS.get(run.method, run.method),
-                      "steps": run.finished.steps if run.finished else "running or stopped",
-                      "test accuracy": run.finished.test_accuracy if run.finished else None,
-                      **{GAPS[k]: overall[k].iloc[0] for k in ("predictive_parity", "equal_opportunity_difference",
-                                                               "sigma_f1") if not overall.empty and k in overall}})
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    st.dataframe(_summary_table(selected, gaps, sources), hide_index=True, width="stretch")
+    st.caption("Gaps at each run's last held-out evaluation, mean over the sources named and over the attributes; "
+               "pp: percentage points.")
     gaps_all = pd.concat(gaps, ignore_index=True)
     trains_all = pd.concat(trains, ignore_index=True)
     curves_all = pd.concat(curves, ignore_index=True)
 
     if "reward" in trains_all:
         st.plotly_chart(step_lines_figure(trains_all.dropna(subset=["reward"]), value="reward", series="run",
-                                          title="Mean reward of the rollouts per step", y_title="Reward"),
+                                          title="Mean reward of the rollouts per step",
+                                          y_title="Mean reward per rollout (1: right answer, 0: wrong)"),
                         width="stretch")
     if gaps_all.empty:
         st.caption("No held-out evaluation yet.")
+        _composition(selected)
         return
-    overall = curves_all[(curves_all["source"] == "ALL") & (curves_all["attribute"] == "overall")
-                         & (curves_all["metric"] == "accuracy")].dropna(subset=["value"])
-    if not overall.empty:
-        st.plotly_chart(step_lines_figure(overall, value="value", series="run",
-                                          title="Held-out accuracy per step (val split, all sources)",
-                                          y_title="Accuracy (share of cases, 0-1)", y_range=(0, 1.02)),
-                        width="stretch")
-    c1, c2, c3 = st.columns(3)
-    sources = [s for s in dict.fromkeys(gaps_all["source"])]
-    source = c1.selectbox("Source", sources, index=sources.index("mean over sources") if "mean over sources" in
-                          sources else 0, key="training_source")
-    attributes = [a for a in dict.fromkeys(gaps_all.loc[gaps_all["source"] == source, "attribute"])]
-    attribute = c2.selectbox("Attribute", attributes, key="training_attribute")
-    gap = c3.selectbox("Fairness statistic", [g for g in GAPS if g in gaps_all], format_func=GAPS.get,
+    splits = {str(run.config.get("job", {}).get("eval_split", "val")) for run in selected}
+    split = f"{next(iter(splits))} split" if len(splits) == 1 else "held-out splits"
+    view = st.radio("Held-out curves", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="training_view",
+                    help="Per source: one panel per data source. Mean over sources: the average of the per-source "
+                         "values, labelled with the sources it averages (older runs evaluated fewer sources).")
+    mean_label, same_sources = _mean_label(selected, sources)
+
+    def mean_names(run_name: object) -> str:
+        return str(run_name) if same_sources else f"{run_name} (mean over {_sources_in_words(sources[run_name])})"
+
+    per_source = (curves_all["source"] != "ALL") & (curves_all["attribute"] == "overall")
+    if view == "per_source":
+        accuracy = curves_all[per_source & (curves_all["metric"] == "accuracy")].dropna(subset=["value"])
+        if not accuracy.empty:
+            st.plotly_chart(source_step_lines_figure(
+                accuracy, value="value", series="run", title=f"Held-out accuracy per step, per source ({split})",
+                y_title=GAPS["accuracy"], y_range=(0, 1.02), source_names=source_label), width="stretch")
+    else:
+        accuracy = gaps_all[(gaps_all["source"] == MEAN_OVER_SOURCES)
+                            & (gaps_all["attribute"] == "mean over attributes")].dropna(subset=["accuracy"])
+        if not accuracy.empty:
+            st.plotly_chart(step_lines_figure(
+                accuracy, value="accuracy", series="run", names=mean_names,
+                title=f"Held-out accuracy per step, {mean_label} ({split})", y_title=GAPS["accuracy"],
+                y_range=(0, 1.02)), width="stretch")
+    c1, c2 = st.columns(2)
+    attributes = [a for a in dict.fromkeys(gaps_all["attribute"]) if a != "mean over attributes"]
+    attributes += ["mean over attributes"] if "mean over attributes" in set(gaps_all["attribute"]) else []
+    attribute = c1.selectbox("Attribute", attributes, key="training_attribute", format_func=attribute_label)
+    gap = c2.selectbox("Fairness statistic", [g for g in GAPS if g in gaps_all], format_func=GAPS.get,
                        key="training_gap")
-    block = gaps_all[(gaps_all["source"] == source) & (gaps_all["attribute"] == attribute)].dropna(subset=[gap])
-    st.plotly_chart(step_lines_figure(block, value=gap, series="run", title=f"{GAPS[gap]} over training: {source}, "
-                                      f"{attribute} (held-out split)", y_title=GAPS[gap]), width="stretch")
+    in_attribute = gaps_all[gaps_all["attribute"] == attribute].dropna(subset=[gap])
+    y_range = (0, 1.02) if gap in FRACTIONS else None
+    if view == "per_source":
+        block = in_attribute[~in_attribute["source"].isin(["ALL", MEAN_OVER_SOURCES])]
+        st.plotly_chart(source_step_lines_figure(
+            block, value=gap, series="run", title=f"{GAPS[gap]} over training, per source: "
+            f"{attribute_label(attribute)} ({split})", y_title=GAPS[gap], y_range=y_range,
+            source_names=source_label), width="stretch")
+    else:
+        block = in_attribute[in_attribute["source"] == MEAN_OVER_SOURCES]
+        st.plotly_chart(step_lines_figure(
+            block, value=gap, series="run", names=mean_names, title=f"{GAPS[gap]} over training, {mean_label}: "
+            f"{attribute_label(attribute)} ({split})", y_title=GAPS[gap], y_range=y_range), width="stretch")
+    _composition(selected)
 
     st.markdown("**Per-group held-out metrics of one run**")
     d1, d2, d3, d4 = st.columns(4)
     run_name = d1.selectbox("Run", [run.name for run in selected], key="training_group_run")
     group_sources = sorted(curves_all["source"].dropna().unique(), key=lambda s: (s == "ALL", s))
-    group_source = d2.selectbox("Source ", group_sources, key="training_group_source") if group_sources else None
+    group_source = d2.selectbox("Source ", group_sources, key="training_group_source", format_func=_source_words) \
+        if group_sources else None
     in_source = curves_all[(curves_all["run"] == run_name) & (curves_all["source"] == group_source)]
     group_attributes = [a for a in dict.fromkeys(in_source["attribute"]) if a != "overall"]
-    group_attribute = d3.selectbox("Attribute ", group_attributes, key="training_group_attribute") \
-        if group_attributes else None
-    metric = d4.selectbox("Metric", ["accuracy", "f1", "recall", "fdr", "format_failure"], key="training_metric")
+    group_attribute = d3.selectbox("Attribute ", group_attributes, key="training_group_attribute",
+                                   format_func=attribute_label) if group_attributes else None
+    metric = d4.selectbox("Metric", list(GROUP_METRICS), key="training_metric", format_func=GROUP_METRICS.get)
     per_group = in_source[(in_source["metric"] == metric)
                           & in_source["attribute"].isin([group_attribute, "overall"])].dropna(subset=["value"])
     if not per_group.empty:
-        labels = per_group["group"].where(per_group["attribute"] != "overall", "all groups")
-        st.plotly_chart(step_lines_figure(per_group.assign(series=labels), value="value", series="series",
-                                          title=f"{metric} per {group_attribute} group: {run_name}, {group_source}",
-                                          y_title=f"{metric} (0-1)", y_range=(0, 1.02)),
-                        width="stretch")
+        series = per_group["group"].where(per_group["attribute"] != "overall", "all groups")
+        st.plotly_chart(step_lines_figure(
+            per_group.assign(series=series), value="value", series="series",
+            names=lambda g: g if g == "all groups" else group_label(g),
+            title=f"{GROUP_METRICS[metric].split(' (')[0]} per {attribute_label(group_attribute)} group: {run_name}, "
+                  f"{_source_words(group_source)}", y_title=GROUP_METRICS[metric], y_range=(0, 1.02)),
+            width="stretch")
     weights = trains_all[trains_all["run"] == run_name]
     weight_columns = [c for c in weights.columns if str(c).startswith("fairgrpo/weight/")]
     if weight_columns:
         long = weights.melt(id_vars=["step"], value_vars=weight_columns, var_name="group", value_name="weight")
         long = long.dropna(subset=["weight"]).assign(group=lambda f: f["group"].str.replace("fairgrpo/weight/", ""))
-        st.plotly_chart(step_lines_figure(long, value="weight", series="group",
+        st.plotly_chart(step_lines_figure(long, value="weight", series="group", names=_domain_group_words,
                                           title=f"FairGRPO weight 1/(T_d T_g) per domain/group: {run_name}",
-                                          y_title="Weight"), width="stretch")
+                                          y_title="Weight (multiplies the advantage; 1: no change)"),
+                        width="stretch")
     if not signal_panel(weights, run_name) and any(run.shipped for run in selected if run.name == run_name):
         st.caption("This shipped record predates the per-source advantage log: runs trained now record where "
                    "the learning signal went, per source.")
@@ -253,6 +339,16 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         if st.button("Open it on the Fairness audit page", key="training_audit", icon=":material/balance:"):
             st.session_state["audit_preselect_run"] = f"{target}/evaluation"
             st.switch_page("pages/fairness_audit.py")
+
+
+def _source_words(source: object) -> str:
+    return "all sources pooled" if source == "ALL" else source_label(source)
+
+
+def _domain_group_words(key: object) -> str:
+    """A FairGRPO weight's ``<source>/<group>`` in words: "dermoscopy: female, age 26-50"."""
+    source, _, group = str(key).partition("/")
+    return f"{source_label(source)}: {group_label(group)}" if group else source_label(source)
 
 
 def signal_panel(train: pd.DataFrame, run_name: str) -> bool:
@@ -267,15 +363,16 @@ def signal_panel(train: pd.DataFrame, run_name: str) -> bool:
     # One batch of 8 prompts is a noisy draw of sources: the mean over the last 10 steps shows the trend.
     long = long.sort_values("step").assign(
         share=lambda f: f.groupby("source")["share"].transform(lambda s: s.rolling(10, min_periods=1).mean()))
-    st.plotly_chart(step_lines_figure(long, value="share", series="source",
+    st.plotly_chart(step_lines_figure(long, value="share", series="source", names=source_label,
                                       title=f"Share of the absolute advantage per source (mean of 10 steps): "
-                                      f"{run_name}", y_title="Share of |advantage|"), width="stretch")
+                                      f"{run_name}", y_title="Share of |advantage| (0-1)", y_range=(0, 1.02)),
+                    width="stretch")
     rows = []
     for column in share_columns:
         source = column.removeprefix("advantage_share/")
         zero = train.get(f"domain_zero_std/{source}")
-        rows.append({"source": source, "mean share of |advantage|": train[column].mean(),
-                     "prompts with identical rewards (no gradient)": None if zero is None else zero.mean()})
+        rows.append({"Source": source_label(source), SHARE_COLUMN: train[column].mean(),
+                     ZERO_STD_COLUMN: None if zero is None else zero.mean()})
     st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
     st.caption("A source whose rollouts all agree (all right or all wrong) contributes no gradient, whatever "
                "weight FairGRPO gives it: a hotter rollout temperature or more rollouts per prompt give it some.")

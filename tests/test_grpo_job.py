@@ -11,7 +11,8 @@ import torch
 
 from fairmed_core.cli import main
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.jobs.grpo_training import GRPOJobConfig, eval_frame, read_metrics, summary_frame
+from fairmed_core.data.sampling import SampleComposition
+from fairmed_core.jobs.grpo_training import GRPOJobConfig, eval_frame, read_metrics, run_grpo_training, summary_frame
 from fairmed_core.runs.eval_store import read_evaluation
 
 SMALL = ["--steps", "2", "--prompts", "4", "--generations", "2", "--eval-every", "1", "--eval-limit", "24",
@@ -45,6 +46,40 @@ def test_a_run_writes_config_metrics_checkpoints_model_and_evaluation(run):
     assert evaluation.info["split"] == "val" and evaluation.info["n_cases"] > 0
     finished = json.loads((run / "training.json").read_text())
     assert finished["steps"] == 2 and finished["method"] == "fairgrpo"
+
+
+def test_held_out_evaluations_answer_a_recorded_stratified_sample_of_every_source(run):
+    """Issue 16: the first 24 val cases are all chest X-rays; the held-out sample covers every source, the same
+    cases at every step, and the run records its composition."""
+    from fairmed_core.runs.training_store import TrainingRun, held_out_sources
+
+    config = json.loads((run / "config.json").read_text())
+    sample = SampleComposition.from_json(config["held_out_sample"])
+    assert (sample.split, sample.n_sample, sample.n_split, sample.seed) == ("val", 24, 600, 0)
+    assert {s: k for s, k, _ in sample.sources} == {"synth_cxr": 8, "synth_derm": 8, "synth_mammo": 8}
+    records = read_metrics(run)
+    assert {r["n_cases"] for r in records if r["kind"] == "eval"} == {24}
+    assert held_out_sources(records) == ["synth_cxr", "synth_derm", "synth_mammo"]
+    curves = eval_frame(records)
+    overall = curves[(curves["attribute"] == "overall") & (curves["metric"] == "accuracy")]
+    assert overall.groupby("step")["source"].apply(set).map(len).eq(4).all()  # three sources and ALL, each step
+    per_step = overall[overall["source"] != "ALL"].groupby("step")["n"].apply(sorted)
+    assert all(counts == [8, 8, 8] for counts in per_step)
+    line = TrainingRun("run", run, config, None).held_out_description()
+    assert line == ("held-out sample: 24 of 600 val cases, stratified by source and group: chest X-ray 8, "
+                    "dermoscopy 8, mammography 8; seed 0")
+    # the final evaluation (the whole split) records its composition too
+    assert read_evaluation(run / "evaluation").sample.whole
+
+
+def test_a_resume_whose_held_out_sample_changed_is_refused(run, tiny_model_dir, default_manifest, tmp_path):
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "training.json").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    config["held_out_sample"]["case_ids_sha256"] = "0" * 64  # as if the manifest's val cases had changed
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FairMedInputError, match="held-out sample differs from the one this run recorded"):
+        run_grpo_training(tiny_model_dir, default_manifest, copy, GRPOJobConfig(), resume=True)
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(run, tiny_model_dir, default_manifest, tmp_path):

@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -223,6 +224,12 @@ def test_a_split_is_evaluated_into_a_run_the_audit_page_opens(page, workspace):
     assert info["n_cases"] == 24 and info["split"] == "test" and info["model"] == "tiny-fairmedgemma"
     metrics = {m.label: m.value for m in page.metric}
     assert metrics["Cases"] == "24" and metrics["Accuracy"] == f"{100 * info['accuracy']:.1f}%"
+    # a stratified sample, not the first 24 (all chest X-rays): its composition is stored and shown beside it
+    assert {s: k for s, k, _ in info["sample"]["sources"]} == {"synth_cxr": 8, "synth_derm": 8, "synth_mammo": 8}
+    predictions = pd.read_csv(runs[0].parent / "predictions.csv")
+    assert predictions["source"].value_counts().to_dict() == {"synth_cxr": 8, "synth_derm": 8, "synth_mammo": 8}
+    assert ("Cases answered: 24 of 2,400 test cases, stratified by source and group: chest X-ray 8, dermoscopy 8, "
+            "mammography 8; seed 0") in [c.value for c in page.caption]
     assert (runs[0].parent / "audit" / "audit.json").is_file()
 
     page.button(key="inference_audit_run").click().run()

@@ -59,7 +59,9 @@ class EvaluationJobConfig:
     adapter: str | None = field(default=None, metadata={
         "help": "LoRA adapter folder (peft, safetensors) applied to the model"})
     split: str = field(default="test", metadata={"help": "split to answer, or 'all'"})
-    limit: int | None = field(default=None, metadata={"help": "answer only the first N cases of the split"})
+    limit: int | None = field(default=None, metadata={
+        "help": "answer a fixed stratified sample of N cases of the split (by source and group, seed 0; "
+                "empty: every case)"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda:N"})
     n_boot: int = field(default=1000, metadata={"help": "audit bootstrap resamples (0: no intervals)"})
     generation: GenerationOptions = field(default_factory=GenerationOptions, metadata={

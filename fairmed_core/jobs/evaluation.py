@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.sampling import DEFAULT_SAMPLE_SEED, stratified_sample
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
@@ -41,13 +42,19 @@ def run_evaluation(
     split: str | None = "test",
     options: GenerationOptions | None = None,
     limit: int | None = None,
+    sample_seed: int = DEFAULT_SAMPLE_SEED,
     n_boot: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationRun:
-    """Evaluate ``loaded`` on ``dataset``'s ``split`` and save predictions, audit and ``run.json`` to ``out_dir``."""
+    """Evaluate ``loaded`` on ``dataset``'s ``split`` (``limit``: a fixed stratified sample of that many cases,
+    by source and group, drawn with ``sample_seed``; None or 0: every case) and save predictions, audit and
+    ``run.json`` to ``out_dir``; ``run.json`` holds the sample's composition under ``"sample"``."""
     options = options or GenerationOptions()
+    case_ids, sample = stratified_sample(dataset.cases, limit, split=split, attributes=dataset.attributes,
+                                         seed=sample_seed)
     started = time.time()
-    predictions = evaluate_dataset(loaded, dataset, split=split, options=options, limit=limit, progress=progress)
+    predictions = evaluate_dataset(loaded, dataset, split=split, options=options, case_ids=case_ids,
+                                   progress=progress)
     elapsed = time.time() - started
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=n_boot)
@@ -62,6 +69,7 @@ def run_evaluation(
         "manifest_root": str(dataset.root),
         "split": split,
         "n_cases": len(predictions),
+        "sample": sample.to_json(),
         "attributes": attributes,
         "positive_label": dataset.positive_label,
         "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),

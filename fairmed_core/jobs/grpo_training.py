@@ -2,7 +2,8 @@
 
 A run folder ``runs/<id>/`` holds::
 
-    config.json        the job settings and the full FairGRPOConfig (written before step 1)
+    config.json        the job settings, the full FairGRPOConfig and the held-out sample's composition
+                       ("held_out_sample": which cases every held-out evaluation answers), written before step 1
     metrics.jsonl      one JSON object per line: {"kind": "train", "step", ...TRL's logs and the FairGRPO
                        weights} and {"kind": "eval", "step", "groups": [...], "summary": [...], "accuracy",
                        "format_failure_rate"}: per source and group accuracy, F1, TPR, FDR, and the FairGRPO gaps
@@ -30,6 +31,7 @@ import torch
 from transformers import TrainerCallback
 
 from fairmed_core.data import Dataset, read_manifest
+from fairmed_core.data.sampling import SampleComposition, stratified_sample
 from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import atomic_write_json, atomic_write_text, read_json_object
@@ -74,10 +76,11 @@ class _MetricsLog:
         atomic_write_text(self.path, text)
 
 
-def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit: int | None, step: int,
+def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, case_ids: tuple[str, ...], step: int,
                     max_new_tokens: int) -> dict:
-    """Greedy answers on the held-out cases, scored per source and group, as one metrics record."""
-    predictions = evaluate_dataset(loaded, dataset, split=split, limit=limit,
+    """Greedy answers on the held-out cases (``case_ids`` of ``split``: the run's fixed sample), scored per
+    source and group, as one metrics record."""
+    predictions = evaluate_dataset(loaded, dataset, split=split, case_ids=case_ids,
                                    options=GenerationOptions(max_new_tokens=max_new_tokens, batch_size=32))
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=0)
@@ -103,11 +106,13 @@ def held_out_record(loaded: LoadedModel, dataset: Dataset, *, split: str, limit:
 
 
 class TrainingDynamicsCallback(TrainerCallback):
-    """Logs TRL's records and a held-out evaluation every ``eval_every`` steps into metrics.jsonl."""
+    """Logs TRL's records and a held-out evaluation of the same cases (``eval_ids``) every ``eval_every`` steps
+    into metrics.jsonl."""
 
     def __init__(self, log: _MetricsLog, loaded: LoadedModel, dataset: Dataset, config: GRPOJobConfig,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 eval_ids: tuple[str, ...], progress: Callable[[int, int], None] | None = None) -> None:
         self.log, self.loaded, self.dataset, self.config, self.progress = log, loaded, dataset, config, progress
+        self.eval_ids = eval_ids
         self.trainer = None
         self._evaluated: set[int] = {r["step"] for r in log.records if r.get("kind") == "eval"}
 
@@ -118,7 +123,7 @@ class TrainingDynamicsCallback(TrainerCallback):
         model.eval()
         try:
             record = held_out_record(self.loaded, self.dataset, split=self.config.eval_split,
-                                     limit=self.config.eval_limit, step=step,
+                                     case_ids=self.eval_ids, step=step,
                                      max_new_tokens=self.config.max_completion_length)
         finally:
             model.train(was_training)
@@ -209,6 +214,22 @@ def resume_checkpoint(folder: Path, state_file: str | None = None, *, reset_stat
     )
 
 
+def _check_resumed_sample(recorded: object, drawn: SampleComposition, out: Path) -> None:
+    """A resumed run answers the held-out cases its first part answered: refused when the data changed so that
+    the sample differs (its curves would join two different sets of cases); a run from before the sample was
+    recorded (the first N cases) goes on with a warning."""
+    if recorded is None:
+        logger.warning("%s recorded no held-out sample (it used the first %s cases of the split): the evaluations "
+                       "after the checkpoint use a stratified sample", out / "config.json", drawn.requested or "all")
+        return
+    before = SampleComposition.from_json(recorded, source=str(out / "config.json"))
+    if before.case_ids_sha256 != drawn.case_ids_sha256:
+        raise FairMedInputError(
+            f"cannot resume: the held-out sample differs from the one this run recorded ({before.describe()}; now "
+            f"{drawn.describe()})", source=str(out / "config.json"),
+            hint="resume with the manifest the run started with, or start a new run")
+
+
 def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, config: GRPOJobConfig, *,
                       resume: bool = False, reset_statistics: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> TrainingResult:
@@ -254,6 +275,12 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     if dataset.positive_label is None:
         raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(manifest),
                                 column="answer")
+    # The held-out cases, fixed for the whole run (and for every run on the same data and size): drawn before the
+    # model loads, so a missing split costs nothing.
+    eval_ids, eval_sample = stratified_sample(dataset.cases, config.eval_limit, split=config.eval_split,
+                                              attributes=dataset.attributes)
+    if resume:
+        _check_resumed_sample(saved.get("held_out_sample"), eval_sample, out)
     loaded = load_model(model_dir, device=_training_device())
     on_cpu = loaded.device.type == "cpu"
     batch = config.prompts_per_step * config.num_generations
@@ -272,13 +299,13 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
     if not resume and main:
         atomic_write_json(out / "config.json", {
             "kind": "grpo-training", "model_dir": str(Path(model_dir).resolve()), "manifest": str(Path(manifest)),
-            "dataset": dataset.name, "job": config.to_dict(),
+            "dataset": dataset.name, "job": config.to_dict(), "held_out_sample": eval_sample.to_json(),
             "trl": {k: json_safe(v) for k, v in trl_config.to_dict().items()
                     if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
         })
     step_of_checkpoint = int(resume_from.name.split("-")[-1]) if resume_from is not None else None
     log = _MetricsLog(out / METRICS_FILE, keep_until_step=step_of_checkpoint)
-    callbacks = [TrainingDynamicsCallback(log, loaded, dataset, config, progress=progress)] if main else []
+    callbacks = [TrainingDynamicsCallback(log, loaded, dataset, config, eval_ids, progress=progress)] if main else []
     torch.manual_seed(config.seed)
     trainer = FairGRPOTrainer(model=loaded.model, args=trl_config, train_dataset=train_data,
                               processing_class=loaded.processor, callbacks=callbacks,

@@ -10,11 +10,12 @@ kept beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from fairmed_core.data import Dataset
+from fairmed_core.data.sampling import stratified_sample
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import FORMAT_FAILURE
 from fairmed_core.models.generation import GenerationOptions, generate_answers
@@ -33,9 +34,13 @@ def evaluate_dataset(
     split: str | None = "test",
     options: GenerationOptions | None = None,
     limit: int | None = None,
+    case_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Answer every case of ``split`` (None: all cases; ``limit``: the first N) and tabulate the answers.
+    """Answer every case of ``split`` (None: all cases) and tabulate the answers; ``case_ids``: only those cases
+    of the split (a held-out sample, in the split's order); ``limit``: a stratified sample of N cases
+    (:func:`fairmed_core.data.sampling.stratified_sample`, its default seed), never the first N, which are one
+    or two sources of a split stored in source order.
 
     Columns: ``case_id, source, split``, the dataset's attribute columns, ``y_true, y_pred, answer, format_ok,
     failure, reasoning, completion, new_tokens, generation_time_s, model``."""
@@ -44,8 +49,15 @@ def evaluate_dataset(
         present = ", ".join(sorted(dataset.cases["split"].astype(str).unique()))
         raise FairMedInputError(f"dataset {dataset.name!r} has no {split!r} cases", column="split",
                                 hint=f"splits present: {present}")
-    if limit is not None:
-        cases = cases.head(limit)
+    if limit is not None and case_ids is None:
+        case_ids, _ = stratified_sample(dataset.cases, limit, split=split, attributes=dataset.attributes)
+    if case_ids is not None:
+        wanted = set(map(str, case_ids))
+        cases = cases[cases["case_id"].astype(str).isin(wanted)]
+        if len(cases) != len(wanted):
+            raise FairMedInputError(f"{len(wanted) - len(cases)} of the {len(wanted)} cases to answer are not "
+                                    f"{split!r} cases of dataset {dataset.name!r}", column="case_id",
+                                    hint="the data changed since the sample was drawn: draw it again")
     images = [[dataset.load_image(case_id)] for case_id in cases["case_id"]]
     # Cases with several images give the model all of them, in order.
     if "image_paths" in cases.columns:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.data.sampling import SampleComposition
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.audit_store import save_audit
@@ -38,6 +39,13 @@ class EvaluationRun:
     @property
     def predictions_path(self) -> Path:
         return self.path / PREDICTIONS_FILE
+
+    @property
+    def sample(self) -> SampleComposition | None:
+        """Which cases of the split were answered (``run.json``'s ``"sample"``); None for a run written before
+        evaluations recorded it (those answered the first N cases, or all of them)."""
+        data = self.info.get("sample")
+        return None if data is None else SampleComposition.from_json(data, source=str(self.path / RUN_FILE))
 
     def label(self) -> str:
         """One line for a picker: model, data, split, size, accuracy."""

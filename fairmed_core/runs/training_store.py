@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.data.sampling import SampleComposition
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import Workspace, shipped_model_dirs
 from fairmed_core.settings import JsonRecord
 
-__all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingResult", "TrainingRun", "eval_frame", "list_training_runs",
-           "read_metrics", "shipped_training_runs", "summary_frame", "train_frame"]
+__all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingResult", "TrainingRun", "eval_frame", "held_out_sources",
+           "list_training_runs", "read_metrics", "shipped_training_runs", "summary_frame", "train_frame"]
 
 METRICS_FILE = "metrics.jsonl"
 FINISHED_FILE = "training.json"
@@ -56,6 +57,24 @@ class TrainingRun:
 
     def records(self) -> list[dict]:
         return read_metrics(self.path)
+
+    @property
+    def held_out_sample(self) -> SampleComposition | None:
+        """The cases its held-out evaluations answered (config.json's ``"held_out_sample"``); None for a run
+        from before it was recorded."""
+        data = self.config.get("held_out_sample")
+        return None if data is None else SampleComposition.from_json(data, source=str(self.path / CONFIG_FILE))
+
+    def held_out_description(self) -> str:
+        """One line on the cases behind its held-out curves; an older run's is said to be unrecorded, with what
+        that version of FairMed did (the first N cases of the split), not guessed."""
+        sample = self.held_out_sample
+        if sample is not None:
+            return sample.describe()
+        job = self.config.get("job", {})
+        limit, split = job.get("eval_limit"), job.get("eval_split", "val")
+        cases = f"first {limit} cases" if limit else "every case"
+        return f"held-out sample composition not recorded (older run: {cases} of the {split} split)"
 
     def writing(self, *, within_s: float, now: float | None = None) -> bool:
         """Whether the run is unfinished and its metrics were written in the last ``within_s`` seconds: a run
@@ -133,6 +152,12 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
     """The FairGRPO gap statistics of every held-out evaluation (step, source, attribute, PP, EOD, ...)."""
     rows = [{"step": r["step"], **s} for r in records if r.get("kind") == "eval" for s in r.get("summary", [])]
     return pd.DataFrame(rows)
+
+
+def held_out_sources(records: list[dict]) -> list[str]:
+    """The sources the held-out evaluations answered cases of (what "mean over sources" averages), in order."""
+    sources = (s.get("source") for r in records if r.get("kind") == "eval" for s in r.get("summary", []))
+    return [s for s in dict.fromkeys(sources) if s not in (None, "ALL", "mean over sources")]
 
 
 def train_frame(records: list[dict]) -> pd.DataFrame:

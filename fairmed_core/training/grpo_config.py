@@ -44,7 +44,9 @@ class GRPOJobConfig:
     max_completion_length: int = field(default=40, metadata={"help": "rollout length limit in tokens"})
     eval_every: int = field(default=10, metadata={"help": "evaluate on the held-out split every N steps"})
     eval_split: str = field(default="val", metadata={"help": "held-out split for the training curves"})
-    eval_limit: int | None = field(default=300, metadata={"help": "held-out cases per evaluation (0 or None: all)"})
+    eval_limit: int | None = field(default=300, metadata={
+        "help": "held-out cases per evaluation: a fixed stratified sample by source and group (seed 0: the same "
+                "cases at every step and for every run on the same data); 0 or None: the whole split"})
     save_every: int = field(default=20, metadata={"help": "checkpoint every N steps"})
     train_limit: int | None = field(default=None, metadata={"help": "train on the first N train cases only"})
     group_attributes: tuple[str, ...] = field(default=("sex", "age_group"), metadata={

@@ -12,7 +12,7 @@ from fairmed_core.viz.data_figures import group_counts_figure, prevalence_figure
 from fairmed_core.viz.fairgrad_figures import conflict_figure, pareto_figure
 from fairmed_core.viz.palette import OKABE_ITO
 from fairmed_core.viz.text_diff import word_diff_html
-from fairmed_core.viz.training_figures import step_lines_figure
+from fairmed_core.viz.training_figures import source_step_lines_figure, step_lines_figure
 
 __all__ = [
     "METRIC_LABELS",
@@ -26,6 +26,7 @@ __all__ = [
     "pareto_figure",
     "prevalence_figure",
     "ratio_band_figure",
+    "source_step_lines_figure",
     "step_lines_figure",
     "word_diff_html",
 ]
