@@ -288,10 +288,15 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     y_range = (0, 1.02) if gap in FRACTIONS else None
     if view == "per_source":
         block = in_attribute[~in_attribute["source"].isin(["ALL", MEAN_OVER_SOURCES])]
+        evaluated = list(dict.fromkeys(s for run in selected for s in sources[run.name]))
         st.plotly_chart(source_step_lines_figure(
             block, value=gap, series="run", title=f"{GAPS[gap]} over training, per source: "
             f"{attribute_label(attribute)} ({split})", y_title=GAPS[gap], y_range=y_range,
-            source_names=source_label), width="stretch")
+            source_names=source_label, panels=evaluated), width="stretch")
+        undefined = [source_label(s) for s in evaluated if s not in set(block["source"])]
+        if undefined:
+            st.caption(f"{GAPS[gap].split(' (')[0]} is not defined for {', '.join(undefined)} at any step (e.g. "
+                       "no positive answers, so no false discovery rate, or no group of this attribute there).")
     else:
         block = in_attribute[in_attribute["source"] == MEAN_OVER_SOURCES]
         st.plotly_chart(step_lines_figure(

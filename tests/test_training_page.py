@@ -50,8 +50,10 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     at = _page(trained_workspace, monkeypatch)
     assert at.title[0].value == "Training" and not at.error, [e.value for e in at.error]
     assert len(at.multiselect(key="training_runs").value) == 2
-    table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
-    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 2).all()
+    table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
+    assert set(table["Method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["Steps"] == 2).all()
+    assert not [c for c in table.columns if "_" in c]  # words with units, not snake_case
+    assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy, mammography").all()
     titles = _chart_titles(at)
     assert any(t.startswith("Mean reward") for t in titles) and any("over training" in t for t in titles)
     assert any(" per sex group" in t for t in titles)
@@ -59,15 +61,37 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     assert not at.exception and not at.error
     assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))
     assert any(t.startswith("Share of the absolute advantage per source") for t in _chart_titles(at))
-    signal = next(frame.value for frame in at.dataframe if "mean share of |advantage|" in frame.value.columns)
-    assert set(signal["source"]) <= {"synth_cxr", "synth_derm", "synth_mammo"} and len(signal) >= 1
-    assert signal["mean share of |advantage|"].between(0, 1).all()
+    signal = next(frame.value for frame in at.dataframe if "Mean share of |advantage| (0-1)" in frame.value.columns)
+    assert set(signal["Source"]) <= {"chest X-ray", "dermoscopy", "mammography"} and len(signal) >= 1
+    assert signal["Mean share of |advantage| (0-1)"].between(0, 1).all()
     at.selectbox(key="training_gap").set_value("equal_opportunity_difference").run()
     assert not at.exception and not at.error
     at.selectbox(key="training_audit_run").set_value("fairgrpo-small").run()
     at.button(key="training_audit").click().run()
     assert at.title[0].value == "Fairness audit"
     assert at.selectbox(key="audit_run_choice").value.startswith("fairgrpo-small/evaluation")
+
+
+def test_new_runs_show_per_source_curves_the_labelled_mean_and_their_held_out_sample(trained_workspace,
+                                                                                     monkeypatch):
+    at = _page(trained_workspace, monkeypatch)
+    assert at.radio(key="training_view").value == "per_source"  # per-source curves first
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    accuracy = next(c for c in charts if c["layout"]["title"]["text"].startswith("Held-out accuracy per step"))
+    assert accuracy["layout"]["title"]["text"] == "Held-out accuracy per step, per source (val split)"
+    assert [a["text"] for a in accuracy["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
+    line = ("held-out sample: 24 of 600 val cases, stratified by source and group: chest X-ray 8, dermoscopy 8, "
+            "mammography 8; seed 0")
+    assert {c.value for c in at.caption} >= {f"**{run}-small**: {line}" for run in ("grpo", "fairgrpo")}
+    groups = next(frame.value for frame in at.dataframe if "Cases in the sample" in frame.value.columns)
+    assert groups["Cases in the sample"].sum() == 24 and "chest X-ray" in set(groups["Source"])
+    at.radio(key="training_view").set_value("mean").run()
+    assert not at.exception and not at.error
+    titles = _chart_titles(at)
+    assert "Held-out accuracy per step, mean over chest X-ray, dermoscopy, mammography (val split)" in titles
+    figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Held-out accuracy"))
+    assert {trace["name"] for trace in figure["data"]} == {"grpo-small", "fairgrpo-small"}
 
 
 def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypatch):
@@ -153,20 +177,37 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     assert sorted(runs.value) == ["tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
     assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO (TRL), 40 steps)" in runs.options
     assert any("training records shipped with" in c.value for c in at.caption)
-    table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
-    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 40).all()
-    assert table["run"].str.endswith(" (shipped)").all()
+    table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
+    assert set(table["Method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["Steps"] == 40).all()
+    assert table["Run"].str.endswith(" (shipped)").all()
+    # the shipped records evaluated the first 300 val cases: two sources, and the table says which
+    assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy").all()
     charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
               for chart in at.get("plotly_chart")}
-    # GRPO and FairGRPO overlaid: one line per shipped run on the held-out accuracy and the gap over steps
-    for prefix in ("Held-out accuracy per step", "Predictive parity"):
+    # per source by default: one panel per source evaluated, GRPO and FairGRPO overlaid in each
+    assert at.radio(key="training_view").value == "per_source"
+    for prefix in ("Held-out accuracy per step, per source", "Predictive parity"):
         figure = next(spec for title, spec in charts.items() if title.startswith(prefix))
-        assert sorted(trace["name"] for trace in figure["data"]) == [
-            "tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
+        panels = [a["text"] for a in figure["layout"]["annotations"]]
+        assert panels[:2] == ["chest X-ray", "dermoscopy"]  # a panel where PP is never defined says so
+        assert {trace["name"] for trace in figure["data"]} == {
+            "tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"}
         # held-out at step 0 and every 10 of the 40 steps
         assert all(_values(trace["x"]) == [0, 10, 20, 30, 40] for trace in figure["data"])
     accuracy = next(spec for title, spec in charts.items() if title.startswith("Held-out accuracy"))
     assert accuracy["layout"]["yaxis"]["range"] == [0, 1.02]  # a share on its whole scale, not a 0.6 pp zoom
+    assert accuracy["layout"]["yaxis"]["title"]["text"] == "Accuracy (share of cases, 0-1)"
+    # the old records did not store their sample: said so, not guessed
+    captions = [c.value for c in at.caption]
+    assert sum("held-out sample composition not recorded (older run: first 300 cases of the val split)" in c
+               for c in captions) == 2
+    # the aggregate names the sources it averages
+    at.radio(key="training_view").set_value("mean").run()
+    assert not at.exception and not at.error
+    titles = _chart_titles(at)
+    assert "Held-out accuracy per step, mean over chest X-ray, dermoscopy (val split)" in titles
+    assert any(t.startswith("Predictive parity (FDR gap, pp) over training, mean over chest X-ray, dermoscopy")
+               for t in titles)
     at.selectbox(key="training_group_run").set_value("tiny-fairmedgemma-fairgrpo (shipped)").run()
     assert not at.exception and not at.error
     assert any(t.startswith("FairGRPO weight") for t in _chart_titles(at))

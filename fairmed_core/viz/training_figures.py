@@ -3,7 +3,7 @@ one panel per data source."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -43,10 +43,13 @@ def step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, title: st
 def source_step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, title: str, y_title: str,
                              source: str = "source", y_range: tuple[float, float] | None = None,
                              names: Callable[[object], str] | None = None,
-                             source_names: Callable[[object], str] | None = None) -> go.Figure:
+                             source_names: Callable[[object], str] | None = None,
+                             panels: Sequence[object] | None = None) -> go.Figure:
     """One panel per ``source`` value (side by side, one y axis), each with the lines of ``value`` over ``step``
-    per ``series`` value; a series keeps its colour and its one legend entry across the panels."""
-    sources = list(dict.fromkeys(frame[source]))
+    per ``series`` value; a series keeps its colour and its one legend entry across the panels. ``panels``: the
+    sources to draw, in order, including those without a value (a gap undefined at every step there), whose
+    panel says so rather than vanishing."""
+    sources = list(dict.fromkeys(frame[source])) if panels is None else list(panels)
     figure = make_subplots(rows=1, cols=max(1, len(sources)), shared_yaxes=True, horizontal_spacing=0.04,
                            subplot_titles=[_name(source_names, s) for s in sources])
     order = list(dict.fromkeys(frame[series]))
@@ -60,6 +63,11 @@ def source_step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, ti
                              row=1, col=column)
             shown.add(name)
         figure.update_xaxes(title="Training step", row=1, col=column)
+    for column, source_value in enumerate(sources, start=1):
+        if not (frame[source] == source_value).any():
+            axis = "" if column == 1 else str(column)
+            figure.add_annotation(text="no value at any step", showarrow=False, xref=f"x{axis} domain",
+                                  yref=f"y{axis} domain", x=0.5, y=0.5, font=dict(color="#666666"))
     figure.update_layout(title=title, **_LAYOUT)
     figure.update_yaxes(title=y_title, row=1, col=1)
     figure.update_yaxes(range=list(y_range) if y_range else None)
