@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.data.sampling import SampleComposition
 from fairmed_core.files import TINY_MODEL, atomic_write_text
 from fairmed_core.models.model_card import _group_table, _misses, _source_table, _summary_table, _table
 from fairmed_core.models.prediction_audit import audit_predictions
@@ -51,10 +52,20 @@ def _held_out_curve(metrics: Path) -> str:
     return _table(pd.DataFrame(rows))
 
 
+def _held_out_cases(recorded: dict) -> str:
+    """Which cases the held-out curve answered: the run's recorded sample, or what older runs did."""
+    if recorded.get("held_out_sample") is not None:
+        return SampleComposition.from_json(recorded["held_out_sample"]).describe()
+    job = recorded["job"]
+    return (f"{job.get('eval_split', 'val')} split, first {job.get('eval_limit')} cases: an older run, which did "
+            "not record its held-out sample's composition")
+
+
 def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
                              start: str | Path = TINY_MODEL) -> str:
     folder, start = Path(folder), Path(start)
-    config = json.loads((folder / "training" / "config.json").read_text(encoding="utf-8"))["job"]
+    recorded = json.loads((folder / "training" / "config.json").read_text(encoding="utf-8"))
+    config = recorded["job"]
     finished = json.loads((folder / "training" / "training.json").read_text(encoding="utf-8"))
     result, info = _audit(folder)
     start_result, _ = _audit(start)
@@ -82,7 +93,7 @@ Reward: 1 for the right boxed answer, 0 otherwise (a format failure scores 0). G
 {', '.join(config.get('group_attributes', []))}. The full training record is in `training/` (`metrics.jsonl`
 opens on the Training page when copied into a workspace's runs/ folder).
 
-Held-out accuracy during training ({config.get('eval_split', 'val')} split, first {config.get('eval_limit')} cases):
+Held-out accuracy during training ({_held_out_cases(recorded)}):
 
 {_held_out_curve(folder / 'training' / 'metrics.jsonl')}
 
