@@ -21,7 +21,7 @@ from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import MEAN_OVER_SOURCES
 from fairmed_core.runs.jobs import Job, list_jobs, start_job
-from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs,
+from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs, mean_over_sources,
                                               shipped_training_runs, summary_frame, train_frame)
 from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
 from fairmed_core.viz import source_step_lines_figure, step_lines_figure
@@ -271,11 +271,10 @@ def _dynamics(live_runs: list, shipped: list) -> None:
                 accuracy, value="value", series="run", title=f"Held-out accuracy per step, per source ({split})",
                 y_title=GAPS["accuracy"], y_range=(0, 1.02), source_names=source_label), width="stretch")
     else:
-        accuracy = gaps_all[(gaps_all["source"] == MEAN_OVER_SOURCES)
-                            & (gaps_all["attribute"] == "mean over attributes")].dropna(subset=["accuracy"])
+        accuracy = mean_over_sources(gaps_all, "accuracy", "mean over attributes")
         if not accuracy.empty:
             st.plotly_chart(step_lines_figure(
-                accuracy, value="accuracy", series="run", names=mean_names,
+                accuracy, value="value", series="run", names=mean_names,
                 title=f"Held-out accuracy per step, {mean_label} ({split})", y_title=GAPS["accuracy"],
                 y_range=(0, 1.02)), width="stretch")
     c1, c2 = st.columns(2)
@@ -298,10 +297,15 @@ def _dynamics(live_runs: list, shipped: list) -> None:
             st.caption(f"{GAPS[gap].split(' (')[0]} is not defined for {', '.join(undefined)} at any step (e.g. "
                        "no positive answers, so no false discovery rate, or no group of this attribute there).")
     else:
-        block = in_attribute[in_attribute["source"] == MEAN_OVER_SOURCES]
+        block = mean_over_sources(gaps_all, gap, attribute)
         st.plotly_chart(step_lines_figure(
-            block, value=gap, series="run", names=mean_names, title=f"{GAPS[gap]} over training, {mean_label}: "
+            block, value="value", series="run", names=mean_names, title=f"{GAPS[gap]} over training, {mean_label}: "
             f"{attribute_label(attribute)} ({split})", y_title=GAPS[gap], y_range=y_range), width="stretch")
+        fewer = block.merge(pd.Series({run.name: len(sources[run.name]) for run in selected}, name="n_evaluated"),
+                            left_on="run", right_index=True)
+        if (fewer["n_sources"] < fewer["n_evaluated"]).any():
+            st.caption(f"At some steps {GAPS[gap].split(' (')[0]} is undefined on a source (e.g. no positive "
+                       "answers there): the mean at those steps is over the other sources, as in the audit.")
     _composition(selected)
 
     st.markdown("**Per-group held-out metrics of one run**")

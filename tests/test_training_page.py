@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -92,6 +93,29 @@ def test_new_runs_show_per_source_curves_the_labelled_mean_and_their_held_out_sa
     figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                   if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Held-out accuracy"))
     assert {trace["name"] for trace in figure["data"]} == {"grpo-small", "fairgrpo-small"}
+    at.selectbox(key="training_attribute").set_value("sex").run()
+    at.selectbox(key="training_gap").set_value("accuracy").run()
+    assert not at.exception and not at.error
+    figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if json.loads(c.proto.spec)["layout"]
+                  ["title"]["text"].startswith("Accuracy (share of cases, 0-1) over training, mean over chest X-ray"))
+    assert len(figure["data"]) == 2 and all(_values(trace["y"]) for trace in figure["data"])
+
+
+def test_the_mean_over_sources_leaves_out_a_source_where_a_statistic_is_undefined():
+    from fairmed_core.runs.training_store import mean_over_sources
+
+    summary = pd.DataFrame([
+        {"run": "r", "step": 0, "source": "synth_cxr", "attribute": "sex", "predictive_parity": None},
+        {"run": "r", "step": 0, "source": "synth_derm", "attribute": "sex", "predictive_parity": 10.0},
+        {"run": "r", "step": 0, "source": "synth_mammo", "attribute": "sex", "predictive_parity": 20.0},
+        {"run": "r", "step": 0, "source": "ALL", "attribute": "sex", "predictive_parity": 99.0},
+        {"run": "r", "step": 1, "source": "synth_cxr", "attribute": "sex", "predictive_parity": 3.0},
+        {"run": "r", "step": 1, "source": "synth_derm", "attribute": "sex", "predictive_parity": 6.0},
+        {"run": "r", "step": 1, "source": "synth_mammo", "attribute": "age_group", "predictive_parity": 50.0},
+    ])
+    mean = mean_over_sources(summary, "predictive_parity", "sex")
+    assert mean.to_dict("records") == [{"run": "r", "step": 0, "value": 15.0, "n_sources": 2},
+                                       {"run": "r", "step": 1, "value": 4.5, "n_sources": 2}]
 
 
 def test_the_form_starts_a_background_run(default_workspace, tmp_path, monkeypatch):

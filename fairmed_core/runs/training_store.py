@@ -17,7 +17,9 @@ from fairmed_core.runs.workspace import Workspace, shipped_model_dirs
 from fairmed_core.settings import JsonRecord
 
 __all__ = ["METRICS_FILE", "FINISHED_FILE", "TrainingResult", "TrainingRun", "eval_frame", "held_out_sources",
-           "list_training_runs", "read_metrics", "shipped_training_runs", "summary_frame", "train_frame"]
+           "list_training_runs", "mean_over_sources", "read_metrics", "shipped_training_runs", "summary_frame",
+           "train_frame"]
+_AGGREGATE_SOURCES = ("ALL", "mean over sources")  # the pooled and the averaged rows, not a source
 
 METRICS_FILE = "metrics.jsonl"
 FINISHED_FILE = "training.json"
@@ -157,7 +159,21 @@ def summary_frame(records: list[dict]) -> pd.DataFrame:
 def held_out_sources(records: list[dict]) -> list[str]:
     """The sources the held-out evaluations answered cases of (what "mean over sources" averages), in order."""
     sources = (s.get("source") for r in records if r.get("kind") == "eval" for s in r.get("summary", []))
-    return [s for s in dict.fromkeys(sources) if s not in (None, "ALL", "mean over sources")]
+    return [s for s in dict.fromkeys(sources) if s not in (None, *_AGGREGATE_SOURCES)]
+
+
+def mean_over_sources(summary: pd.DataFrame, statistic: str, attribute: str) -> pd.DataFrame:
+    """One statistic of one attribute (or "mean over attributes") averaged over the sources at each step (and
+    run, when ``summary`` has a ``run`` column), by the audit's rule: a source where it is undefined is left out.
+    Columns: [run,] step, value, n_sources (how many sources the mean holds)."""
+    keys = ["run", "step"] if "run" in summary.columns else ["step"]
+    if summary.empty or statistic not in summary.columns:
+        return pd.DataFrame(columns=[*keys, "value", "n_sources"])
+    rows = summary[~summary["source"].isin(_AGGREGATE_SOURCES) & (summary["attribute"] == attribute)]
+    values = pd.to_numeric(rows[statistic], errors="coerce")
+    grouped = values.groupby([rows[k] for k in keys], sort=False)
+    out = pd.DataFrame({"value": grouped.mean(), "n_sources": grouped.count()}).reset_index()
+    return out.dropna(subset=["value"])
 
 
 def train_frame(records: list[dict]) -> pd.DataFrame:
