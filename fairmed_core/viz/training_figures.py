@@ -63,11 +63,14 @@ def source_step_lines_figure(frame: pd.DataFrame, *, value: str, series: str, ti
                              row=1, col=column)
             shown.add(name)
         figure.update_xaxes(title="Training step", row=1, col=column)
+    steps = [frame["step"].min(), frame["step"].max()] if not frame.empty else [0, 1]
     for column, source_value in enumerate(sources, start=1):
         if not (frame[source] == source_value).any():
-            axis = "" if column == 1 else str(column)
-            figure.add_annotation(text="no value at any step", showarrow=False, xref=f"x{axis} domain",
-                                  yref=f"y{axis} domain", x=0.5, y=0.5, font=dict(color="#666666"))
+            # An empty panel keeps its axes (an invisible trace over the steps) and says why it is empty.
+            figure.add_trace(go.Scatter(x=steps, y=[None, None], mode="lines", showlegend=False, hoverinfo="skip"),
+                             row=1, col=column)
+            figure.add_annotation(text="no value at any step", showarrow=False, xref="x domain", yref="y domain",
+                                  x=0.5, y=0.5, font=dict(color="#666666"), row=1, col=column)
     figure.update_layout(title=title, **_LAYOUT)
     figure.update_yaxes(title=y_title, row=1, col=1)
     figure.update_yaxes(range=list(y_range) if y_range else None)
