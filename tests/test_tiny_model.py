@@ -125,7 +125,10 @@ def test_cli_evaluate_writes_a_run_with_an_audit(default_manifest, tiny_model_di
     assert run["n_cases"] == 24 and run["split"] == "test" and run["generation"]["do_sample"] is False
     assert (out / "audit" / "audit.json").is_file()
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert len(predictions) == 24 and set(predictions["y_pred"]) <= {"yes", "no"}
+    # --limit is a stratified sample: every source, where the briefly trained model fails some formats
+    assert len(predictions) == 24 and set(predictions["y_pred"]) <= {"yes", "no", "(format failure)"}
+    assert predictions["source"].value_counts().to_dict() == {"synth_cxr": 8, "synth_derm": 8, "synth_mammo": 8}
+    assert run["sample"]["rule"] == "stratified by source and group"
 
 
 def test_cli_evaluate_errors_are_one_line(default_manifest, tmp_path, capsys):
