@@ -251,9 +251,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
     dataset = read_manifest(manifest)
-    if dataset.positive_label is None:
-        raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(manifest),
-                                column="answer")
+    config.check_data(dataset)  # before the model loads or anything is written: yes/no answers, what the method needs
     loaded = load_model(model_dir, device=_training_device())
     on_cpu = loaded.device.type == "cpu"
     batch = config.prompts_per_step * config.num_generations
