@@ -440,6 +440,7 @@ class FairGRPOBatch:
     advantages: torch.Tensor
     info: FairGRPOStepInfo | None = None
     dro_multipliers: dict[tuple[str, str], float] | None = None
+    completion_lengths: torch.Tensor | None = None  # (n_prompts, G), gathered: the completion tokens the loss counts
 
 
 class FairGRPOTrainer(GRPOTrainer):
@@ -632,6 +633,7 @@ class FairGRPOTrainer(GRPOTrainer):
         self.fairgrpo_last_batch = FairGRPOBatch(
             rewards=matrix.cpu(), domains=domains, groups=groups, grpo_advantages=grpo_advantages.cpu(),
             advantages=output["advantages"].detach().cpu(), info=step.info, dro_multipliers=step.dro_multipliers,
+            completion_lengths=lengths,
         )
         return output
 
