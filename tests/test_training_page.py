@@ -51,7 +51,7 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     assert at.title[0].value == "Training" and not at.error, [e.value for e in at.error]
     assert len(at.multiselect(key="training_runs").value) == 2
     table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
-    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 2).all()
+    assert set(table["method"]) == {"GRPO", "FairGRPO (EQPO)"} and (table["steps"] == 2).all()
     titles = _chart_titles(at)
     assert any(t.startswith("Mean reward") for t in titles) and any("over training" in t for t in titles)
     assert any(" per sex group" in t for t in titles)
@@ -154,7 +154,7 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO (TRL), 40 steps)" in runs.options
     assert any("training records shipped with" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
-    assert set(table["method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["steps"] == 40).all()
+    assert set(table["method"]) == {"GRPO", "FairGRPO (EQPO)"} and (table["steps"] == 40).all()
     assert table["run"].str.endswith(" (shipped)").all()
     charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
               for chart in at.get("plotly_chart")}
