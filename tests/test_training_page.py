@@ -151,7 +151,7 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     assert not at.error, [e.value for e in at.error]
     runs = at.multiselect(key="training_runs")
     assert sorted(runs.value) == ["tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
-    assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO (TRL), 40 steps)" in runs.options
+    assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO, 40 steps)" in runs.options
     assert any("training records shipped with" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "test accuracy" in frame.value.columns)
     assert set(table["method"]) == {"GRPO", "FairGRPO (EQPO)"} and (table["steps"] == 40).all()
