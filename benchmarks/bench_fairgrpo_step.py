@@ -71,9 +71,9 @@ class _WeightingTimer:
     GRPO step, measured directly (whole-step times are dominated by generation, whose length varies)."""
 
     def __init__(self) -> None:
-        import fairmed_core.training.fairgrpo_trainer as trainer_module
+        import fairmed_core.training.methods as methods_module  # the FairGRPO methods call it from there
 
-        self.module, self.original = trainer_module, trainer_module.fairgrpo_advantages
+        self.module, self.original = methods_module, methods_module.fairgrpo_advantages
         self.seconds: list[float] = []
 
         def timed(*args, **kwargs):
@@ -83,7 +83,7 @@ class _WeightingTimer:
             finally:
                 self.seconds.append(time.perf_counter() - began)
 
-        trainer_module.fairgrpo_advantages = timed
+        methods_module.fairgrpo_advantages = timed
 
 
 def main() -> int:

@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fairmed_core.jobs.configs import (CounterfactualAnalysisJobConfig, EvaluationJobConfig,
                                            FairGradImagesJobConfig, FairGradTabularJobConfig,
                                            GeneratorTrainingJobConfig, GRPOTrainingJobConfig, SFTJobConfig)
-    from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
+    from fairmed_core.training.methods import METHODS as GRPO_METHODS
 
     evaluate = commands.add_parser(
         "evaluate", help="run a Gemma 3 image-text model over a dataset split, store predictions and audit")
@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(evaluate, 1)
     evaluate.set_defaults(run=_cmd_evaluate)
 
-    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start; GRPO and "
-                                "FairGRPO; fairgrad: CNNs or tables with FairGrad; counterfactual: the generator)")
+    train = commands.add_parser("train", help="train models (sft: the tiny FairMedGemma warm start; GRPO, "
+                                "RLOO, REINFORCE++, GRPO with resampling or Group DRO, FairGRPO (EQPO) with or without "
+                                "demographics; fairgrad: CNNs or tables with FairGrad; counterfactual: the generator)")
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
     sft = methods.add_parser("sft", help="supervised warm start of the tiny FairMedGemma on a benchmark manifest")
     add_config_flags(sft, SFTJobConfig, config_help="JSON file of the warm start's settings (model sizes under "
@@ -474,11 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "run.json)")
     _add_threads(fairgrad_tabular, 1)
     fairgrad_tabular.set_defaults(run=_cmd_train_fairgrad_tabular)
-    texts = {"grpo": "plain GRPO (TRL)", "fairgrpo": "FairGRPO",
-             "fairgrpo_nd": "FairGRPO without demographics (all prompts clustered)",
-             "grpo_dro": "GRPO with online Group DRO weights", "grpo_resample": "GRPO with group-balanced resampling"}
-    for method in GRPO_METHODS:
-        grpo = methods.add_parser(method, help=f"train a FairMedGemma-family model with {texts[method]}")
+    # One subcommand per registered training method (fairmed_core.training.methods), with the registry's help.
+    for method in GRPO_METHODS.values():
+        grpo = methods.add_parser(method.name, help=f"{method.label}: {method.help}",
+                                  description=f"Train a FairMedGemma-family model with {method.label}: {method.help}.")
         add_config_flags(grpo, GRPOTrainingJobConfig, fixed=("method",))
         grpo.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, model)")
         grpo.add_argument("--resume", action="store_true",
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --resume: go on even though no checkpoint holds the method's state (FairGRPO "
                                "statistics, Group DRO weights), which then restarts from zero")
         _add_threads(grpo, 1)
-        grpo.set_defaults(run=_cmd_train_grpo, method=method)
+        grpo.set_defaults(run=_cmd_train_grpo, method=method.name)
 
     counterfactual_train = methods.add_parser(
         "counterfactual", help="train the class-conditional diffusion generator of counterfactual images "

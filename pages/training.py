@@ -23,15 +23,19 @@ from fairmed_core.fairness import MEAN_OVER_SOURCES
 from fairmed_core.runs.jobs import Job, list_jobs, start_job
 from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs, mean_over_sources,
                                               shipped_training_runs, summary_frame, train_frame)
-from fairmed_core.training.grpo_config import METHODS as GRPO_METHODS
+from fairmed_core.training.methods import METHODS as TRAINING_METHODS
 from fairmed_core.viz import source_step_lines_figure, step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
 from pages._forms import build_config, config_widgets
 from pages._jobs import jobs_panel
 
-# The methods are the training config's (one list per kind); this page only names them.
-METHODS = dict(zip(GRPO_METHODS, ("GRPO (TRL)", "FairGRPO", "FairGRPO without demographics", "GRPO + Group DRO",
-                                  "GRPO + group resampling"), strict=True))
+# The methods, their labels and help come from the registry (fairmed_core.training.methods); this page only
+# shows them.
+METHODS = {name: method.label for name, method in TRAINING_METHODS.items()}
+METHODS_HELP = ("One run per method, same settings. FairGRPO is the method of arXiv 2510.19893 (its v2, June 2026, "
+                "renames it EQPO, Equitable Group Relative Policy Optimization, and FairMedGemma-4B "
+                "EquiMedGemma-4B). Where FairMed departs from the authors' code: docs/FAIRGRPO_DEVIATIONS.md.\n\n"
+                + "\n".join(f"- **{method.label}**: {method.help}." for method in TRAINING_METHODS.values()))
 # Every statistic with its unit: the gaps in percentage points (pp), the rest as fractions on 0-1.
 GAPS = {"predictive_parity": "Predictive parity (FDR gap, pp)", "equal_opportunity_difference":
         "Equal opportunity difference (TPR gap, pp)", "sigma_f1": "Sigma F1 (std of F1 over groups, 0-1)",
@@ -76,7 +80,7 @@ def train_form() -> None:
 
     with st.form("training_form"):
         methods = st.multiselect("Methods (one run each, same settings)", list(METHODS), default=["grpo", "fairgrpo"],
-                                 format_func=METHODS.get, key="training_methods")
+                                 format_func=METHODS.get, key="training_methods", help=METHODS_HELP)
         values = config_widgets(GRPOJobConfig, key_prefix="training", names=_MAIN)
         with st.expander("More settings (held-out splits, LoRA, FairGRPO and Group DRO options)"):
             values |= config_widgets(GRPOJobConfig, key_prefix="training", skip=("method", *_MAIN))
@@ -92,6 +96,9 @@ def train_form() -> None:
     configs = {method: build_config(GRPOTrainingJobConfig, {
         "model": str(current_model_dir()), "data": str(current_manifest()), **values, "method": method})
         for method in methods}
+    dataset = current_dataset()
+    for config in configs.values():
+        config.training.check_data(dataset)  # what the method needs (sources, demographics), before any job starts
     label = "".join(ch for ch in label if ch.isalnum() or ch == "-")[:30]
     jobs = _start(configs, label)
     st.success(f"Started {len(jobs)} run(s): {', '.join(job.name for job in jobs)}. They keep running if you close "
@@ -390,10 +397,11 @@ def signal_panel(train: pd.DataFrame, run_name: str) -> bool:
 
 st.title("Training")
 st.markdown(
-    "Train the sidebar's model with **FairGRPO** (GRPO whose advantages are reweighted by group "
-    "representation, difficulty and data source; groups without demographics are found by clustering) or a "
-    "baseline, and watch fairness over training: per-group accuracy on a held-out split and the gaps between "
-    "groups, step by step, across methods."
+    "Train the sidebar's model with **FairGRPO** (renamed **EQPO** in the paper's v2; GRPO whose advantages are "
+    "reweighted by group representation, difficulty and data source; groups without demographics are found by "
+    "clustering) or one of the paper's baselines (GRPO, RLOO, REINFORCE++, resampling, Group DRO), and watch "
+    "fairness over training: per-group accuracy on a held-out split and the gaps between groups, step by step, "
+    "across methods."
 )
 try:
     dataset = current_dataset()

@@ -115,7 +115,7 @@ def main() -> None:
     record = {"rank": rank, "world_size": trainer.accelerator.num_processes,
               "distributed_type": str(trainer.accelerator.distributed_type),
               "backend": trainer.accelerator.state.backend, "global_step": trainer.state.global_step,
-              "weighting": dataclasses.asdict(trainer._weighting), "steps": steps}
+              "weighting": dataclasses.asdict(trainer._options.weighting), "steps": steps}
     (out / f"rank-{rank}.json").write_text(json.dumps(record), encoding="utf-8")
 
 

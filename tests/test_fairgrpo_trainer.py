@@ -27,6 +27,7 @@ from fairmed_core.models.generation import _suppressed_token_ids
 from fairmed_core.models.loading import load_model
 from fairmed_core.training import fairgrpo_trainer as trainer_module
 from fairmed_core.training import fairgrpo_weights
+from fairmed_core.training import methods as methods_module
 from fairmed_core.training.fairgrpo_trainer import (
     STATISTICS_FILE,
     FairGRPOConfig,
@@ -226,10 +227,11 @@ def test_fairgrpo_replaces_advantages_exactly_as_fairgrpo_advantages_says(model_
     def recording(rewards, domains, groups, statistics, weighting):
         before = copy.deepcopy(statistics)
         result = original(rewards, domains, groups, statistics, weighting)
-        calls.append((rewards.clone(), tuple(domains), tuple(groups), before, weighting, result))
+        calls.append((torch.as_tensor(rewards).clone(), tuple(domains), tuple(groups), before, weighting,
+                      (torch.as_tensor(result[0]), result[1])))
         return result
 
-    monkeypatch.setattr(trainer_module, "fairgrpo_advantages", recording)
+    monkeypatch.setattr(methods_module, "fairgrpo_advantages", recording)
     trainer = trainer_for(model_dir, train_data, config(tmp_path, "fairgrpo"), reward_funcs=[staircase_reward])
     batches = []
     score = trainer._generate_and_score_completions
@@ -251,7 +253,7 @@ def test_fairgrpo_replaces_advantages_exactly_as_fairgrpo_advantages_says(model_
         # The trainer used exactly what the pure function returns for this batch and these statistics.
         replay, replay_info = original(rewards, domains, groups, copy.deepcopy(before), weighting)
         assert torch.equal(replay, advantages)
-        assert torch.equal(used, advantages.reshape(-1))
+        assert torch.equal(used, advantages.reshape(-1).to(used.dtype))
         assert torch.equal(batch.advantages, used)
         # ... and it differs from TRL's GRPO advantages of the same batch by the prompt weight over the batch std
         # (TRL divides by std + 1e-4, FairGRPO by std + 1e-6).
@@ -354,6 +356,36 @@ def test_group_resampling_trains(model_dir, train_data, tmp_path):
     assert isinstance(trainer._get_train_sampler(), GroupBalancedRepeatSampler)
     trainer.train()
     assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+
+
+def test_rloo_trains_with_the_authors_leave_one_out_advantages(model_dir, train_data, tmp_path):
+    # No data source needed: RLOO uses none (the per-source logs are then left out).
+    trainer = trainer_for(model_dir, train_data.remove_columns("dataset"), config(tmp_path, "rloo", max_steps=1),
+                          reward_funcs=[staircase_reward])
+    trainer.train()
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+    batch = trainer.fairgrpo_last_batch
+    rewards = batch.rewards.double()
+    # The authors' formula, element by element: r_i * G / (G - 1) - mean * G / (G - 1).
+    expected = rewards * G / (G - 1) - rewards.mean(dim=1, keepdim=True) * G / (G - 1)
+    torch.testing.assert_close(batch.advantages.double(), expected.reshape(-1), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(batch.advantages, batch.grpo_advantages, atol=1e-3)  # not GRPO's std scaling
+    assert batch.domains is None and list(trainer._logs["advantages"])[-N_PROMPTS * G:] == pytest.approx(
+        batch.advantages.tolist())
+
+
+def test_reinforce_plus_plus_trains_with_batch_whitened_rewards(model_dir, train_data, tmp_path):
+    trainer = trainer_for(model_dir, train_data, config(tmp_path, "reinforce_plus_plus", max_steps=1))
+    trainer.train()
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+    batch = trainer.fairgrpo_last_batch
+    rewards, lengths = batch.rewards.double().reshape(-1), batch.completion_lengths.double().reshape(-1)
+    assert lengths.min() >= 1 and lengths.max() <= 24
+    # Whitened over every completion token of the batch (verl's masked_whiten), one value per completion.
+    tokens = torch.repeat_interleave(rewards, lengths.long())
+    expected = (rewards - tokens.mean()) / torch.sqrt(tokens.var(unbiased=True) + 1e-8)
+    torch.testing.assert_close(batch.advantages.double(), expected, rtol=1e-5, atol=1e-5)
+    assert logged(trainer, "advantage_share/synth_cxr")  # with sources, the per-source logs are kept
 
 
 def test_reference_grpo_loss_equals_trls(model_dir, train_data, tmp_path):

@@ -52,7 +52,7 @@ def test_finished_runs_show_their_training_dynamics(trained_workspace, monkeypat
     assert at.title[0].value == "Training" and not at.error, [e.value for e in at.error]
     assert len(at.multiselect(key="training_runs").value) == 2
     table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
-    assert set(table["Method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["Steps"] == 2).all()
+    assert set(table["Method"]) == {"GRPO", "FairGRPO (EQPO)"} and (table["Steps"] == 2).all()
     assert not [c for c in table.columns if "_" in c]  # words with units, not snake_case
     assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy, mammography").all()
     titles = _chart_titles(at)
@@ -199,10 +199,10 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     assert not at.error, [e.value for e in at.error]
     runs = at.multiselect(key="training_runs")
     assert sorted(runs.value) == ["tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]
-    assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO (TRL), 40 steps)" in runs.options
+    assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO, 40 steps)" in runs.options
     assert any("training records shipped with" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
-    assert set(table["Method"]) == {"GRPO (TRL)", "FairGRPO"} and (table["Steps"] == 40).all()
+    assert set(table["Method"]) == {"GRPO", "FairGRPO (EQPO)"} and (table["Steps"] == 40).all()
     assert table["Run"].str.endswith(" (shipped)").all()
     # the shipped records evaluated the first 300 val cases: two sources, and the table says which
     assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy").all()

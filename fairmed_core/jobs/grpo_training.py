@@ -272,9 +272,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         # Other ranks would race rank 0's config.json; a failing rank 0 stops them through the launcher.
         raise FairMedInputError(f"run folder {str(out)!r} is not empty", hint="choose a new folder, or --resume")
     dataset = read_manifest(manifest)
-    if dataset.positive_label is None:
-        raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(manifest),
-                                column="answer")
+    config.check_data(dataset)  # before the model loads or anything is written: yes/no answers, what the method needs
     # The held-out cases, fixed for the whole run (and for every run on the same data and size): drawn before the
     # model loads, so a missing split costs nothing.
     eval_ids, eval_sample = stratified_sample(dataset.cases, config.eval_limit, split=config.eval_split,

@@ -1,34 +1,29 @@
 """FairGRPO training: a thin subclass of TRL's ``GRPOTrainer`` (trl 1.16.0) and the data it trains on.
 
-``FairGRPOTrainer`` runs one of five methods (``FairGRPOConfig.method``):
+``FairGRPOTrainer`` runs one of the methods registered in :mod:`fairmed_core.training.methods`
+(``FairGRPOConfig.method``; the registry says how each draws prompts, computes advantages and keeps state, and
+the module docstrings there give the formulas). The policy loss is always TRL's (the clipped surrogate, loss_type
+'dapo' by default); a method only supplies the prompts and the per-completion advantages:
 
 - ``"grpo"``: TRL's GRPO, untouched: same sampling, same rewards, same advantages, same loss. The only
   FairMed additions are the special tokens suppressed in sampling (DESIGN section 3; TRL suppresses only the
   image token) and, where the data has a ``dataset`` column, per-group mean rewards in the logs
   (``group_reward/<domain>/<group>``); neither changes an update.
-- ``"fairgrpo"``: FairGRPO (arXiv 2510.19893). After TRL scores the rollouts, the gathered ``(n_prompts, G)``
-  reward matrix, each prompt's domain (``dataset`` column) and demographic group go through
-  ``fairgrpo_weights.fairgrpo_advantages`` -- the formulas live there, not here -- and its advantages replace
-  TRL's for this process's slice. The hierarchical statistics (``self.fairgrpo_statistics``) persist across
-  steps and are saved with every checkpoint (``fairgrpo_statistics.json``) and restored on resume.
-- ``"fairgrpo_nd"``: FairGRPO without demographics: every prompt is clustered by its rollout rewards
-  (``FairGRPOWeighting(cluster_all=True)``).
-- ``"grpo_dro"``: GRPO with online Group DRO weights (Sagawa et al., ICLR 2020, exponentiated-gradient
-  ascent on the group weights). Groups are (domain, demographic group) pairs; with ``r_g`` the mean reward of
-  group g's rollouts in this batch, its loss is ``l_g = 1 - r_g`` (the error rate under the binary accuracy
-  reward) and, for every group present in the batch, ``log q_g <- log q_g + eta * l_g`` with
-  ``eta = dro_step_size``; ``q = softmax(log q)`` over all groups (absent groups take loss 0, as in the
-  authors' code; groups start uniform over the training set's groups). GRPO's advantages of a prompt of group g
-  are then multiplied by ``w_g = (q_g / sum_{h in batch} q_h) * P / P_g`` (P prompts in the batch, P_g of them
-  in g), so that the surrogate is ``sum_g q_g * mean_{i in g} surrogate_i`` -- the Group DRO objective -- and
-  the mean multiplier over prompts is 1. The log-weights are saved with checkpoints (``group_dro_weights.json``).
-- ``"grpo_resample"``: GRPO on group-balanced prompts: the train sampler draws prompts with replacement with
-  probability proportional to ``1 / n_(d,g)`` (the number of training prompts of the prompt's (domain, group)),
-  so every (domain, group) pair has the same expected share of the batches; advantages are GRPO's.
+- ``"rloo"`` and ``"reinforce_plus_plus"``: the paper's RLOO and REINFORCE++ baselines, advantages as the authors'
+  verl estimators compute them (``methods.rloo_advantages``, ``methods.reinforce_plus_plus_advantages``).
+- ``"fairgrpo"`` / ``"fairgrpo_nd"``: FairGRPO (arXiv 2510.19893; EQPO in its v2). After TRL scores the
+  rollouts, the gathered ``(n_prompts, G)`` reward matrix, each prompt's domain (``dataset`` column) and
+  demographic group go through ``fairgrpo_weights.fairgrpo_advantages``, whose advantages replace TRL's for this
+  process's slice. The statistics persist across steps and are saved with every checkpoint
+  (``fairgrpo_statistics.json``) and restored on resume. The ND variant clusters every prompt by its rewards.
+- ``"grpo_dro"``: GRPO's advantages of a prompt of group g multiplied by online Group DRO weights
+  (``methods.group_dro_step``); the log-weights are saved with checkpoints (``group_dro_weights.json``).
+- ``"grpo_resample"``: GRPO on group-balanced prompts (``GroupBalancedRepeatSampler``): every (domain, group)
+  pair has the same expected share of the batches.
 
 Overridden TRL methods (TRL has no public advantage hook): ``_calculate_rewards`` (keeps the gathered reward
 matrix), ``_generate_and_score_completions`` (replaces ``output["advantages"]`` and logs the weights),
-``_get_train_sampler`` (the resampling baseline), ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
+``_get_train_sampler`` (group-balanced sampling), ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
 (method state into and out of the checkpoint folder, the same pattern TRL uses for its entropy controller).
 Multi-process: TRL gathers the rewards of all processes before it normalises; the domain and group keys are
 gathered with accelerate's ``gather_object`` in the same (process-major) order, so every rank computes the same
@@ -62,20 +57,34 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from fairmed_core.data.schema import UNKNOWN, Dataset, attribute_value, open_image, parse_demo
+from fairmed_core.data.schema import UNKNOWN, Dataset, open_image
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import atomic_write_json
 from fairmed_core.models.answers import normalise_answer
 from fairmed_core.models.generation import _suppressed_token_ids
 from fairmed_core.models.prompting import chat_messages, to_model_image
 from fairmed_core.training.fairgrpo_weights import (
+    CLUSTERINGS,
     FairGRPOStatistics,
     FairGRPOStepInfo,
     FairGRPOWeighting,
-    fairgrpo_advantages,
 )
-from fairmed_core.training.grpo_config import METHODS
+from fairmed_core.training.methods import (
+    DRO_WEIGHTS_FILE,
+    METHOD_NAMES,
+    STATISTICS_FILE,
+    MethodOptions,
+    MethodStep,
+    RolloutBatch,
+    _missing,
+    check_method_data,
+    prompt_domain,
+    prompt_group_key,
+    training_method,
+)
 from fairmed_core.training.rewards import accuracy_reward, format_reward
+
+METHODS = METHOD_NAMES  # the registered methods' names (fairmed_core.training.methods)
 
 __all__ = [
     "DRO_WEIGHTS_FILE",
@@ -95,11 +104,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FAIRGRPO_METHODS = ("fairgrpo", "fairgrpo_nd")
-_GROUP_METHODS = ("fairgrpo", "grpo_dro", "grpo_resample")  # need known demographics
-STATISTICS_FILE = "fairgrpo_statistics.json"
-DRO_WEIGHTS_FILE = "group_dro_weights.json"
-_DRO_FORMAT = "fairmed.group_dro_weights"
 # Columns grpo_dataset writes itself; attribute columns with these names are not copied.
 _RESERVED_COLUMNS = ("prompt", "images", "answer", "choices", "demo", "dataset", "case_id", "split")
 
@@ -128,8 +132,8 @@ class FairGRPOConfig(GRPOConfig):
 
     method: str = field(
         default="fairgrpo",
-        metadata={"help": "'grpo', 'fairgrpo', 'fairgrpo_nd' (FairGRPO without demographics: every prompt is "
-                  "clustered), 'grpo_dro' (online Group DRO weights) or 'grpo_resample' (group-balanced sampling)"},
+        metadata={"help": "the training method, one of fairmed_core.training.methods.METHODS: "
+                  + "; ".join(f"'{name}' ({training_method(name).label})" for name in METHOD_NAMES)},
     )
     group_attributes: list[str] = field(
         default_factory=lambda: ["sex", "age_group"],
@@ -171,10 +175,13 @@ class FairGRPOConfig(GRPOConfig):
     dro_step_size: float = field(
         default=0.01, metadata={"help": "Group DRO: step size eta of the exponentiated-gradient weight update"}
     )
+    clustering: str = field(
+        default="fairmed", metadata={"help": f"FairGRPO: how prompts without demographics are clustered, one of "
+                                     f"{CLUSTERINGS} (FairGRPOWeighting.clustering)"}
+    )
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise FairMedInputError(f"unknown method {self.method!r}", column="method", hint=f"use one of {METHODS}")
+        training_method(self.method)  # an unknown name is refused, naming the known ones
         if isinstance(self.group_attributes, str):
             self.group_attributes = [self.group_attributes]
         self.group_attributes = [str(a).strip() for a in self.group_attributes]
@@ -201,25 +208,28 @@ class FairGRPOConfig(GRPOConfig):
             if "num_generations" in text or "generations per prompt" in text or "global batch size" in text:
                 raise _config_error(error) from error
             raise
-        if self.method in _FAIRGRPO_METHODS and self.multi_objective_aggregation != "sum_then_normalize":
+        method = training_method(self.method)
+        if method.advantages is not None and self.multi_objective_aggregation != "sum_then_normalize":
             raise FairMedInputError(
-                "FairGRPO weights the advantages of the summed reward",
+                f"{method.label} computes its advantages from the summed reward",
                 column="multi_objective_aggregation", hint="use 'sum_then_normalize' (TRL's default)",
             )
 
     def weighting(self) -> FairGRPOWeighting:
-        """The ``FairGRPOWeighting`` these settings describe (``cluster_all`` for 'fairgrpo_nd')."""
+        """The ``FairGRPOWeighting`` these settings describe (``cluster_all`` where the method clusters every
+        prompt: 'fairgrpo_nd')."""
         return FairGRPOWeighting(
             rescale=self.rescale,
             statistics=self.statistics,
             cluster_unknown=self.cluster_unknown,
-            cluster_all=self.method == "fairgrpo_nd",
+            cluster_all=training_method(self.method).clusters_every_prompt,
             sort_reward_vectors=self.sort_reward_vectors,
             max_clusters=self.max_clusters,
             elbow_fraction=self.elbow_fraction,
             within_prompt_scale=self.within_prompt_scale,
             eps=self.fairgrpo_eps,
             seed=self.seed,
+            clustering=self.clustering,
         )
 
 
@@ -230,48 +240,8 @@ class FairGRPOConfig(GRPOConfig):
 
 def method_state_file(args) -> str | None:
     """The file a checkpoint keeps the method's state in (FairGRPO statistics, Group DRO weights); None for the
-    stateless methods. ``args``: a FairGRPOConfig, or any settings with its ``method`` and ``statistics``
-    (the job's GRPOJobConfig, read before the model loads)."""
-    if args.method in _FAIRGRPO_METHODS and args.statistics == "persistent":
-        return STATISTICS_FILE
-    if args.method == "grpo_dro":
-        return DRO_WEIGHTS_FILE
-    return None
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def prompt_domain(row: Mapping[str, Any]) -> str | None:
-    """The prompt's data source (its ``dataset`` value, stripped); None when missing."""
-    value = row.get("dataset")
-    return None if _missing(value) else str(value).strip()
-
-
-def prompt_group_key(row: Mapping[str, Any], attributes: Sequence[str] = ("sex", "age_group")) -> str:
-    """The demographic group key of one prompt: each attribute from the column of that name where the row has a
-    known value there, else from its ``demo`` string; joined (``"F,A3"``), or ``"UNK"`` when no attribute is known (the
-    same rule as ``fairgrpo_weights.demographic_group_key``)."""
-    parsed: dict[str, str] | None = None
-    values = []
-    for attribute in attributes:
-        value = row.get(attribute)
-        key = UNKNOWN if _missing(value) else attribute_value(attribute, value)
-        if key != UNKNOWN:
-            values.append(key)
-            continue
-        if parsed is None:
-            demo = row.get("demo")
-            parsed = parse_demo(demo if isinstance(demo, str) else None)
-        values.append(parsed.get(attribute, UNKNOWN))
-    if all(value == UNKNOWN for value in values):
-        return UNKNOWN
-    return ",".join(values)
+    stateless methods. ``args``: a FairGRPOConfig, or the job's GRPOJobConfig (read before the model loads)."""
+    return training_method(args.method).state_file(args)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -369,9 +339,10 @@ def check_training_data(dataset, config: FairGRPOConfig, *, needs_answer: bool =
     """Refuse, before training starts, data the method cannot train on (``FairMedInputError``).
 
     Every method: a ``prompt`` column; with the accuracy reward, an ``answer`` per row within the label set
-    (``config.label_values``, else the row's ``choices``). Every method but 'grpo': a ``dataset`` value per row
-    (one domain is fine; it is logged); 'fairgrpo', 'grpo_dro' and 'grpo_resample': demographics on at least
-    one row (else 'fairgrpo_nd' is the method that needs none). Iterable datasets cannot be scanned: None.
+    (``config.label_values``, else the row's ``choices``). Then what the method needs (``methods.check_method_data``):
+    a ``dataset`` value per row where it needs a source (one domain is fine; it is logged), demographics on at
+    least one row where it needs them (else 'fairgrpo_nd' is the method that needs none). Iterable datasets
+    cannot be scanned: None.
     """
     import datasets
 
@@ -402,40 +373,18 @@ def check_training_data(dataset, config: FairGRPOConfig, *, needs_answer: bool =
                 labels = config.label_values if config.label_values is not None else list(choices[row])
                 raise FairMedInputError(f"answer {answer!r} is not one of the labels {labels}", column="answer",
                                         row=row, hint="fix the answer or widen the label set (label_values)")
-    if config.method == "grpo" and "dataset" not in columns:
-        return TrainingDataSummary(prompts=n, domains={}, groups={})
-    if "dataset" not in columns:
-        raise FairMedInputError(
-            f"method {config.method!r} needs each case's data source in a 'dataset' column; the data has none",
-            column="dataset", hint="add the source (modality or site) per case; one value for all cases is fine",
-        )
-    domain_values = _column(dataset, "dataset")
-    for row, value in enumerate(domain_values):
-        if _missing(value):
-            raise FairMedInputError(
-                f"row {row} has no 'dataset' value (its data source)", column="dataset", row=row,
-                hint="fill in the source of every case; one value for all cases is fine",
-            )
     key_columns = [c for c in ("demo", *config.group_attributes) if c in columns]
     values = {c: _column(dataset, c) for c in key_columns}
-    groups: Counter = Counter()
-    for row in range(n):
-        record = {c: values[c][row] for c in key_columns}
-        groups[(str(domain_values[row]).strip(), prompt_group_key(record, config.group_attributes))] += 1
-    domains = Counter(str(v).strip() for v in domain_values)
+    group_keys = [prompt_group_key({c: values[c][row] for c in key_columns}, config.group_attributes)
+                  for row in range(n)]
+    groups = check_method_data(config.method, _column(dataset, "dataset") if "dataset" in columns else None,
+                               group_keys, config.group_attributes)
+    domains = Counter()
+    for (domain, _), count in groups.items():
+        domains[domain] += count
     if len(domains) == 1:
         logger.info("all %d training prompts come from one domain (%s): FairGRPO's domain temperature is then a "
                     "common factor", n, next(iter(domains)))
-    if config.method in _GROUP_METHODS and all(group == UNKNOWN for _, group in groups):
-        hint = ("use method='fairgrpo_nd' (FairGRPO without demographics), which clusters every prompt by its "
-                "rollout rewards" if config.method == "fairgrpo" else
-                "this baseline balances known groups; use 'fairgrpo_nd' for data without demographics")
-        raise FairMedInputError(
-            f"no training case has demographics ({', '.join(config.group_attributes)}) in 'demo' or attribute "
-            f"columns: method {config.method!r} would see one unknown group"
-            + (" and cluster every prompt" if config.method == "fairgrpo" else ""),
-            column="demo", hint=hint,
-        )
     return TrainingDataSummary(prompts=n, domains=dict(domains), groups=dict(groups))
 
 
@@ -481,15 +430,17 @@ class GroupBalancedRepeatSampler(RepeatSampler):
 class FairGRPOBatch:
     """One generation batch as the method saw it: the gathered ``(n_prompts, G)`` rewards (weighted sum over
     reward functions; unscorable rows as 0), each prompt's domain and group key, TRL's GRPO advantages and the
-    advantages used (this process's slice, one per completion), and FairGRPO's step info (FairGRPO methods)."""
+    advantages used (this process's slice, one per completion), and FairGRPO's step info (FairGRPO methods) or
+    Group DRO's multipliers."""
 
     rewards: torch.Tensor
-    domains: tuple[str, ...]
-    groups: tuple[str, ...]
+    domains: tuple[str, ...] | None  # None: the data has no sources (methods that need none)
+    groups: tuple[str, ...] | None
     grpo_advantages: torch.Tensor
     advantages: torch.Tensor
     info: FairGRPOStepInfo | None = None
     dro_multipliers: dict[tuple[str, str], float] | None = None
+    completion_lengths: torch.Tensor | None = None  # (n_prompts, G), gathered: the completion tokens the loss counts
 
 
 class FairGRPOTrainer(GRPOTrainer):
@@ -527,7 +478,8 @@ class FairGRPOTrainer(GRPOTrainer):
             )
         self._check_reference_model(model, args)
         self.fairgrpo_summary = check_training_data(train_dataset, args, needs_answer=default_rewards)
-        if args.method == "grpo_resample" and self.fairgrpo_summary is None:
+        self.method = training_method(args.method)
+        if self.method.prompt_sampling == "group_balanced" and self.fairgrpo_summary is None:
             raise FairMedInputError("group resampling needs a map-style datasets.Dataset to count groups",
                                     hint="build the data with grpo_dataset()")
         if processing_class is not None and getattr(processing_class, "tokenizer", None) is not None:
@@ -535,10 +487,9 @@ class FairGRPOTrainer(GRPOTrainer):
 
         # Method state: set before TRL's __init__, which already builds the train sampler's dataloader lazily.
         self.reset_method_state = reset_method_state  # resume without the saved state: start it from zero
-        self.fairgrpo_statistics = FairGRPOStatistics()
-        self.group_dro_log_weights: dict[tuple[str, str], float] = {}
-        if args.method == "grpo_dro" and self.fairgrpo_summary is not None:
-            self.group_dro_log_weights = {key: 0.0 for key in sorted(self.fairgrpo_summary.groups)}
+        self._options = MethodOptions.of(args)
+        groups = self.fairgrpo_summary.groups if self.fairgrpo_summary is not None else {}
+        self.method_state = None if self.method.state is None else self.method.state.new(sorted(groups))
         self.fairgrpo_last_batch: FairGRPOBatch | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
 
@@ -547,8 +498,18 @@ class FairGRPOTrainer(GRPOTrainer):
 
         if default_rewards and args.reward_weights is None and len(self.reward_funcs) == 2:
             self.reward_weights = torch.tensor([1.0, args.format_reward_weight], dtype=torch.float32)
-        self._weighting = args.weighting()
         self._suppress_special_tokens()
+
+    @property
+    def fairgrpo_statistics(self) -> FairGRPOStatistics | None:
+        """FairGRPO's statistics (the FairGRPO methods' state); None for the other methods."""
+        return self.method_state if isinstance(self.method_state, FairGRPOStatistics) else None
+
+    @property
+    def group_dro_log_weights(self) -> dict[tuple[str, str], float] | None:
+        """Group DRO's log-weights per (domain, group) (its state); None for the other methods."""
+        return self.method_state if self.method.state is not None and self.method.state.file == DRO_WEIGHTS_FILE \
+            else None
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
@@ -584,7 +545,7 @@ class FairGRPOTrainer(GRPOTrainer):
     # -- sampler (resampling baseline) ----------------------------------------------------------------------
 
     def _get_train_sampler(self, dataset=None):
-        if self.args.method != "grpo_resample":
+        if self.method.prompt_sampling != "group_balanced":
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
         columns = set(dataset.column_names)
@@ -610,22 +571,19 @@ class FairGRPOTrainer(GRPOTrainer):
         self._last_rewards_per_func = rewards_per_func  # gathered over processes: (all completions, funcs)
         return rewards_per_func
 
-    def _prompt_keys(self, inputs) -> tuple[list[tuple[str, str]], int] | None:
-        """(domain, group) of every prompt of the gathered batch, in TRL's process-major order; None where the
-        data has no domains (plain GRPO on data without a ``dataset`` column)."""
-        if not inputs or "dataset" not in inputs[0]:
-            if self.args.method == "grpo":
-                return None
+    def _prompt_keys(self, inputs) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+        """(domains, groups) of every prompt of the gathered batch, in TRL's process-major order; (None, None)
+        where the data has no sources (a method that needs none: no per-group logs)."""
+        has_source = bool(inputs) and "dataset" in inputs[0]
+        if not has_source and self.method.needs_source:
             raise FairMedInputError("a training row has no 'dataset' column", column="dataset")
         local = []
         for row in inputs:
-            domain = prompt_domain(row)
-            if domain is None and self.args.method != "grpo":
+            domain = prompt_domain(row) if has_source else None
+            if domain is None and self.method.needs_source:
                 raise FairMedInputError("a training row has no 'dataset' value (its data source)", column="dataset")
             local.append((domain, prompt_group_key(row, self.args.group_attributes)))
         every = [tuple(key) for key in gather_object(local)]  # every rank calls it: the same collectives
-        if any(domain is None for domain, _ in every):
-            return None  # plain GRPO on rows without a source: no per-group logs
         generations = self.num_generations
         if len(every) % generations:
             raise RuntimeError(f"{len(every)} completions do not form prompts of {generations} rollouts")
@@ -634,79 +592,50 @@ class FairGRPOTrainer(GRPOTrainer):
             if key != prompt_keys[index // generations]:
                 raise RuntimeError("the rollouts of one prompt carry different domains or groups: the batch is not "
                                    "grouped by prompt")
-        return prompt_keys, generations
+        if any(domain is None for domain, _ in prompt_keys):
+            return None, None
+        return tuple(d for d, _ in prompt_keys), tuple(g for _, g in prompt_keys)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training or self._last_rewards_per_func is None:
-            return output  # evaluation: GRPO's advantages, and the statistics stay as they were
-        keyed = self._prompt_keys(inputs)
-        if keyed is None:
-            return output
-        prompt_keys, generations = keyed
+            return output  # evaluation: GRPO's advantages, and the method's state stays as it was
+        domains, groups = self._prompt_keys(inputs)
+        generations = self.num_generations
         device = output["advantages"].device
         rewards_per_func = self._last_rewards_per_func
         rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
         rewards = rewards.masked_fill(torch.isnan(rewards_per_func).all(dim=1), 0.0)  # unscorable: reward 0
         matrix = rewards.view(-1, generations).detach().float()
-        domains = tuple(d for d, _ in prompt_keys)
-        groups = tuple(g for _, g in prompt_keys)
         local_n = len(inputs)
         process_slice = slice(self.accelerator.process_index * local_n,
                               (self.accelerator.process_index + 1) * local_n)
         grpo_advantages = output["advantages"].detach().clone()
-        self._log_group_rewards(matrix, domains, groups)
+        # Every rank calls both gathers (the same collectives), whatever the method.
+        all_grpo = self.accelerator.gather(grpo_advantages).double().cpu().view(-1, generations)
+        lengths = self.accelerator.gather(output["completion_mask"].sum(dim=1)).double().cpu().view(-1, generations)
+        if domains is not None:
+            self._log_group_rewards(matrix, domains, groups)
 
-        info, multipliers = None, None
-        method = self.args.method
-        if method in _FAIRGRPO_METHODS:
-            stats = self.fairgrpo_statistics if self._weighting.statistics == "persistent" else None
-            all_advantages, info = fairgrpo_advantages(matrix.cpu(), domains, groups, stats, self._weighting)
-            flat = all_advantages.reshape(-1)
+        step = MethodStep(advantages=all_grpo.numpy())
+        if self.method.advantages is not None:
+            batch = RolloutBatch(rewards=matrix.double().cpu().numpy(), domains=domains, groups=groups,
+                                 completion_lengths=lengths.numpy(), grpo_advantages=all_grpo.numpy())
+            step = self.method.advantages(batch, self.method_state, self._options)
+            flat = torch.as_tensor(step.advantages, dtype=torch.float64).reshape(-1)
             output["advantages"] = flat[process_slice].to(device=device, dtype=grpo_advantages.dtype)
             self._replace_logged_advantages(flat)
-            self._log_fairgrpo(info)
-        elif method == "grpo_dro":
-            multipliers, per_prompt = self._group_dro_multipliers(matrix.cpu(), domains, groups)
-            per_completion = per_prompt.repeat_interleave(generations)[process_slice]
-            output["advantages"] = grpo_advantages * per_completion.to(device=device, dtype=grpo_advantages.dtype)
-            if len(self._logs["advantages"]) >= per_prompt.numel() * generations:
-                self._scale_logged_advantages(per_prompt.repeat_interleave(generations))
-        self._log_domain_signal(matrix, domains, output["advantages"].detach())
+            metrics = self._metrics["train"]
+            for name, value in step.metrics.items():
+                metrics[name].append(value)
+        if domains is not None:
+            self._log_domain_signal(matrix, domains, output["advantages"].detach())
         self.fairgrpo_last_batch = FairGRPOBatch(
             rewards=matrix.cpu(), domains=domains, groups=groups, grpo_advantages=grpo_advantages.cpu(),
-            advantages=output["advantages"].detach().cpu(), info=info, dro_multipliers=multipliers,
+            advantages=output["advantages"].detach().cpu(), info=step.info, dro_multipliers=step.dro_multipliers,
+            completion_lengths=lengths,
         )
         return output
-
-    def _group_dro_multipliers(self, matrix: torch.Tensor, domains, groups):
-        """Group DRO: update ``log q`` with this batch's group losses, return w_g per group and per prompt."""
-        keys = list(zip(domains, groups, strict=True))
-        prompt_means = matrix.double().mean(dim=1)
-        present = sorted(set(keys))
-        weights = self.group_dro_log_weights
-        if weights:
-            start = float(np.mean(list(weights.values())))
-        else:
-            start = 0.0
-        for key in present:
-            rows = [i for i, k in enumerate(keys) if k == key]
-            loss = 1.0 - float(prompt_means[rows].mean())
-            weights[key] = weights.get(key, start) + self.args.dro_step_size * loss
-        names = sorted(weights)
-        q = torch.softmax(torch.tensor([weights[k] for k in names], dtype=torch.float64), dim=0)
-        q_of = dict(zip(names, q.tolist(), strict=True))
-        in_batch = sum(q_of[k] for k in present)
-        counts = Counter(keys)
-        n_prompts = len(keys)
-        multipliers = {k: q_of[k] / in_batch * n_prompts / counts[k] for k in present}
-        metrics = self._metrics["train"]
-        for (domain, group), value in q_of.items():
-            metrics[f"grpo_dro/weight/{domain}/{group}"].append(value)
-        for (domain, group), value in multipliers.items():
-            metrics[f"grpo_dro/multiplier/{domain}/{group}"].append(value)
-        per_prompt = torch.tensor([multipliers[k] for k in keys], dtype=torch.float64)
-        return multipliers, per_prompt
 
     # -- logging --------------------------------------------------------------------------------------------
 
@@ -733,20 +662,6 @@ class FairGRPOTrainer(GRPOTrainer):
             share = float(per_prompt[rows].sum()) / total if total > 0 else 0.0
             metrics[f"advantage_share/{domain}"].append(share)
 
-    def _log_fairgrpo(self, info: FairGRPOStepInfo) -> None:
-        metrics = self._metrics["train"]
-        metrics["fairgrpo/batch_std"].append(info.batch_std)
-        metrics["fairgrpo/fallback_prompts"].append(float(info.fallback_prompts))
-        for record in info.domains:
-            if math.isfinite(record.temperature):
-                metrics[f"fairgrpo/temperature/{record.domain}"].append(record.temperature)
-        for record in info.groups:
-            metrics[f"fairgrpo/weight/{record.domain}/{record.group}"].append(record.weight)
-            if math.isfinite(record.temperature):
-                metrics[f"fairgrpo/temperature/{record.domain}/{record.group}"].append(record.temperature)
-        for clusters in info.clusters:
-            metrics[f"fairgrpo/clusters/{clusters.domain}"].append(float(clusters.n_clusters))
-
     def _replace_logged_advantages(self, flat: torch.Tensor) -> None:
         """TRL logged its GRPO advantages of this batch (completions table); log the ones used instead."""
         logged = self._logs["advantages"]
@@ -756,28 +671,12 @@ class FairGRPOTrainer(GRPOTrainer):
             for index, value in enumerate(values):
                 logged[offset + index] = value
 
-    def _scale_logged_advantages(self, factors: torch.Tensor) -> None:
-        logged = self._logs["advantages"]
-        values = factors.tolist()
-        offset = len(logged) - len(values)
-        for index, factor in enumerate(values):
-            logged[offset + index] = logged[offset + index] * factor
-
     # -- checkpoints ----------------------------------------------------------------------------------------
 
     def _method_state(self) -> dict[str, Any]:
         """File name -> JSON payload of the method's state (empty for stateless methods)."""
-        name = method_state_file(self.args)
-        if name == STATISTICS_FILE:
-            return {STATISTICS_FILE: self.fairgrpo_statistics.to_dict()}
-        if name == DRO_WEIGHTS_FILE:
-            names = sorted(self.group_dro_log_weights)
-            return {DRO_WEIGHTS_FILE: {
-                "format": _DRO_FORMAT, "version": 1, "step_size": self.args.dro_step_size,
-                "domains": [d for d, _ in names], "groups": [g for _, g in names],
-                "log_weights": [float(self.group_dro_log_weights[k]) for k in names],
-            }}
-        return {}
+        name = self.method.state_file(self.args)
+        return {} if name is None else {name: self.method.state.to_json(self.method_state, self._options)}
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -815,16 +714,5 @@ class FairGRPOTrainer(GRPOTrainer):
             payload = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FairMedInputError(f"cannot read {name}: {error}", source=str(path)) from error
-        if name == STATISTICS_FILE:
-            self.fairgrpo_statistics = FairGRPOStatistics.from_dict(payload, source=str(path))
-        else:
-            try:
-                if payload.get("format") != _DRO_FORMAT:
-                    raise ValueError("missing format marker")
-                self.group_dro_log_weights = {
-                    (str(d), str(g)): float(w)
-                    for d, g, w in zip(payload["domains"], payload["groups"], payload["log_weights"], strict=True)
-                }
-            except (AttributeError, KeyError, TypeError, ValueError) as error:
-                raise FairMedInputError(f"not Group DRO weights: {error}", source=str(path)) from error
+        self.method_state = self.method.state.from_json(payload, str(path))
         return True

@@ -13,7 +13,9 @@ DESIGN section 4 gives the formulas, taken from the authors' released code; for 
 
 Prompts whose demographics are unknown (``"UNK"``) are grouped by their vectors of G rollout rewards: per domain,
 K-means (k = 1..3 by the elbow rule) over all UNK vectors seen so far, refit each step; the cluster size is N_g
-and the centroid's mean is rbar_g -- ``cluster_unknown_groups``.
+and the centroid's mean is rbar_g -- ``cluster_unknown_groups`` (FairMed's default: 10 seeded restarts on the
+distinct vectors), or ``cluster_unknown_groups_authors`` (``clustering="authors"``: the authors' one k-means++
+start with seed 0 on the raw list, and their elbow rule; docs/FAIRGRPO_DEVIATIONS.md).
 
 ``fairgrpo_advantages`` is the one call a TRL ``GRPOTrainer`` subclass makes per step. TRL gathers the reward
 matrix of the whole (all-process) batch before it normalises; call this on that gathered ``(n_prompts, G)``
@@ -31,7 +33,8 @@ Where DESIGN is silent, this module chooses (and the docstrings below repeat):
 - the elbow rule compares the k=1 -> 2 drop, which has no previous drop, with the inertia at k=1;
 - a prompt is UNK when its group key is ``"UNK"``; ``demographic_group_key`` gives "UNK" only when no attribute
   is known, so partly known demographics ("F,UNK") form a group of their own;
-- UNK reward vectors are kept as distinct vectors with counts (the same K-means objective, a bounded history).
+- UNK reward vectors are kept as distinct vectors with counts (the same K-means objective, a bounded history);
+  with ``clustering="authors"`` the raw list is kept as well, since one k-means++ start depends on its order.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from fairmed_core.data.schema import UNKNOWN, parse_demo
 from fairmed_core.errors import FairMedInputError
 
 __all__ = [
+    "CLUSTERINGS",
     "DomainTemperature",
     "FairGRPOStatistics",
     "FairGRPOStepInfo",
@@ -58,7 +62,9 @@ __all__ = [
     "RewardTally",
     "RewardVectors",
     "choose_k_by_elbow",
+    "choose_k_by_elbow_authors",
     "cluster_unknown_groups",
+    "cluster_unknown_groups_authors",
     "demographic_group_key",
     "domain_temperature",
     "fairgrpo_advantages",
@@ -71,6 +77,8 @@ __all__ = [
 # batch std (DESIGN section 4 writes 1e-6 for the first). TRL's own GRPO normalisation uses 1e-4.
 DEFAULT_EPS = 1e-6
 CLUSTER_PREFIX = "cluster-"
+# How prompts without demographics are clustered: FairMed's default and the authors' code (DESIGN section 4).
+CLUSTERINGS = ("fairmed", "authors")
 _STATISTICS_FORMAT = "fairmed.fairgrpo_statistics"
 _STATISTICS_VERSION = 1
 
@@ -129,8 +137,21 @@ class FairGRPOWeighting:
         metadata={"help": "added to the within-prompt and batch stds, and the floor of the domain temperature"},
     )
     seed: int = field(default=0, metadata={"help": "K-means seed; clustering is deterministic given it"})
+    clustering: Literal["fairmed", "authors"] = field(
+        default="fairmed",
+        metadata={
+            "help": "how prompts without demographics are clustered: 'fairmed' (K-means with 10 restarts seeded by "
+            "the run seed on the distinct reward vectors, weighted by their counts; FairMed's elbow rule) or "
+            "'authors' (the authors' code: one k-means++ start with random_state 0 on the raw list of vectors, "
+            "their elbow rule, each prompt in the cluster K-means gave it; docs/FAIRGRPO_DEVIATIONS.md)"
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.clustering not in CLUSTERINGS:
+            raise FairMedInputError(
+                f"unknown clustering {self.clustering!r}", column="clustering", hint="use 'fairmed' or 'authors'"
+            )
         if self.rescale not in ("batch", "zero_mean", "none"):
             raise FairMedInputError(
                 f"unknown rescale {self.rescale!r}", column="rescale", hint="use 'batch', 'zero_mean' or 'none'"
@@ -355,6 +376,9 @@ class FairGRPOStatistics:
     domains: dict[str, RewardTally] = field(default_factory=dict)
     groups: dict[tuple[str, str], RewardTally] = field(default_factory=dict)
     unknown_reward_vectors: dict[str, RewardVectors] = field(default_factory=dict)
+    # The same vectors as a raw list in the order seen (``(n, G)`` per domain), kept only for the authors'
+    # clustering, whose single k-means++ start depends on the order and the duplicates.
+    unknown_reward_history: dict[str, np.ndarray] = field(default_factory=dict)
 
     def domain_tally(self, domain: str) -> RewardTally:
         return self.domains.get(domain, RewardTally())
@@ -370,14 +394,17 @@ class FairGRPOStatistics:
         *,
         keep_unknown_vectors: bool = True,
         sort_vectors: bool = False,
+        keep_unknown_history: bool = False,
     ) -> FairGRPOStatistics:
         """Count one step's ``(n_prompts, G)`` rewards under each prompt's domain and group; keep the reward
-        vectors of UNK prompts (sorted first with ``sort_vectors``) unless ``keep_unknown_vectors`` is False."""
+        vectors of UNK prompts (sorted first with ``sort_vectors``) unless ``keep_unknown_vectors`` is False, and
+        with ``keep_unknown_history`` also their raw list in row order (the authors' clustering)."""
         matrix = _reward_matrix(rewards)
         n_prompts, n_generations = matrix.shape
         domain_keys = _prompt_keys(domains, n_prompts, "domains")
         group_keys = _prompt_keys(groups, n_prompts, "groups")
         new_vectors: dict[str, RewardVectors] = {}
+        new_history: dict[str, np.ndarray] = {}
         if keep_unknown_vectors:
             for domain in sorted(set(domain_keys)):
                 rows = [i for i, (d, g) in enumerate(zip(domain_keys, group_keys)) if d == domain and g == UNKNOWN]
@@ -394,12 +421,16 @@ class FairGRPOStatistics:
                 vectors = np.sort(matrix[rows], axis=1) if sort_vectors else matrix[rows]
                 new = _distinct_vectors(vectors, np.ones(len(rows), dtype=np.int64))
                 new_vectors[domain] = new if kept is None else kept + new
+                if keep_unknown_history:
+                    history = self.unknown_reward_history.get(domain)
+                    new_history[domain] = vectors if history is None else np.concatenate([history, vectors])
         # Checked everything above before changing anything: a rejected batch leaves the statistics as they were.
         for domain, group, row_sum in zip(domain_keys, group_keys, matrix.sum(axis=1), strict=True):
             step = RewardTally(1, n_generations, float(row_sum))
             self.domains[domain] = self.domain_tally(domain) + step
             self.groups[(domain, group)] = self.group_tally(domain, group) + step
         self.unknown_reward_vectors.update(new_vectors)
+        self.unknown_reward_history.update(new_history)
         self.steps += 1
         return self
 
@@ -420,6 +451,9 @@ class FairGRPOStatistics:
                         hint="merge statistics of runs with the same num_generations",
                     )
                 merged.unknown_reward_vectors[domain] = vectors if kept is None else kept + vectors
+            for domain, history in source.unknown_reward_history.items():
+                kept = merged.unknown_reward_history.get(domain)
+                merged.unknown_reward_history[domain] = history if kept is None else np.concatenate([kept, history])
         return merged
 
     def to_dict(self) -> dict[str, Any]:
@@ -448,6 +482,11 @@ class FairGRPOStatistics:
                 "domains": unknown_names,
                 "vectors": [self.unknown_reward_vectors[d].vectors.tolist() for d in unknown_names],
                 "counts": [self.unknown_reward_vectors[d].counts.tolist() for d in unknown_names],
+            },
+            # Optional (absent in files written before it existed): the raw list, for the authors' clustering.
+            "unknown_reward_history": {
+                "domains": sorted(self.unknown_reward_history),
+                "vectors": [self.unknown_reward_history[d].tolist() for d in sorted(self.unknown_reward_history)],
             },
         }
 
@@ -485,6 +524,12 @@ class FairGRPOStatistics:
                 if array.ndim != 2 or len(array) != len(count_array) or not np.isfinite(array).all():
                     raise ValueError(f"bad reward vectors for domain {domain!r}")
                 stats.unknown_reward_vectors[str(domain)] = _distinct_vectors(array, count_array)
+            block = data.get("unknown_reward_history", {"domains": [], "vectors": []})
+            for domain, vectors in zip(block["domains"], block["vectors"], strict=True):
+                array = np.asarray(vectors, dtype=np.float64)
+                if array.ndim != 2 or not np.isfinite(array).all():
+                    raise ValueError(f"bad reward history for domain {domain!r}")
+                stats.unknown_reward_history[str(domain)] = array
         except (KeyError, TypeError, ValueError) as error:
             raise fail(str(error)) from error
         return stats
@@ -638,6 +683,74 @@ def cluster_unknown_groups(
             inertias=tuple(inertias),
             labels=tuple(f"{CLUSTER_PREFIX}{index}" for index in distinct_labels[inverse]),
             sorted_vectors=sort_vectors,
+        )
+    return result
+
+
+def choose_k_by_elbow_authors(inertias: Sequence[float], *, fraction: float = 0.1) -> int:
+    """The authors' elbow rule (``_select_k_elbow`` in DDVD233/mirl ``verl/trainer/ppo/core_algos.py``): with the
+    drops ``d_k = inertia_k - inertia_(k+1)``, the first k >= 2 whose next drop is below ``fraction`` of the
+    previous one (``d_k < fraction * d_(k-1)``), else the largest k tried. Unlike :func:`choose_k_by_elbow`, the
+    1 -> 2 drop is never tested: k = 1 only when one k was tried (all vectors identical)."""
+    values = [float(value) for value in inertias]
+    if len(values) <= 1:
+        return 1
+    drops = [values[k] - values[k + 1] for k in range(len(values) - 1)]
+    for index in range(1, len(drops)):
+        if drops[index] < fraction * drops[index - 1]:
+            return index + 1
+    return len(values)
+
+
+def cluster_unknown_groups_authors(
+    reward_history_by_domain: Mapping[str, Any],
+    *,
+    max_k: int = 3,
+    elbow_fraction: float = 0.1,
+    sorted_vectors: bool = False,
+) -> dict[str, LatentGroups]:
+    """Latent groups as the authors' code forms them (``_cluster_info_question``): per domain, on the raw list of
+    every UNK reward vector seen so far, in the order seen, duplicates included (float32, as their vectors are),
+    ``KMeans(n_clusters=k, n_init="auto", random_state=0)`` -- one k-means++ start with seed 0 -- for k = 1 ..
+    min(``max_k``, distinct vectors), k by :func:`choose_k_by_elbow_authors`; each vector's cluster is the label
+    K-means gave it, N_g the cluster's size and rbar_g its centroid's mean.
+
+    Clusters are renumbered lowest centroid mean first, as :func:`cluster_unknown_groups` does (keys only; sizes
+    and means are the fit's). ``labels`` follow the input order, so the last rows are the current batch's.
+    """
+    from sklearn.cluster import KMeans
+
+    if int(max_k) != max_k or max_k < 1:
+        raise FairMedInputError(f"max_k must be a whole number >= 1, got {max_k!r}", column="max_k")
+    result: dict[str, LatentGroups] = {}
+    for domain in sorted(reward_history_by_domain):
+        vectors = np.asarray(reward_history_by_domain[domain], dtype=np.float32)
+        if vectors.size == 0:
+            continue
+        if vectors.ndim != 2 or not np.isfinite(vectors).all():
+            raise FairMedInputError(
+                f"reward vectors of domain {domain!r} must be a finite (n_prompts, G) matrix, got shape "
+                f"{vectors.shape}",
+                column="rewards",
+            )
+        largest_k = min(int(max_k), len(np.unique(vectors, axis=0)))
+        fits = [KMeans(n_clusters=k, n_init="auto", random_state=0).fit(vectors) for k in range(1, largest_k + 1)]
+        inertias = tuple(float(fit.inertia_) for fit in fits)
+        fit = fits[choose_k_by_elbow_authors(inertias, fraction=elbow_fraction) - 1]
+        centroids = np.asarray(fit.cluster_centers_, dtype=np.float64)
+        labels = np.asarray(fit.labels_, dtype=np.int64)
+        sizes = np.bincount(labels, minlength=len(centroids))
+        tie_breaks = tuple(centroids[:, j] for j in reversed(range(centroids.shape[1])))
+        order = np.lexsort(tie_breaks + (centroids.mean(axis=1),))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        result[domain] = LatentGroups(
+            domain=domain,
+            centroids=centroids[order],
+            cluster_sizes=sizes[order].astype(np.int64),
+            inertias=inertias,
+            labels=tuple(f"{CLUSTER_PREFIX}{index}" for index in rank[labels]),
+            sorted_vectors=sorted_vectors,
         )
     return result
 
@@ -834,25 +947,38 @@ def fairgrpo_advantages(
     else:
         stats = FairGRPOStatistics()
     clustering = config.cluster_all or config.cluster_unknown
+    authors = config.clustering == "authors"
     stats.update(
-        matrix, domain_keys, group_keys, keep_unknown_vectors=clustering, sort_vectors=config.sort_reward_vectors
+        matrix, domain_keys, group_keys, keep_unknown_vectors=clustering, sort_vectors=config.sort_reward_vectors,
+        keep_unknown_history=clustering and authors,
     )
 
     prompt_groups = list(group_keys)
     latent: dict[str, LatentGroups] = {}
     if clustering:
         unknown_domains = sorted({d for d, g in zip(domain_keys, group_keys) if g == UNKNOWN})
-        latent = cluster_unknown_groups(
-            {d: stats.unknown_reward_vectors[d].vectors for d in unknown_domains},
-            counts_by_domain={d: stats.unknown_reward_vectors[d].counts for d in unknown_domains},
-            max_k=config.max_clusters,
-            elbow_fraction=config.elbow_fraction,
-            sort_vectors=config.sort_reward_vectors,
-            seed=config.seed,
-        )
+        if authors:
+            latent = cluster_unknown_groups_authors(
+                {d: stats.unknown_reward_history[d] for d in unknown_domains},
+                max_k=config.max_clusters,
+                elbow_fraction=config.elbow_fraction,
+                sorted_vectors=config.sort_reward_vectors,
+            )
+        else:
+            latent = cluster_unknown_groups(
+                {d: stats.unknown_reward_vectors[d].vectors for d in unknown_domains},
+                counts_by_domain={d: stats.unknown_reward_vectors[d].counts for d in unknown_domains},
+                max_k=config.max_clusters,
+                elbow_fraction=config.elbow_fraction,
+                sort_vectors=config.sort_reward_vectors,
+                seed=config.seed,
+            )
         for domain in unknown_domains:
             rows = [i for i in range(n_prompts) if domain_keys[i] == domain and group_keys[i] == UNKNOWN]
-            for row, key in zip(rows, latent[domain].assign(matrix[rows]), strict=True):
+            # The authors' code takes the label K-means gave the prompt's own vector: this batch's vectors are the
+            # last ones of the domain's history. FairMed's default assigns the nearest centroid.
+            keys = latent[domain].labels[-len(rows):] if authors else latent[domain].assign(matrix[rows])
+            for row, key in zip(rows, keys, strict=True):
                 prompt_groups[row] = key
 
     weights = fairgrpo_weights(domain_keys, prompt_groups, stats, latent_groups=latent, eps=config.eps)

@@ -9,14 +9,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from typing import TYPE_CHECKING
+
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.settings import config_from_dict
-from fairmed_core.training.fairgrpo_weights import DEFAULT_EPS, FairGRPOWeighting
+from fairmed_core.training.fairgrpo_weights import CLUSTERINGS, DEFAULT_EPS, FairGRPOWeighting
+from fairmed_core.training.methods import METHOD_NAMES, check_method_data, prompt_group_key, training_method
+
+if TYPE_CHECKING:
+    from fairmed_core.data import Dataset
 
 __all__ = ["GRPOJobConfig", "LORA_TARGET_MODULES", "METHODS"]
 
-# The training methods, in the order the pages list them.
-METHODS = ("grpo", "fairgrpo", "fairgrpo_nd", "grpo_dro", "grpo_resample")
+# The training methods' names, in the order the pages list them (the registry: fairmed_core.training.methods).
+METHODS = METHOD_NAMES
 
 # Module names inside Gemma3ForConditionalGeneration: only the language model's projections (the vision tower has
 # q/k/v projections of its own, which an "all-linear" target would adapt too).
@@ -31,7 +37,9 @@ def _weighting_help(name: str) -> str:
 class GRPOJobConfig:
     """A training job's settings; CPU defaults finish in minutes on the shipped tiny model."""
 
-    method: str = field(default="fairgrpo", metadata={"help": "training method", "choices": METHODS})
+    method: str = field(default="fairgrpo", metadata={
+        "help": "training method (" + "; ".join(f"{name}: {training_method(name).label}" for name in METHODS) + ")",
+        "choices": METHODS})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
     prompts_per_step: int = field(default=8, metadata={
         "help": "prompts per step (per process when launched on several)", "flag": "--prompts"})
@@ -72,6 +80,8 @@ class GRPOJobConfig:
     elbow_fraction: float = field(default=0.1, metadata={"help": _weighting_help("elbow_fraction")})
     within_prompt_scale: bool = field(default=True, metadata={"help": _weighting_help("within_prompt_scale")})
     fairgrpo_eps: float = field(default=DEFAULT_EPS, metadata={"help": _weighting_help("eps")})
+    clustering: str = field(default="fairmed", metadata={"help": _weighting_help("clustering"),
+                                                         "choices": CLUSTERINGS})
     dro_step_size: float = field(default=0.01, metadata={
         "help": "Group DRO: step size eta of the exponentiated-gradient weight update"})
 
@@ -84,9 +94,7 @@ class GRPOJobConfig:
         if isinstance(self.group_attributes, str):
             object.__setattr__(self, "group_attributes", (self.group_attributes,))
         object.__setattr__(self, "group_attributes", tuple(self.group_attributes))
-        if self.method not in METHODS:
-            raise FairMedInputError(f"unknown method {self.method!r}", column="method",
-                                    hint=f"use one of {list(METHODS)}")
+        training_method(self.method)  # an unknown name is refused, naming the known ones
         for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_every",
                      "save_every"):
             value = getattr(self, name)
@@ -124,12 +132,34 @@ class GRPOJobConfig:
         self.weighting()  # the FairGRPO options, checked where they are declared
 
     def weighting(self) -> FairGRPOWeighting:
-        """The FairGRPO weighting these settings describe (``cluster_all`` for 'fairgrpo_nd')."""
+        """The FairGRPO weighting these settings describe (``cluster_all`` where the method clusters every
+        prompt: 'fairgrpo_nd')."""
         return FairGRPOWeighting(
             rescale=self.rescale, statistics=self.statistics, cluster_unknown=self.cluster_unknown,
-            cluster_all=self.method == "fairgrpo_nd", sort_reward_vectors=self.sort_reward_vectors,
-            max_clusters=self.max_clusters, elbow_fraction=self.elbow_fraction,
-            within_prompt_scale=self.within_prompt_scale, eps=self.fairgrpo_eps, seed=self.seed)
+            cluster_all=training_method(self.method).clusters_every_prompt,
+            sort_reward_vectors=self.sort_reward_vectors, max_clusters=self.max_clusters,
+            elbow_fraction=self.elbow_fraction, within_prompt_scale=self.within_prompt_scale, eps=self.fairgrpo_eps,
+            seed=self.seed, clustering=self.clustering)
+
+    def check_data(self, dataset: Dataset, split: str = "train") -> dict[tuple[str, str], int]:
+        """Refuse, before any job starts, a dataset this run cannot train on (``FairMedInputError``): not yes/no
+        answers, no cases in ``split``, and what the method needs (a data source per case; demographics on some
+        case) among the cases it would train on (the first ``train_limit``). Returns the prompt count per
+        (source, group). The trainer checks its own data again; this is the same check on the case table, cheap
+        enough for the Training page and the command line to run first."""
+        if dataset.positive_label is None:
+            raise FairMedInputError("GRPO training here needs binary yes/no answers", source=str(dataset.root),
+                                    column="answer", hint=f"this dataset's answers: {list(dataset.label_values)}")
+        cases = dataset.cases[dataset.cases["split"] == split]
+        if cases.empty:
+            present = sorted(str(s) for s in dataset.cases["split"].dropna().unique())
+            raise FairMedInputError(f"no {split!r} cases in dataset {dataset.name!r}", column="split",
+                                    hint=f"splits present: {present}")
+        if self.train_limit is not None:
+            cases = cases.head(self.train_limit)
+        records = cases[[c for c in ("demo", *self.group_attributes) if c in cases.columns]].to_dict("records")
+        groups = [prompt_group_key(record, self.group_attributes) for record in records]
+        return check_method_data(self.method, cases["dataset"].tolist(), groups, self.group_attributes)
 
     def trainer_options(self) -> dict:
         """The FairGRPOConfig keywords these settings fix beyond TRL's own (method and FairGRPO options)."""
@@ -138,7 +168,8 @@ class GRPOJobConfig:
                 "statistics": self.statistics, "cluster_unknown": self.cluster_unknown,
                 "sort_reward_vectors": self.sort_reward_vectors, "max_clusters": self.max_clusters,
                 "elbow_fraction": self.elbow_fraction, "within_prompt_scale": self.within_prompt_scale,
-                "fairgrpo_eps": self.fairgrpo_eps, "dro_step_size": self.dro_step_size}
+                "fairgrpo_eps": self.fairgrpo_eps, "dro_step_size": self.dro_step_size,
+                "clustering": self.clustering}
 
     def to_dict(self) -> dict:
         return asdict(self)
