@@ -281,7 +281,7 @@ def test_training_page_opens_on_shipped_curves_and_lists_a_new_run_without_a_rel
         lines = (shipped / "metrics.jsonl").read_text().splitlines()
         (run / "metrics.jsonl").write_text("\n".join(lines[:12]) + "\n")
         (run / "config.json").write_text((shipped / "config.json").read_text())
-        page.get_by_text("shell-run (GRPO (TRL))").first.wait_for(timeout=60_000)
+        page.get_by_text("shell-run (GRPO)").first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "training_live_run.png"), full_page=True)
     finally:
         shutil.rmtree(run, ignore_errors=True)

@@ -76,6 +76,33 @@ def encode_sft_examples(processor, cases: list[SynthCase], images) -> dict[str, 
             "token_type_ids": full["token_type_ids"], "pixel_values": full["pixel_values"], "labels": labels}
 
 
+def undersampled(cases: list[SynthCase], rules: dict[tuple[str, str, str], float], *, seed: int) -> list[SynthCase]:
+    """``cases`` with only ``fraction`` of each named group's cases kept (one seeded draw per case, in order)."""
+    if not rules:
+        return cases
+    draws = torch.rand(len(cases), generator=torch.Generator().manual_seed(seed)).tolist()
+    kept = []
+    for case, draw in zip(cases, draws):
+        fraction = min((rules[key] for key in rules
+                        if key[0] == case.source and case.group(key[1]) == key[2]), default=1.0)
+        if draw < fraction:
+            kept.append(case)
+    return kept
+
+
+def _group_counts(cases: list[SynthCase]) -> dict[str, dict[str, int]]:
+    """Cases trained on per source and group (what the card reports of the warm start's data)."""
+    counts: dict[str, dict[str, int]] = {}
+    for case in cases:
+        for attribute in ("sex", "age_group", "skin_tone"):
+            group = case.group(attribute)
+            if group is not None:
+                key = f"{attribute}={group}"
+                counts.setdefault(case.source, {}).setdefault(key, 0)
+                counts[case.source][key] += 1
+    return counts
+
+
 def _learning_rate(step: int, total: int, config: SFTConfig) -> float:
     warmup = max(1, int(total * config.warmup_fraction))
     if step < warmup:
@@ -100,6 +127,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             hint="train on a manifest written by `fairmed synth`") from error
     cases = [case for case in all_cases
              if case.split == config.split and (config.sources is None or case.source in config.sources)]
+    cases = undersampled(cases, config.undersampling(), seed=config.seed)
     if config.max_cases is not None:
         cases = cases[: config.max_cases]
     if not cases:
@@ -149,7 +177,8 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
     processor.save_pretrained(out)
     atomic_write_json(out / "training_config.json", {
         "method": "supervised warm start (fairmed_core.training.sft)",
-        "data": str(manifest), "split": config.split, "train_cases": n, "steps": total_steps,
+        "data": str(manifest), "split": config.split, "train_cases": n, "cases_per_group": _group_counts(cases),
+        "steps": total_steps,
         "train_time_s": round(train_time_s, 1), "torch_threads": torch.get_num_threads(),
         "config": config.to_dict(),
     })

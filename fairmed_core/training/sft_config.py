@@ -28,11 +28,20 @@ class SFTConfig:
     sources: tuple[str, ...] | None = field(default=None, metadata={
         "help": "train on this data source only (repeat; default all)", "flag": "--source"})
     max_cases: int | None = field(default=None, metadata={"help": "train on the first N cases only (tests)"})
+    # Why: a warm start that has seen few cases of a group leaves a representation-driven disparity in the model,
+    # which reinforcement learning on a split that holds the group can then reduce (issue 16).
+    undersample: tuple[str, ...] = field(default=(), metadata={
+        "help": "keep only a fraction of one group's cases, as SOURCE:ATTRIBUTE:GROUP:FRACTION (e.g. "
+                "synth_cxr:sex:F:0.1; repeat); the cases kept are drawn with the seed"})
     seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
     model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes",
                                                                               "prefix": "model-"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.undersample, str):
+            object.__setattr__(self, "undersample", (self.undersample,))
+        object.__setattr__(self, "undersample", tuple(self.undersample))
+        self.undersampling()  # checked where declared
         if self.sources is not None:
             object.__setattr__(self, "sources", tuple(self.sources))
         for name in ("epochs", "batch_size"):
@@ -47,6 +56,23 @@ class SFTConfig:
                 math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}",
                                     column="learning_rate", hint="e.g. 2e-3")
+
+    def undersampling(self) -> dict[tuple[str, str, str], float]:
+        """``(source, attribute, group) -> fraction kept`` from the ``undersample`` entries."""
+        rules: dict[tuple[str, str, str], float] = {}
+        for entry in self.undersample:
+            parts = str(entry).split(":")
+            fraction = None
+            if len(parts) == 4:
+                try:
+                    fraction = float(parts[3])
+                except ValueError:
+                    fraction = None
+            if fraction is None or not all(parts[:3]) or not 0.0 <= fraction <= 1.0:
+                raise FairMedInputError(f"undersample entry {entry!r} is not SOURCE:ATTRIBUTE:GROUP:FRACTION with a "
+                                        "fraction from 0 to 1", column="undersample", hint="e.g. synth_cxr:sex:F:0.1")
+            rules[(parts[0], parts[1], parts[2])] = fraction
+        return rules
 
     def to_dict(self) -> dict:
         return asdict(self)
