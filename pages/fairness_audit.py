@@ -22,6 +22,7 @@ from fairmed_core.data.labels import group_label
 from fairmed_core.fairness import (
     GLOSSARY,
     METRICS,
+    SPEC_BY_NAME,
     AuditResult,
     audit,
     one_answer_sources,
@@ -254,7 +255,7 @@ with st.expander("Audit settings", expanded=True):
         "most cells empty or too small.",
     )
     intersect = list(crossed) if len(crossed) == 2 else False
-    available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
+    available_metrics = [m for m in METRICS if mapping["score_col"] or not SPEC_BY_NAME[m].needs_score]
     metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
                              format_func=lambda m: METRIC_LABELS[m], key="audit_metrics",
                              help=" ".join(f"**{METRIC_LABELS[m]}**: {GLOSSARY[m]}" for m in available_metrics))

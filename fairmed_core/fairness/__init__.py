@@ -26,7 +26,7 @@ from fairmed_core.fairness._intervals import (
     newcombe_difference_interval,
     wilson_interval,
 )
-from fairmed_core.fairness._metric_spec import GLOSSARY, METRIC_SPECS, SPEC_BY_NAME, MetricSpec
+from fairmed_core.fairness._metric_spec import CONFUSION_SPECS, GLOSSARY, METRIC_SPECS, SPEC_BY_NAME, MetricSpec
 from fairmed_core.fairness._one_answer import (
     NEAR_CONSTANT_RATE,
     NearConstant,
@@ -66,6 +66,7 @@ __all__ = [
     "GLOSSARY",
     "INTERVAL_METHODS",
     "METRICS",
+    "CONFUSION_SPECS",
     "METRIC_SPECS",
     "SPEC_BY_NAME",
     "MEAN_OVER_ATTRIBUTES",

@@ -44,7 +44,7 @@ from fairmed_core.fairness._gaps import (
     to_estimate,
 )
 from fairmed_core.fairness._intervals import INTERVAL_METHODS, proportion_interval
-from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
+from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
 from fairmed_core.fairness._permutation import cell_parts, permutation_p_value, permuted_group_counts
 from fairmed_core.fairness._paper_protocol import check_protocol, paper_protocol_of_table
@@ -66,7 +66,7 @@ MIN_CLASS_CASES = 5
 MEAN_OVER_ATTRIBUTES = "mean over attributes"
 MEAN_OVER_SOURCES = "mean over sources"
 _IN_MEMORY_SOURCE = "<predictions table>"
-_SCORE_METRICS = ("auroc", "ece")
+_SCORE_METRICS = tuple(spec.name for spec in METRIC_SPECS if spec.needs_score)
 _MULTICLASS_AUROC_REASON = (
     "AUROC needs one score per class; a multi-class table has one score column, read as the "
     "confidence of the predicted class"

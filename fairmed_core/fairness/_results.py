@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.fairness._format_failures import FormatFailureRate
+from fairmed_core.fairness._metric_spec import METRIC_SPECS
 from fairmed_core.fairness._metrics import CONFUSION_METRICS
 from fairmed_core.fairness._paper_protocol import PaperSummary
 
-METRICS = (*CONFUSION_METRICS, "auroc", "ece")
+METRICS = (*CONFUSION_METRICS, *(spec.name for spec in METRIC_SPECS if spec.needs_score))
 """Per-group metrics an audit can report (AUROC and ECE need a score column)."""
 
 SUMMARY_STATISTICS = (

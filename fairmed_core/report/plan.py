@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRIC_SPECS, METRICS
+from fairmed_core.fairness import METRIC_SPECS, METRICS, SPEC_BY_NAME
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -345,7 +345,7 @@ def run_attributes(run_dir: str | Path) -> tuple[str, ...]:
 def run_metrics(run_dir: str | Path) -> tuple[str, ...]:
     """Metrics an evaluation run supports: the confusion metrics, plus AUROC and ECE when it has a score."""
     _, header = _run_columns(Path(run_dir))
-    return tuple(m for m in METRICS if m not in ("auroc", "ece") or "score" in header)
+    return tuple(m for m in METRICS if not SPEC_BY_NAME[m].needs_score or "score" in header)
 
 
 def plan_from_run(run_dir: str | Path, *, prepared_by: str = "") -> AuditPlan:
