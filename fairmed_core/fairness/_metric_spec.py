@@ -102,6 +102,9 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
                undefined=_NO_PREDICTED_POSITIVES),
     MetricSpec("selection_rate", "Selection rate", None, True, "all", "all cases", (_FP, _TP), (_TN, _FP, _FN, _TP),
                meaning="Share of all cases the model calls positive."),
+    MetricSpec("npv", "Negative predictive value", True, True, "predicted", "predicted negatives", (_TN,), (_TN, _FN),
+               meaning="Of the cases the model clears (calls negative), the share that are negative: how far a "
+               "negative answer can be trusted.", undefined="no predicted negatives (TN + FN = 0)"),
     MetricSpec("auroc", "AUROC", True, False, "all", "all cases", needs_score=True,
                meaning="How well the score ranks positive above negative cases (0.5 = chance, 1 = perfect)."),
     MetricSpec("ece", "Expected calibration error", False, False, "all", "all cases", needs_score=True,
