@@ -53,3 +53,9 @@ def test_npv_is_offered_and_explained_on_the_audit_page(default_workspace, monke
     chooser = app.multiselect(key="audit_metrics")
     assert "Negative predictive value" in chooser.options
     assert "how far a negative answer can be trusted" in chooser.help
+
+
+def test_the_readme_names_every_metric_of_the_spec_table():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("Metric names:", 1)[1].split(". ", 1)[0]
+    assert all(f" {spec.name}" in listed for spec in METRIC_SPECS), listed
