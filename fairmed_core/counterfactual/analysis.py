@@ -19,7 +19,6 @@ interrupted analysis never leaves a half-written run, and an existing run is nev
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -40,7 +39,7 @@ from fairmed_core.counterfactual.invariance import (
     counterfactual_accuracy,
     flip_table,
 )
-from fairmed_core.counterfactual.records import CounterfactualTests
+from fairmed_core.counterfactual.records import CounterfactualTests, read_counterfactual_run
 from fairmed_core.counterfactual.settings import AnalysisSettings, ValidityThresholds
 from fairmed_core.counterfactual.validity import CounterfactualPair, make_pairs
 from fairmed_core.data.schema import UNKNOWN, Dataset
@@ -473,12 +472,10 @@ def _write(out: Path, table: pd.DataFrame, tests: CounterfactualTests, pairs: Se
 def read_analysis(folder: str | Path) -> tuple[pd.DataFrame, CounterfactualTests, dict]:
     """(pairs table, tests, run metadata) of a run folder written by ``run_counterfactual_analysis``."""
     folder = Path(folder)
+    tests, meta = read_counterfactual_run(folder)
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        tests = json.loads((folder / "tests.json").read_text(encoding="utf-8"))
         table = pd.read_csv(folder / "pairs.csv")
     except (OSError, ValueError) as error:
-        raise FairMedInputError(f"not a complete counterfactual run: {error}", source=str(folder)) from error
-    if meta.get("kind") != "counterfactual":
-        raise FairMedInputError("not a counterfactual run", source=str(folder / "run.json"))
-    return table, CounterfactualTests.from_json(tests, source=str(folder / "tests.json")), meta
+        raise FairMedInputError(f"not a complete counterfactual run: {error}", source=str(folder / "pairs.csv")) \
+            from error
+    return table, tests, meta

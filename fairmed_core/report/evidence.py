@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from scipy.stats import norm
 
+from fairmed_core.counterfactual.records import FlipSummary, read_counterfactual_run
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import (
     FORMAT_FAILURE,
@@ -347,34 +348,22 @@ def _intersections(result: AuditResult | None, plan: AuditPlan) -> tuple[Interse
     return tuple(cells)
 
 
-def _flip_rows(tests: dict, key: str, label: str) -> list[FlipRow]:
-    rows = []
-    for row in (tests.get(key) or {}).get("rows", []):
-        def number(name):
-            value = row.get(name)
-            return math.nan if value is None else float(value)
-        rows.append(FlipRow(pairs=label, attribute=str(row.get("attribute", "")), group=str(row.get("group", "")),
-                            n_pairs=int(row.get("n_pairs") or 0), flips=int(row.get("flips") or 0),
-                            flip_rate=number("flip_rate"), ci_low=number("ci_low"), ci_high=number("ci_high"),
-                            p_value_holm=number("p_value_holm")))
-    return rows
+def _flip_rows(flips: FlipSummary, label: str) -> list[FlipRow]:
+    def number(value) -> float:
+        return math.nan if value is None else float(value)
+
+    return [FlipRow(pairs=label, attribute=row.attribute, group=row.group, n_pairs=row.n_pairs, flips=row.flips,
+                    flip_rate=number(row.flip_rate), ci_low=number(row.ci_low), ci_high=number(row.ci_high),
+                    p_value_holm=number(row.p_value_holm)) for row in flips.rows]
 
 
 def _counterfactual(folder: Path | None) -> tuple[str, str, int, int, tuple[FlipRow, ...], float]:
     if folder is None:
         return "", "", 0, 0, (), math.nan
-    try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        tests = json.loads((folder / "tests.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FairMedInputError(f"not a complete counterfactual run ({error})", source=str(folder)) from error
-    if meta.get("kind") != "counterfactual":
-        raise FairMedInputError("not a counterfactual run (run.json kind is not 'counterfactual')",
-                                source=str(folder / "run.json"))
-    flips = _flip_rows(tests, "flips", "all pairs") + _flip_rows(tests, "flips_valid_pairs", "valid pairs")
-    p = (tests.get("ci_test") or {}).get("p_value")
-    return (str(folder.resolve()), str(tests.get("attribute", meta.get("attribute", ""))),
-            int(tests.get("n_pairs") or 0), int(tests.get("n_valid_pairs") or 0), tuple(flips),
+    tests, _ = read_counterfactual_run(folder)
+    flips = _flip_rows(tests.flips, "all pairs") + _flip_rows(tests.flips_valid_pairs, "valid pairs")
+    p = tests.ci_test.p_value
+    return (str(folder.resolve()), tests.attribute, tests.n_pairs, tests.n_valid_pairs, tuple(flips),
             math.nan if p is None else float(p))
 
 
