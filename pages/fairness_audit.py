@@ -143,10 +143,7 @@ def _choose_predictions() -> tuple[pd.DataFrame, PredictionColumns, str] | None:
         labels = {item.label(): item for item in saved}
         item = labels[st.selectbox("Saved audit", list(labels), key="audit_saved_choice")]
         frame = evaluation_predictions(item.predictions_path)
-        settings = item.settings
-        mapping = PredictionColumns(settings["label_col"], settings["pred_col"],
-                                    tuple(settings.get("sensitive") or ()), settings.get("score_col"),
-                                    settings.get("source_col"))
+        mapping = item.columns
         st.caption(f"Reopened from {item.path}; its settings are in its audit.json.")
         return frame, mapping, item.name
     if kind == TINY:
