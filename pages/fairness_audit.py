@@ -213,7 +213,7 @@ def _choose_predictions() -> tuple[pd.DataFrame, PredictionColumns, str] | None:
         return None
     mapping = PredictionColumns(label_col, pred_col, tuple(attributes), None if score_col == NONE else score_col,
                                 None if source_col == NONE else source_col)
-    frame = validate_predictions(frame, source_name=upload.name, **mapping.keywords())
+    frame = validate_predictions(frame, source_name=upload.name, columns=mapping)
     return frame, mapping, upload.name
 
 

@@ -647,16 +647,11 @@ def audit(
     frame = validate_predictions(
         predictions,
         source_name=_IN_MEMORY_SOURCE,
-        label_col=label_col,
-        pred_col=pred_col,
-        sensitive=sensitive,
-        score_col=score_col,
-        source_col=source_col,
+        columns=columns,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
     scored_frame, failure_rates = score_format_failures(
-        frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col,
-        policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
+        frame, columns=columns, policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
     )
     table = encode_table(
         scored_frame,
@@ -889,9 +884,7 @@ def audit(
     )
     paper = None
     if protocol == "fairgrpo_paper":  # on the unscored table: the paper scores a failure as no condition
-        paper = paper_protocol_of_table(
-            frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col
-        )
+        paper = paper_protocol_of_table(frame, columns)
     return AuditResult(
         settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
         format_failure_rates=failure_rates, paper_summary=paper,
