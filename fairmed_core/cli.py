@@ -95,26 +95,16 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from fairmed_core.fairness import audit, load_predictions
+    from fairmed_core.fairness import PredictionColumns, audit, load_predictions
     from fairmed_core.runs.workspace import atomic_write_json
 
-    frame = load_predictions(
-        args.predictions,
-        label_col=args.label_col,
-        pred_col=args.pred_col,
-        sensitive=args.sensitive,
-        score_col=args.score_col,
-        source_col=args.source_col,
-        label_values=args.label_values,
-    )
+    columns = PredictionColumns(args.label_col, args.pred_col, tuple(args.sensitive), args.score_col,
+                                args.source_col)
+    frame = load_predictions(args.predictions, columns=columns, label_values=args.label_values)
     result = audit(
         frame,
-        label_col=args.label_col,
-        pred_col=args.pred_col,
-        sensitive=args.sensitive,
+        columns=columns,
         intersect=args.intersect,
-        score_col=args.score_col,
-        source_col=args.source_col,
         positive_label=args.positive_label,
         n_boot=args.n_boot,
         confidence=args.confidence,
@@ -204,9 +194,9 @@ def _every(seconds: float, report):
 
 
 def _print_run(run) -> None:
-    info = run.info
-    print(f"{info['n_cases']} cases: accuracy {info['accuracy']:.3f}, format failures "
-          f"{100 * info['format_failure_rate']:.1f}%, {info['cases_per_s']} cases/s on {info['device']}")
+    record = run.record
+    print(f"{record.n_cases} cases: accuracy {record.accuracy:.3f}, format failures "
+          f"{100 * record.format_failure_rate:.1f}%, {record.cases_per_s} cases/s on {record.device}")
     print(f"wrote {run.path} (predictions.csv, audit/, run.json)")
 
 
@@ -261,7 +251,7 @@ def _cmd_train_fairgrad(args: argparse.Namespace) -> int:
     out = _empty_folder(args.out, config=args.config)
     with _Progress(f"training {config.fairgrad.model_name}") as progress:
         run = fairgrad_images.run(config, out, progress)
-    print(f"{run.info['n_cases']} cases: accuracy {run.info['accuracy']:.3f}; wrote {run.path} "
+    print(f"{run.record.n_cases} cases: accuracy {run.record.accuracy:.3f}; wrote {run.path} "
           "(predictions.csv, audit/, run.json, training_history.csv)")
     return 0
 
@@ -274,10 +264,10 @@ def _cmd_train_fairgrad_tabular(args: argparse.Namespace) -> int:
     out = _empty_folder(args.out, config=args.config)
     with _Progress(f"training {config.fairgrad.model_name}") as progress:
         run = fairgrad_tabular.run(config, out, progress)
-    info = run.info
-    print(f"{info['n_test']} test rows ({info['n_train']} trained on): accuracy {info['accuracy']:.3f}, "
-          f"AUROC {info['auroc']:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")
-    for note in info.get("notes", []):
+    record = run.record
+    print(f"{record.n_test} test rows ({record.n_train} trained on): accuracy {record.accuracy:.3f}, "
+          f"AUROC {record.auroc:.3f}; wrote {run.path} (predictions.csv, audit/, run.json, training_history.csv)")
+    for note in record.notes:
         print(f"note: {note}")
     return 0
 
@@ -331,16 +321,19 @@ def _cmd_counterfactual(args: argparse.Namespace) -> int:
     with _Progress() as progress:
         result = counterfactual_analysis.run(config, out, progress)
     tests = result.tests
-    overall = tests["flips"]["rows"][0]
-    print(f"{tests['n_pairs']} pairs of {tests['n_cases']} cases ({tests['n_valid_pairs']} valid): flip rate "
-          f"{overall['flip_rate']:.3f} [{overall['ci_low']:.3f}, {overall['ci_high']:.3f}], McNemar p "
-          f"{overall['p_value'] if overall['p_value'] is not None else float('nan'):.3g}")
-    ci_test = tests["ci_test"]
-    print(f"conditional-independence test: p = {ci_test['p_value']:.3g}" if ci_test.get("ran") else
-          f"conditional-independence test: {ci_test['note']}")
-    if "true_counterfactuals" in tests:
-        eca = tests["true_counterfactuals"]["eca"]
-        print(f"true counterfactuals (benchmark): ECA {eca['eca']:.3f} [{eca['ci_low']:.3f}, {eca['ci_high']:.3f}]")
+    overall = tests.flips.overall
+    if overall is None:
+        print(f"no pairs of {tests.n_cases} cases")
+    else:
+        print(f"{tests.n_pairs} pairs of {tests.n_cases} cases ({tests.n_valid_pairs} valid): flip rate "
+              f"{overall.flip_rate:.3f} [{overall.ci_low:.3f}, {overall.ci_high:.3f}], McNemar p "
+              f"{overall.p_value if overall.p_value is not None else float('nan'):.3g}")
+    ci_test = tests.ci_test
+    print(f"conditional-independence test: p = {ci_test.p_value:.3g}" if ci_test.ran else
+          f"conditional-independence test: {ci_test.note}")
+    if tests.true_counterfactuals is not None:
+        eca = tests.true_counterfactuals.eca
+        print(f"true counterfactuals (benchmark): ECA {eca.eca:.3f} [{eca.ci_low:.3f}, {eca.ci_high:.3f}]")
     print(f"wrote {out} (pairs/, pairs.csv, tests.json, run.json)")
     return 0
 

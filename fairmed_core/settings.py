@@ -307,14 +307,12 @@ def _coerce(hint: Any, value: Any, name: str, source: str | None, what: str) -> 
     if value is None:
         return None
     if dataclasses.is_dataclass(inner) and isinstance(inner, type):
-        if isinstance(value, inner):
-            return value
-        if not isinstance(value, Mapping):
-            raise FairMedInputError(f"{what}{name} must be a JSON object of {inner.__name__} settings, got "
-                                    f"{value!r}", source=source, column=name)
-        return config_from_dict(inner, value, what=name, source=source, nested=True)
+        return _nested_value(inner, value, name, source, what)
     origin = typing.get_origin(inner)
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        item = next((a for a in typing.get_args(inner) if a is not Ellipsis), None)
+        if dataclasses.is_dataclass(item) and isinstance(item, type):  # a list of records: each built in turn
+            return tuple(_nested_value(item, v, f"{name}[{i}]", source, what) for i, v in enumerate(value))
         return tuple(value)
     if origin in (tuple, list) and isinstance(value, str):
         return (value,)
@@ -326,6 +324,17 @@ def _coerce(hint: Any, value: Any, name: str, source: str | None, what: str) -> 
     if inner is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _nested_value(cls: type, value: Any, name: str, source: str | None, what: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise FairMedInputError(f"{what}{name} must be a JSON object of {cls.__name__} settings, got "
+                                f"{value!r}", source=source, column=name)
+    if issubclass(cls, JsonRecord):
+        return cls.from_json(value, source=source)
+    return config_from_dict(cls, value, what=name, source=source, nested=True)
 
 
 def config_from_dict(cls: type, data: Mapping, *, what: str = "", source: str | None = None,
@@ -377,7 +386,8 @@ def config_to_dict(config: Any) -> dict:
             else:
                 out[spec.name] = config_to_dict(value)
         elif isinstance(value, tuple):
-            out[spec.name] = list(value)
+            out[spec.name] = [config_to_dict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                              for v in value]
         elif isinstance(value, Mapping):
             out[spec.name] = dict(value)
         elif isinstance(value, Path):
@@ -390,7 +400,8 @@ def config_to_dict(config: Any) -> dict:
 class JsonRecord:
     """``to_json``/``from_json`` for a frozen dataclass record that crosses a boundary as a file (how a run ended,
     what it measured), written once: the JSON form of a config, read back through the same checks. Keys this
-    FairMed does not know are ignored rather than refused: a record outlives the code that wrote it."""
+    FairMed does not know are ignored rather than refused: a record outlives the code that wrote it. A field may
+    hold another record, or a tuple of records (or of plain dataclasses, built with every field named)."""
 
     def to_json(self) -> dict:
         return config_to_dict(self)

@@ -7,6 +7,7 @@ Everything here calls ``fairmed_core.counterfactual``; the page only chooses inp
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -22,9 +23,12 @@ from fairmed_core.counterfactual.analysis import (
     read_analysis,
     run_counterfactual_analysis,
 )
+from fairmed_core.counterfactual.invariance import FlipRow
+from fairmed_core.counterfactual.records import CounterfactualTests, FlipSummary
 from fairmed_core.counterfactual.validity import PairValidity, ValidityThresholds, validity_checks
 from fairmed_core.data.labels import answer_label, case_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.plain import json_safe
 from fairmed_core.runs.workspace import SHIPPED_GENERATORS
 from fairmed_core.viz import flip_rates_figure, word_diff_html
 from pages._common import current_dataset, current_model, show_input_error, workspace
@@ -102,11 +106,6 @@ def _validity_badges(row: pd.Series, thresholds: ValidityThresholds) -> str:
     return " ".join(badges)
 
 
-def _thresholds(tests: dict) -> ValidityThresholds:
-    saved = (tests.get("validity") or {}).get("thresholds")
-    return ValidityThresholds(**saved) if saved else ValidityThresholds()
-
-
 def _answer(label: str, answer: object, truth: str | None, reasoning_html: str, source: object = None) -> None:
     text = "no parsable answer (format failure)" if answer is None or pd.isna(answer) else \
         f"**{answer_label(answer, source)}**"
@@ -142,7 +141,7 @@ def _case_banner(rows: pd.DataFrame) -> None:
 
 def show_pairs(result) -> None:
     table = result.pairs
-    thresholds = _thresholds(result.tests)
+    thresholds = result.tests.validity.thresholds
     for case_id, rows in table.groupby("case_id", sort=False):
         first = rows.iloc[0]
         pairs = [result.pair_objects[int(i)] for i in rows["pair"]]
@@ -238,19 +237,19 @@ def pairs_tab(dataset, generator, classifier) -> None:
         show_pairs(result)
 
 
-def _rate(row: dict | None) -> str:
-    if not row:
+def _rate(row: FlipRow | None) -> str:
+    if row is None:
         return "no pairs"
-    return (f"{100 * row['flip_rate']:.1f}% ({row['flips']} of {row['n_pairs']} pairs; 95% interval "
-            f"{100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}%)")
+    return (f"{100 * row.flip_rate:.1f}% ({row.flips} of {row.n_pairs} pairs; 95% interval "
+            f"{100 * row.ci_low:.1f}-{100 * row.ci_high:.1f}%)")
 
 
 def _p(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.3g}"
 
 
-def _flip_frame(rows: list[dict], counted: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+def _flip_frame(flips: FlipSummary, counted: str) -> pd.DataFrame:
+    frame = _rows_frame(flips)
     if frame.empty:
         return frame
     return pd.DataFrame({
@@ -264,14 +263,15 @@ def _flip_frame(rows: list[dict], counted: str) -> pd.DataFrame:
         "McNemar p": frame["p_value"], "McNemar p (Holm)": frame["p_value_holm"]})
 
 
-def _show_tests(tests: dict, table: pd.DataFrame) -> None:
+def _rows_frame(flips: FlipSummary) -> pd.DataFrame:
+    return pd.DataFrame([asdict(row) for row in flips.rows])
+
+
+def _show_tests(tests: CounterfactualTests, table: pd.DataFrame) -> None:
     """Valid pairs first: the headline, the banner, the chart; every pair beside them, labelled."""
-    all_rows = tests["flips"]["rows"]
-    valid_rows = tests["flips_valid_pairs"]["rows"]
-    overall_all = all_rows[0] if all_rows else None
-    overall_valid = valid_rows[0] if valid_rows else None
+    overall_all, overall_valid = tests.flips.overall, tests.flips_valid_pairs.overall
     verdict = invariance_verdict(table)
-    truth = tests.get("true_counterfactuals")
+    truth = tests.true_counterfactuals
     if verdict.not_invariant:
         parts = []
         if verdict.n_valid_flipped:
@@ -288,44 +288,44 @@ def _show_tests(tests: dict, table: pd.DataFrame) -> None:
                    + (f" and {verdict.n_true} true counterfactuals" if verdict.n_true else "") + ".",
                    icon=":material/check_circle:")
     m1, m2, m3, m4, m5 = st.columns(5)
-    m1.metric("Valid pairs", f"{tests['n_valid_pairs']:,} of {tests['n_pairs']:,}",
-              help=f"{tests['n_cases']:,} cases; a pair is valid when it passes every check (see the badges).")
+    m1.metric("Valid pairs", f"{tests.n_valid_pairs:,} of {tests.n_pairs:,}",
+              help=f"{tests.n_cases:,} cases; a pair is valid when it passes every check (see the badges).")
     m2.metric("Flip rate, valid pairs", "no valid pair" if overall_valid is None else
-              f"{100 * overall_valid['flip_rate']:.1f}%", help=f"Valid pairs: {_rate(overall_valid)}")
+              f"{100 * overall_valid.flip_rate:.1f}%", help=f"Valid pairs: {_rate(overall_valid)}")
     m3.metric("Flip rate, all pairs (valid or not)", "no pair" if overall_all is None else
-              f"{100 * overall_all['flip_rate']:.1f}%", help=f"All pairs: {_rate(overall_all)}")
-    m4.metric("McNemar p, valid pairs", _p(overall_valid["p_value"]) if overall_valid else "n/a",
+              f"{100 * overall_all.flip_rate:.1f}%", help=f"All pairs: {_rate(overall_all)}")
+    m4.metric("McNemar p, valid pairs", _p(overall_valid.p_value) if overall_valid else "n/a",
               help="Do flips go one way (yes->no vs no->yes) more than the other? All pairs: "
-                   + (_p(overall_all["p_value"]) if overall_all else "n/a"))
-    ci_test = tests["ci_test"]  # the conditional-independence test ("interval" is the word for intervals)
-    m5.metric("CI test p", f"{ci_test['p_value']:.3g}" if ci_test.get("ran") else "not run",
+                   + (_p(overall_all.p_value) if overall_all else "n/a"))
+    ci_test = tests.ci_test  # the conditional-independence test ("interval" is the word for intervals)
+    m5.metric("CI test p", _p(ci_test.p_value) if ci_test.ran else "not run",
               help="H0: the answer is independent of the attribute given the image's latent "
-                   "(arXiv 2504.19621). " + (ci_test.get("note") or ""))
+                   "(arXiv 2504.19621). " + ci_test.note)
     st.caption(f"Valid pairs: {_rate(overall_valid)}. All pairs, valid or not: {_rate(overall_all)}.")
-    if not ci_test.get("ran"):
-        st.caption(f"Conditional-independence test: {ci_test['note']}")
+    if not ci_test.ran:
+        st.caption(f"Conditional-independence test: {ci_test.note}")
     else:
         st.caption("Read the flip rates first. On the benchmark (docs/RESULTS.md) the conditional-independence "
                    "test caught every model whose answer changed for 20% of patients or more, about a quarter of "
                    "those changing 5-20%, and almost none below 5%; its p-value also varies from seed to seed. "
                    "McNemar pooled over groups can miss a model whose flips go opposite ways in different groups: "
                    "read the per-group rows.")
-    if truth:
-        eca = truth["eca"]
-        st.info(f"On the benchmark's **true** counterfactuals the model keeps its answer in {100 * eca['eca']:.1f}% "
-                f"of pairs (ECA, 95% interval {100 * eca['ci_low']:.1f}-{100 * eca['ci_high']:.1f}%); the generated "
+    if truth is not None:
+        eca = truth.eca
+        st.info(f"On the benchmark's **true** counterfactuals the model keeps its answer in {100 * eca.eca:.1f}% "
+                f"of pairs (ECA, 95% interval {100 * eca.ci_low:.1f}-{100 * eca.ci_high:.1f}%); the generated "
                 f"pairs agree with the true ones on whether the answer flips in "
-                f"{100 * truth['agreement_generated_vs_true_flip']:.1f}% of pairs.", icon=":material/verified:")
-    valid_frame, all_frame = pd.DataFrame(valid_rows), pd.DataFrame(all_rows)
+                f"{100 * truth.agreement_generated_vs_true_flip:.1f}% of pairs.", icon=":material/verified:")
+    valid_frame, all_frame = _rows_frame(tests.flips_valid_pairs), _rows_frame(tests.flips)
     st.plotly_chart(flip_rates_figure(valid_frame if not valid_frame.empty else all_frame,
                                       all_pairs=all_frame if not valid_frame.empty else None,
                                       title="Answer flip rate per group: valid pairs (solid), all pairs (hatched)"
                                       if not valid_frame.empty else "Answer flip rate per group: all pairs "
                                       "(no valid pair)"), width="stretch")
-    shown = pd.concat([_flip_frame(valid_rows, "valid pairs"), _flip_frame(all_rows, "all pairs")],
+    shown = pd.concat([_flip_frame(tests.flips_valid_pairs, "valid pairs"), _flip_frame(tests.flips, "all pairs")],
                       ignore_index=True)
     st.dataframe(shown, hide_index=True, width="stretch")
-    for note in tests["flips"]["notes"]:
+    for note in tests.flips.notes:
         st.caption(note)
     st.markdown("**Pairs**")
     st.dataframe(_pairs_frame(table), hide_index=True, width="stretch")
@@ -404,8 +404,8 @@ def batch_tab(dataset, generator, classifier) -> None:
     st.caption(f"Model {meta['model']}, generator {meta['generator']} (step {meta['generator_step']}), dataset "
                f"{meta['dataset']}, {meta['seconds']} s, {meta['created']}.")
     _show_tests(tests, table)
-    st.download_button("Download tests.json", json.dumps(tests, indent=2), file_name=f"{chosen}-tests.json",
-                       mime="application/json", key="cf_download")
+    st.download_button("Download tests.json", json.dumps(json_safe(tests.to_json()), indent=2),
+                       file_name=f"{chosen}-tests.json", mime="application/json", key="cf_download")
 
 
 st.markdown("<style>.fm-reasoning{background:#f6f8fa;border-left:3px solid #8aa4c8;padding:0.5rem 0.75rem;"

@@ -22,7 +22,9 @@ from fairmed_core.data.labels import group_label
 from fairmed_core.fairness import (
     GLOSSARY,
     METRICS,
+    SPEC_BY_NAME,
     AuditResult,
+    PredictionColumns,
     audit,
     one_answer_sources,
     pooled_gap_checks,
@@ -74,7 +76,8 @@ FORMAT_FAILURE_LABELS = {
 
 @st.cache_data(show_spinner="Auditing (bootstrap intervals)...", max_entries=8)
 def _run_audit(frame: pd.DataFrame, settings_json: str) -> AuditResult:
-    return audit(frame, **json.loads(settings_json))
+    settings = json.loads(settings_json)  # JSON: the cache key; the columns come back as their value
+    return audit(frame, columns=PredictionColumns(**settings.pop("columns")), **settings)
 
 
 @st.cache_data(show_spinner="Comparing runs (paired bootstrap)...", max_entries=4)
@@ -97,12 +100,11 @@ def _read_upload(name: str, data: bytes) -> pd.DataFrame:
                                     hint=error.hint) from None
 
 
-def _model_run_mapping(frame: pd.DataFrame, declared: list[str] | None = None) -> dict:
-    """Column mapping of a stored run; its attributes are the ones the run declares (a tabular FairGrad run has
-    the hospital's own, e.g. race), else the benchmark's."""
+def _model_run_columns(frame: pd.DataFrame, declared: list[str] | None = None) -> PredictionColumns:
+    """Columns of a stored run; its attributes are the ones the run declares (a tabular FairGrad run has the
+    hospital's own, e.g. race), else the benchmark's."""
     candidates = declared or ["sex", "age_group", "skin_tone"]
-    attributes = [c for c in candidates if c in frame.columns]
-    return dict(label_col="y_true", pred_col="y_pred", score_col=None, source_col="source", attributes=attributes)
+    return PredictionColumns.model_run([c for c in candidates if c in frame.columns])
 
 
 def _format_failure_note(frame: pd.DataFrame) -> None:
@@ -125,7 +127,7 @@ def _guess(columns: list[str], *patterns: str) -> int:
     return 0
 
 
-def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
+def _choose_predictions() -> tuple[pd.DataFrame, PredictionColumns, str] | None:
     """The predictions table, its column mapping and a display name; None when there is nothing to audit."""
     # The Inference page's "Audit this run" button names the run it just saved; select it before the widgets exist.
     preselect = st.session_state.pop("audit_preselect_run", None)
@@ -141,10 +143,7 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
         labels = {item.label(): item for item in saved}
         item = labels[st.selectbox("Saved audit", list(labels), key="audit_saved_choice")]
         frame = evaluation_predictions(item.predictions_path)
-        settings = item.settings
-        mapping = dict(label_col=settings["label_col"], pred_col=settings["pred_col"],
-                       score_col=settings.get("score_col"), source_col=settings.get("source_col"),
-                       attributes=list(settings.get("sensitive") or []))
+        mapping = item.columns
         st.caption(f"Reopened from {item.path}; its settings are in its audit.json.")
         return frame, mapping, item.name
     if kind == TINY:
@@ -155,7 +154,7 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
             "model card in assets/models/tiny-fairmedgemma."
         )
         _format_failure_note(frame)
-        return frame, _model_run_mapping(frame), "tiny-fairmedgemma-test"
+        return frame, _model_run_columns(frame), "tiny-fairmedgemma-test"
     if kind == RUN:
         runs = list_evaluations(workspace(), shipped=True)
         if not runs:
@@ -168,19 +167,17 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
             st.session_state["audit_run_choice"] = chosen[0]
         run = labels[st.selectbox("Run", list(labels), key="audit_run_choice")]
         frame = evaluation_predictions(run.predictions_path)
-        st.caption(f"Model folder `{run.info.get('model_dir', '?')}`, decoding {run.info.get('generation', {})}.")
+        st.caption(f"Model folder `{run.record.model_dir or '?'}`, decoding {dict(run.record.generation or {})}.")
         _format_failure_note(frame)
-        declared = run.info.get("attributes")
-        return frame, _model_run_mapping(frame, list(declared) if isinstance(declared, list) else None), run.name
+        return frame, _model_run_columns(frame, list(run.record.attributes) or None), run.name
     if kind == SHIPPED:
         frame = reference_predictions()
-        mapping = dict(label_col="y_true", pred_col="y_pred", score_col="score", source_col="source")
         sensitive = [c for c in ("sex", "age_group", "skin_tone") if c in frame.columns]
         st.caption(
             "Logistic regression on 16x16 downsampled pixels, one per source, trained on the benchmark's train "
             f"split; {len(frame):,} test cases. A non-VLM baseline to compare the model runs against."
         )
-        return frame, {**mapping, "attributes": sensitive}, "reference_predictions.csv"
+        return frame, PredictionColumns.model_run(sensitive, score=True), "reference_predictions.csv"
 
     upload = st.file_uploader(
         "Predictions file (CSV or Parquet, at most 50 MB)", type=["csv", "tsv", "parquet", "pq"],
@@ -214,11 +211,10 @@ def _choose_predictions() -> tuple[pd.DataFrame, dict, str] | None:
     if not attributes:
         st.warning("Choose at least one sensitive attribute column.")
         return None
-    mapping = dict(label_col=label_col, pred_col=pred_col,
-                   score_col=None if score_col == NONE else score_col,
-                   source_col=None if source_col == NONE else source_col)
-    frame = validate_predictions(frame, source_name=upload.name, sensitive=attributes, **mapping)
-    return frame, {**mapping, "attributes": attributes}, upload.name
+    mapping = PredictionColumns(label_col, pred_col, tuple(attributes), None if score_col == NONE else score_col,
+                                None if source_col == NONE else source_col)
+    frame = validate_predictions(frame, source_name=upload.name, columns=mapping)
+    return frame, mapping, upload.name
 
 
 st.title("Fairness audit")
@@ -245,7 +241,7 @@ frame, mapping, file_name = chosen
 
 with st.expander("Audit settings", expanded=True):
     s1, s2, s3 = st.columns(3)
-    attributes = s1.multiselect("Attributes", mapping["attributes"], default=mapping["attributes"],
+    attributes = s1.multiselect("Attributes", list(mapping.sensitive), default=list(mapping.sensitive),
                                 key=f"audit_attributes_{file_name}")  # per file: a new file resets it
     crossed = s1.multiselect(
         "Intersectional groups: cross two attributes", attributes, default=[], max_selections=2,
@@ -254,7 +250,7 @@ with st.expander("Audit settings", expanded=True):
         "most cells empty or too small.",
     )
     intersect = list(crossed) if len(crossed) == 2 else False
-    available_metrics = [m for m in METRICS if mapping["score_col"] or m not in ("auroc", "ece")]
+    available_metrics = [m for m in METRICS if mapping.score or not SPEC_BY_NAME[m].needs_score]
     metrics = s2.multiselect("Metrics", available_metrics, default=[m for m in DEFAULT_METRICS],
                              format_func=lambda m: METRIC_LABELS[m], key="audit_metrics",
                              help=" ".join(f"**{METRIC_LABELS[m]}**: {GLOSSARY[m]}" for m in available_metrics))
@@ -298,8 +294,7 @@ with st.expander("Reference groups (default: the largest group)"):
             reference_groups[attribute] = choice
 
 settings = dict(
-    label_col=mapping["label_col"], pred_col=mapping["pred_col"], sensitive=attributes, intersect=intersect,
-    score_col=mapping["score_col"], source_col=mapping["source_col"], metrics=metrics, n_boot=int(n_boot),
+    columns=mapping.with_sensitive(attributes).to_json(), intersect=intersect, metrics=metrics, n_boot=int(n_boot),
     correction=correction, min_group_size=int(min_group_size), reference_groups=reference_groups or None,
     unknown_in_gaps=unknown_in_gaps, protocol=protocol, format_failures=format_failures,
     interval_method=interval_method,
@@ -310,7 +305,7 @@ except Exception as error:  # noqa: BLE001
     show_input_error(error)
     st.stop()
 groups, gaps, summary = result.groups_frame(), result.gaps_frame(), result.summary_frame()
-for constant in one_answer_sources(frame, mapping["pred_col"], mapping["source_col"]):
+for constant in one_answer_sources(frame, mapping.prediction, mapping.source):
     st.warning(f"{constant.describe()}: its true and false positive rates are the same in every group, so its "
                "equal opportunity and equalized odds gaps are 0 because it tells no case apart, not because it "
                "is fair. Read accuracy, recall and prevalence there.", icon=":material/warning:")
@@ -520,7 +515,7 @@ compared = st.multiselect(
 if len(compared) >= 2:
     runs = [evaluations[label] for label in compared]
     # The runs' own attributes (those every run declares), which need not be the audited table's.
-    declared = [run.info.get("attributes") or [] for run in runs]
+    declared = [run.record.attributes for run in runs]
     shared = [a for a in declared[0] if all(a in d for d in declared[1:])]
     try:
         if not shared:

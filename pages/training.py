@@ -28,6 +28,7 @@ from fairmed_core.viz import source_step_lines_figure, step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
 from pages._forms import build_config, config_widgets
 from pages._jobs import jobs_panel
+from pages._run_picker import pick_runs
 
 # The methods, their labels and help come from the registry (fairmed_core.training.methods); this page only
 # shows them.
@@ -220,16 +221,11 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     # The choice is kept by run name (a run's label changes when it finishes). This workspace's runs when there
     # are some, else the shipped GRPO and FairGRPO records, overlaid; a run that appears while the page is open
     # (started here or in a shell) is added to the choice, so it shows without a reload.
-    seen = st.session_state.get("training_runs_seen")
-    if "training_runs" not in st.session_state:
-        st.session_state["training_runs"] = [run.name for run in (live_runs[:4] or shipped)]
-    elif seen is not None:
-        new = [run.name for run in live_runs if run.name not in seen]
-        st.session_state["training_runs"] = new + [n for n in st.session_state["training_runs"] if n in by_name]
-    st.session_state["training_runs_seen"] = list(by_name)
-    chosen = st.multiselect("Runs", list(by_name), format_func=lambda name: _run_label(by_name[name]),
-                            key="training_runs", help="Runs of this workspace, and the training records shipped "
-                            "with the GRPO- and FairGRPO-trained models (labelled shipped).")
+    chosen = pick_runs("Runs", list(by_name), key="training_runs",
+                       default=[run.name for run in (live_runs[:4] or shipped)],
+                       joinable=[run.name for run in live_runs], format_func=lambda name: _run_label(by_name[name]),
+                       help="Runs of this workspace, and the training records shipped with the GRPO- and "
+                       "FairGRPO-trained models (labelled shipped).")
     selected = [by_name[name] for name in chosen]
     if not selected:
         st.warning("Choose at least one run.")

@@ -123,11 +123,12 @@ def test_analysis_writes_a_complete_run_with_true_counterfactuals(generator, sma
     assert set(table["factual_group"]) == {"F", "M"}
     # Every answer comes from the model on the image shown: flipped is exactly "the answers differ".
     assert (table["flipped"] == (table["answer"].fillna("") != table["counterfactual_answer"].fillna(""))).all()
-    overall = tests["flips"]["rows"][0]
-    assert overall["attribute"] == "ALL" and overall["n_pairs"] == 6 and overall["flips"] == int(table["flipped"].sum())
-    assert tests["true_counterfactuals"]["eca"]["n"] == 6
-    ci = tests["ci_test"]  # 6 cases are too few to fit the heads, unless the answers are constant (then p = 1)
-    assert (not ci["ran"] and "not run" in ci["note"]) or (ci["p_value"] == 1.0 and "every prediction" in ci["note"])
+    assert tests == result.tests  # the typed record read back from tests.json is the one the analysis returned
+    overall = tests.flips.overall
+    assert overall.attribute == "ALL" and overall.n_pairs == 6 and overall.flips == int(table["flipped"].sum())
+    assert tests.true_counterfactuals.eca.n == 6
+    ci = tests.ci_test  # 6 cases are too few to fit the heads, unless the answers are constant (then p = 1)
+    assert (not ci.ran and "not run" in ci.note) or (ci.p_value == 1.0 and "every prediction" in ci.note)
     assert result.pairs["truth_mae"].notna().all()
     with pytest.raises(FairMedInputError, match="never overwritten"):
         run_counterfactual_analysis(tiny_vlm, generator, small_dataset, AnalysisSettings(n=2, steps=10),
@@ -142,7 +143,7 @@ def test_flips_follow_the_model_and_the_answers_are_asked_once(generator, small_
                                                                                             reversibility=False),
                                          case_ids=cases)
     assert list(result.pairs["case_id"]) == cases and always.calls == 1
-    assert not result.pairs["flipped"].any() and result.tests["flips"]["rows"][0]["flip_rate"] == 0.0
+    assert not result.pairs["flipped"].any() and result.tests.flips.overall.flip_rate == 0.0
     # At each pair's own midpoint between factual and counterfactual brightness, the answer must flip.
     pair = result.pair_objects[0]
     mean = lambda image: np.asarray(image.convert("L"), dtype=float).mean()  # noqa: E731
@@ -190,8 +191,8 @@ def test_cli_trains_a_generator_with_its_classifier_and_runs_the_analysis(small_
     assert "3 pairs of 3 cases" in out and "true counterfactuals (benchmark): ECA" in out
     table, tests, meta = read_analysis(run)
     assert len(table) == 3 and table["effectiveness"].notna().all()  # the stored classifier judged each edit
-    assert tests["validity"]["classifier"]["synth_cxr"]["trustworthy"] is False  # no val split: not judged
-    assert tests["n_valid_pairs"] == 0 and table["failures"].str.contains("effectiveness not judged").all()
+    assert tests.validity.classifier["synth_cxr"]["trustworthy"] is False  # no val split: not judged
+    assert tests.n_valid_pairs == 0 and table["failures"].str.contains("effectiveness not judged").all()
 
     assert main(["counterfactual", "--model", str(tiny_model_dir), "--generator", str(generator_dir), "--data",
                  str(small_manifest), "--attribute", "age_group", "--out", str(tmp_path / "other")]) == 2

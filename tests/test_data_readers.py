@@ -22,7 +22,7 @@ from fairmed_core.data import (
     render,
     write_dataset,
 )
-from fairmed_core.data.schema import normalise_answer
+from fairmed_core.data.schema import canonical_label
 from fairmed_core.errors import FairMedInputError
 
 CONFIG = SynthConfig(n=60, missing_demographics_fraction=0.2)
@@ -61,9 +61,9 @@ def test_missing_demo_puts_every_attribute_in_the_unknown_group(demo):
 
 
 def test_binary_answers_are_normalised_to_yes_no():
-    assert [normalise_answer(v) for v in ("Yes", " no ", True, 0, "1.0", "positive")] == [
+    assert [canonical_label(v) for v in ("Yes", " no ", True, 0, "1.0", "positive")] == [
         "yes", "no", "yes", "no", "yes", "yes"]
-    assert normalise_answer("B") == "B" and normalise_answer("") is None
+    assert canonical_label("B") == "B" and canonical_label("") is None
 
 
 # ----------------------------------------------------------------------------------------- JSONL manifest

@@ -38,7 +38,7 @@ from sklearn.utils.multiclass import unique_labels
 from fairmed_core.fairness import METRICS, audit
 
 NAN = np.nan
-CONFUSION = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate")
+CONFUSION = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate", "npv")
 
 
 # ---------------------------------------------------------------- oracle metric functions (sklearn/fairlearn)
@@ -55,6 +55,7 @@ def _binary_oracles() -> dict:
         "fpr": lambda y, p: 1.0 - recall_score(y, p, pos_label=0, labels=[0, 1], zero_division=NAN),
         "fdr": lambda y, p: 1.0 - precision_score(y, p, zero_division=NAN),
         "selection_rate": selection_rate,
+        "npv": lambda y, p: precision_score(y, p, pos_label=0, zero_division=NAN),
     }
 
 
@@ -79,6 +80,7 @@ def _multiclass_oracles() -> dict:
         "fpr": _one_vs_rest_macro(lambda t, q: 1.0 - recall_score(~t, ~q, zero_division=NAN)),
         "fdr": _one_vs_rest_macro(lambda t, q: 1.0 - precision_score(t, q, zero_division=NAN)),
         "selection_rate": _one_vs_rest_macro(lambda t, q: selection_rate(t, q, pos_label=True)),
+        "npv": _one_vs_rest_macro(lambda t, q: precision_score(~t, ~q, zero_division=NAN)),
     }
 
 
@@ -88,17 +90,18 @@ def _nanmean(values) -> float:
 
 
 def _all_metrics_binary(y, p) -> np.ndarray:
-    """All eight metrics from one sklearn precision_recall_fscore_support call per group (fast oracle).
+    """All nine confusion metrics from one sklearn precision_recall_fscore_support call per group (fast oracle).
 
     Per-class output with labels [0, 1]: class 1 gives precision, recall, F1; recall of class 0 is the
-    specificity. Same zero_division=nan semantics as the named functions above.
+    specificity and precision of class 0 the negative predictive value. Same zero_division=nan semantics as the
+    named functions above.
     """
     precision, recall, f1, _ = precision_recall_fscore_support(
         y, p, labels=[0, 1], average=None, zero_division=NAN
     )
     return np.array(
         [accuracy_score(y, p), precision[1], recall[1], recall[0], f1[1], 1 - recall[0],
-         1 - precision[1], selection_rate(y, p, pos_label=1)]
+         1 - precision[1], selection_rate(y, p, pos_label=1), precision[0]]
     )  # fmt: skip
 
 
@@ -111,10 +114,10 @@ def _all_metrics_multiclass(y, p) -> np.ndarray:
     (tn, fp), (fn, tp) = np.moveaxis(multilabel_confusion_matrix(y, p, labels=labels), 0, -1).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         n = tn + fp + fn + tp
-        per_class = [(tp + tn) / n, tn / (tn + fp), fp / (tn + fp), fp / (tp + fp), (tp + fp) / n]
-    accuracy, specificity, fpr, fdr, selection = (_nanmean(v) for v in per_class)
+        per_class = [(tp + tn) / n, tn / (tn + fp), fp / (tn + fp), fp / (tp + fp), (tp + fp) / n, tn / (tn + fn)]
+    accuracy, specificity, fpr, fdr, selection, npv = (_nanmean(v) for v in per_class)
     return np.array(
-        [accuracy, _nanmean(precision), _nanmean(recall), specificity, _nanmean(f1), fpr, fdr, selection]
+        [accuracy, _nanmean(precision), _nanmean(recall), specificity, _nanmean(f1), fpr, fdr, selection, npv]
     )
 
 

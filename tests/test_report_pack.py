@@ -259,10 +259,10 @@ def test_a_counterfactual_run_fills_the_robustness_section(models, plan_path, tm
     (run / "run.json").write_text(json.dumps({"kind": "counterfactual", "attribute": "sex"}))
     row = {"attribute": "factual_group", "group": "F", "n_pairs": 40, "flips": 6, "flip_rate": 0.15,
            "ci_low": 0.07, "ci_high": 0.29, "p_value_holm": 0.03}
-    (run / "tests.json").write_text(json.dumps({
-        "attribute": "sex", "n_pairs": 40, "n_valid_pairs": 30, "flips": {"rows": [row]},
-        "flips_valid_pairs": {"rows": [{**row, "n_pairs": 30, "flips": 3, "flip_rate": 0.1}]},
-        "ci_test": {"p_value": 0.2}}))
+    (run / "tests.json").write_text(json.dumps({  # the fields of a tests.json the report reads, and those it must have
+        "attribute": "sex", "n_cases": 40, "n_pairs": 40, "n_valid_pairs": 30, "flips": {"n_pairs": 40, "rows": [row]},
+        "flips_valid_pairs": {"n_pairs": 30, "rows": [{**row, "n_pairs": 30, "flips": 3, "flip_rate": 0.1}]},
+        "ci_test": {"ran": True, "p_value": 0.2}, "validity": {}}))
     shutil.copy(plan_path, tmp_path / "plan.toml")
     files = build_pack(tmp_path / "plan.toml", models["fairgrpo"] / "evaluation", tmp_path / "pack",
                        counterfactual=run, pdf=False)

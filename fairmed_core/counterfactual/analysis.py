@@ -19,7 +19,6 @@ interrupted analysis never leaves a half-written run, and an existing run is nev
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -40,6 +39,7 @@ from fairmed_core.counterfactual.invariance import (
     counterfactual_accuracy,
     flip_table,
 )
+from fairmed_core.counterfactual.records import CounterfactualTests, read_counterfactual_run
 from fairmed_core.counterfactual.settings import AnalysisSettings, ValidityThresholds
 from fairmed_core.counterfactual.validity import CounterfactualPair, make_pairs
 from fairmed_core.data.schema import UNKNOWN, Dataset
@@ -124,7 +124,7 @@ class CounterfactualAnalysis:
 
     directory: Path | None
     pairs: pd.DataFrame
-    tests: dict
+    tests: CounterfactualTests
     pair_objects: tuple[CounterfactualPair, ...]
 
 
@@ -427,6 +427,9 @@ def run_counterfactual_analysis(
             "flips": _flip_summary(truth_rows, "answer", "true_counterfactual_answer", groups)})
     if progress:
         progress("testing", 1, 1)
+    # Typed through the JSON form, so the record returned now equals the one read back from tests.json later
+    # (an undefined number is None in both, never NaN in one and None in the other).
+    tests = CounterfactualTests.from_json(json_safe(tests))
     result = CounterfactualAnalysis(None, table, tests, tuple(pairs))
     if out is None:
         return result
@@ -437,7 +440,7 @@ def run_counterfactual_analysis(
     return CounterfactualAnalysis(_write(out, table, tests, pairs, meta), table, tests, tuple(pairs))
 
 
-def _write(out: Path, table: pd.DataFrame, tests: dict, pairs: Sequence[CounterfactualPair], meta: dict) -> Path:
+def _write(out: Path, table: pd.DataFrame, tests: CounterfactualTests, pairs: Sequence[CounterfactualPair], meta: dict) -> Path:
     temporary = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     (temporary / "pairs").mkdir(parents=True)
@@ -455,7 +458,7 @@ def _write(out: Path, table: pd.DataFrame, tests: dict, pairs: Sequence[Counterf
                 image.save(temporary / name)
                 files[column].append(name)
         table.assign(**files).to_csv(temporary / "pairs.csv", index=False)
-        atomic_write_json(temporary / "tests.json", json_safe(tests))
+        atomic_write_json(temporary / "tests.json", json_safe(tests.to_json()))
         atomic_write_json(temporary / "run.json", {"kind": "counterfactual", **meta})
         if out.exists():
             out.rmdir()  # empty (checked before the slow part); a non-empty one was refused
@@ -466,15 +469,13 @@ def _write(out: Path, table: pd.DataFrame, tests: dict, pairs: Sequence[Counterf
     return out
 
 
-def read_analysis(folder: str | Path) -> tuple[pd.DataFrame, dict, dict]:
+def read_analysis(folder: str | Path) -> tuple[pd.DataFrame, CounterfactualTests, dict]:
     """(pairs table, tests, run metadata) of a run folder written by ``run_counterfactual_analysis``."""
     folder = Path(folder)
+    tests, meta = read_counterfactual_run(folder)
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        tests = json.loads((folder / "tests.json").read_text(encoding="utf-8"))
         table = pd.read_csv(folder / "pairs.csv")
     except (OSError, ValueError) as error:
-        raise FairMedInputError(f"not a complete counterfactual run: {error}", source=str(folder)) from error
-    if meta.get("kind") != "counterfactual":
-        raise FairMedInputError("not a counterfactual run", source=str(folder / "run.json"))
+        raise FairMedInputError(f"not a complete counterfactual run: {error}", source=str(folder / "pairs.csv")) \
+            from error
     return table, tests, meta

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from fairmed_core.counterfactual.records import CounterfactualAccuracy, FlipRow
 from fairmed_core.data.schema import ALL
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import MISSING_GROUP, holm
@@ -160,35 +161,6 @@ def _binary_positive(outcomes: set, positive: Any) -> tuple[Any, str]:
 # --------------------------------------------------------------------------------------------------------
 # Flip table
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FlipRow:
-    """Flips between factual and counterfactual answers in one group (or overall: attribute = group = "ALL").
-
-    ``b`` counts positive -> negative pairs and ``c`` negative -> positive pairs, among pairs with a parsed
-    answer on both sides; they and the McNemar p-values are None/NaN when the answer is not binary.
-    ``n_format_failure`` counts pairs with a format failure on at least one side (such a pair flips unless
-    both sides failed). ``p_value`` is the McNemar variant chosen in :func:`flip_table`; ``p_value_holm``
-    is Holm-corrected across the groups of the same attribute (the overall row is a family of its own).
-    """
-
-    attribute: str
-    group: str
-    n_pairs: int
-    flips: int
-    flip_rate: float
-    ci_low: float
-    ci_high: float
-    n_format_failure: int
-    b: int | None
-    c: int | None
-    p_exact: float
-    p_midp: float
-    p_chi2_cc: float
-    p_value: float
-    p_value_holm: float
-    note: str
 
 
 @dataclass(frozen=True)
@@ -327,19 +299,6 @@ def flip_table(
 # --------------------------------------------------------------------------------------------------------
 # Counterfactual accuracy
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CounterfactualAccuracy:
-    """ECA = n_agree / n with its Wilson interval; format failures are an outcome (failure = failure agrees)."""
-
-    eca: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_agree: int
-    n_format_failure: int
-    confidence: float
 
 
 def counterfactual_accuracy(

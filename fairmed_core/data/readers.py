@@ -26,7 +26,7 @@ from .schema import (
     age_group,
     attribute_value,
     label_values_of,
-    normalise_answer,
+    canonical_label,
     parse_demo,
     snake_case,
 )
@@ -217,7 +217,7 @@ def read_manifest(path: str | Path) -> Dataset:
                            folder="the manifest's folder")
             for image in images
         )
-        answer = normalise_answer(record["answer"])
+        answer = canonical_label(record["answer"])
         if answer is None:
             raise FairMedInputError("empty answer", source=source, column="answer", row=line_number)
         demo = record.get("demo")
@@ -353,7 +353,7 @@ def read_csv_manifest(
             raise FairMedInputError("empty image path", source=source, column=image_col, row=line_number)
         image_path = _resolve_image(image, root, source=source, column=image_col, row=line_number,
                                     folder="the image folder")
-        answer = normalise_answer(record[label_col])
+        answer = canonical_label(record[label_col])
         if answer is None:
             raise FairMedInputError("empty label", source=source, column=label_col, row=line_number)
         attributes = {a: UNKNOWN for a in attribute_order}

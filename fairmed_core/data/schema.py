@@ -188,9 +188,12 @@ def parse_demo(demo: str | None) -> dict[str, str]:
     return groups
 
 
-def normalise_answer(value: object) -> str | None:
-    """``"yes"``/``"no"`` for the usual binary spellings (yes/no, true/false, 1/0, positive/negative);
-    other answers are returned stripped (multi-class data); None when missing."""
+def canonical_label(value: object) -> str | None:
+    """A dataset's label value as the case schema stores it: ``"yes"``/``"no"`` for the usual binary spellings
+    (yes/no, true/false, 1/0, positive/negative, booleans and numbers), other answers stripped but otherwise as
+    written (multi-class data); None when missing. For a data file's label column; a model's written answer is
+    compared through ``models.answers.normalise_answer`` instead (lower-cased, ``\\text{}`` unwrapped, no
+    yes/no mapping: "1" is not "yes" in a model's answer)."""
     if isinstance(value, bool):
         return YES if value else NO
     if _is_missing(value):

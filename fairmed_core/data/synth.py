@@ -55,7 +55,7 @@ from PIL import Image
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.settings import config_from_dict
 
-from .schema import AGE_GROUPS, NO, UNKNOWN, YES, age_group, normalise_answer, sex_group
+from .schema import AGE_GROUPS, NO, UNKNOWN, YES, age_group, canonical_label, sex_group
 
 __all__ = [
     "SOURCES",
@@ -1111,8 +1111,8 @@ def case_from_record(record: Mapping) -> SynthCase:
             hint="only cases written by fairmed_core.data.synth.write_dataset can be re-rendered",
         )
     truth = _get(record, "true_attributes")
-    true_answer = normalise_answer(_get(record, "true_answer"))
-    observed = normalise_answer(_get(record, "answer"))
+    true_answer = canonical_label(_get(record, "true_answer"))
+    observed = canonical_label(_get(record, "answer"))
     latent = SynthLatent.from_dict(_get(record, "latent"))  # type: ignore[arg-type]
     demo = _get(record, "demo", "")
     return SynthCase(

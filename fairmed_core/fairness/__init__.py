@@ -7,6 +7,8 @@ Public surface::
     audit(..., protocol="fairgrpo_paper").paper_summary   # the FairGRPO paper's statistics, beside FairMed's
     audit(..., format_failures="abstain")                  # how "(format failure)" predictions are scored
     frame = load_predictions("preds.csv", label_col="y", pred_col="y_hat", sensitive=["sex"])
+    columns = PredictionColumns("y", "y_hat", ("sex",), score="p")  # the same columns as one value, for the
+    audit(frame, columns=columns); load_predictions(path, columns=columns)   # layers that pass them on
 
 Intervals and tests are validated by simulation with known truth (``benchmarks/audit_validity.py``, table in
 ``docs/RESULTS.md``): score intervals for proportions, bootstrap of the reported partition for the rest,
@@ -26,7 +28,8 @@ from fairmed_core.fairness._intervals import (
     newcombe_difference_interval,
     wilson_interval,
 )
-from fairmed_core.fairness._metric_spec import GLOSSARY, METRIC_SPECS, SPEC_BY_NAME, MetricSpec
+from fairmed_core.fairness._columns import PredictionColumns
+from fairmed_core.fairness._metric_spec import CONFUSION_SPECS, GLOSSARY, METRIC_SPECS, SPEC_BY_NAME, MetricSpec
 from fairmed_core.fairness._one_answer import (
     NEAR_CONSTANT_RATE,
     NearConstant,
@@ -66,6 +69,7 @@ __all__ = [
     "GLOSSARY",
     "INTERVAL_METHODS",
     "METRICS",
+    "CONFUSION_SPECS",
     "METRIC_SPECS",
     "SPEC_BY_NAME",
     "MEAN_OVER_ATTRIBUTES",
@@ -73,6 +77,7 @@ __all__ = [
     "MISSING_GROUP",
     "PROTOCOLS",
     "AuditResult",
+    "PredictionColumns",
     "AuditSettings",
     "Estimate",
     "FairnessSummary",

@@ -44,7 +44,8 @@ from fairmed_core.fairness._gaps import (
     to_estimate,
 )
 from fairmed_core.fairness._intervals import INTERVAL_METHODS, proportion_interval
-from fairmed_core.fairness._metric_spec import SPEC_BY_NAME
+from fairmed_core.fairness._columns import PredictionColumns, resolve_columns
+from fairmed_core.fairness._metric_spec import METRIC_SPECS, SPEC_BY_NAME
 from fairmed_core.fairness._metrics import CONFUSION_METRICS, confusion_metrics, undefined_reasons
 from fairmed_core.fairness._permutation import cell_parts, permutation_p_value, permuted_group_counts
 from fairmed_core.fairness._paper_protocol import check_protocol, paper_protocol_of_table
@@ -66,7 +67,7 @@ MIN_CLASS_CASES = 5
 MEAN_OVER_ATTRIBUTES = "mean over attributes"
 MEAN_OVER_SOURCES = "mean over sources"
 _IN_MEMORY_SOURCE = "<predictions table>"
-_SCORE_METRICS = ("auroc", "ece")
+_SCORE_METRICS = tuple(spec.name for spec in METRIC_SPECS if spec.needs_score)
 _MULTICLASS_AUROC_REASON = (
     "AUROC needs one score per class; a multi-class table has one score column, read as the "
     "confidence of the predicted class"
@@ -555,9 +556,10 @@ def _check_reference_groups(
 def audit(
     predictions: pd.DataFrame,
     *,
-    label_col: str,
-    pred_col: str,
-    sensitive: Sequence[str],
+    label_col: str | None = None,
+    pred_col: str | None = None,
+    sensitive: Sequence[str] | None = None,
+    columns: PredictionColumns | None = None,
     intersect: bool | Sequence[str] = False,
     score_col: str | None = None,
     source_col: str | None = None,
@@ -575,6 +577,9 @@ def audit(
     protocol: str = "fairmed",
 ) -> AuditResult:
     """Audit a predictions table for group disparities, with bootstrap intervals for every number.
+
+    The columns are named either by ``columns`` (a :class:`PredictionColumns`, what the layers above pass) or by
+    the fairlearn-style keywords ``label_col``, ``pred_col``, ``sensitive``, ``score_col`` and ``source_col``.
 
     Per source (and pooled as source "ALL"), per sensitive attribute (plus, with ``intersect=True`` and two
     or more attributes, their intersection named like "sex x age_group" with groups like "F,A3"; with
@@ -635,20 +640,18 @@ def audit(
         min_group_size=min_group_size,
         seed=seed,
     )
-    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    columns = resolve_columns(columns, label_col=label_col, pred_col=pred_col, sensitive=sensitive,
+                              score_col=score_col, source_col=source_col)
+    label_col, pred_col, score_col, source_col = columns.label, columns.prediction, columns.score, columns.source
+    sensitive = list(columns.sensitive)
     frame = validate_predictions(
         predictions,
         source_name=_IN_MEMORY_SOURCE,
-        label_col=label_col,
-        pred_col=pred_col,
-        sensitive=sensitive,
-        score_col=score_col,
-        source_col=source_col,
+        columns=columns,
         extra_prediction_values=() if positive_label is None else (positive_label,),
     )
     scored_frame, failure_rates = score_format_failures(
-        frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col,
-        policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
+        frame, columns=columns, policy=format_failures, positive_label=positive_label, pooled=POOLED_SCOPE,
     )
     table = encode_table(
         scored_frame,
@@ -881,9 +884,7 @@ def audit(
     )
     paper = None
     if protocol == "fairgrpo_paper":  # on the unscored table: the paper scores a failure as no condition
-        paper = paper_protocol_of_table(
-            frame, label_col=label_col, pred_col=pred_col, sensitive=sensitive, source_col=source_col
-        )
+        paper = paper_protocol_of_table(frame, columns)
     return AuditResult(
         settings=settings, groups=tuple(groups), gaps=tuple(gaps), summaries=tuple(summaries),
         format_failure_rates=failure_rates, paper_summary=paper,

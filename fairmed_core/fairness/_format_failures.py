@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness._columns import PredictionColumns
 from fairmed_core.fairness._predictions import FORMAT_FAILURE, implicit_positive_label
 
 __all__ = ["FORMAT_FAILURE", "FORMAT_FAILURE_POLICIES", "FormatFailureRate", "score_format_failures"]
@@ -92,16 +93,14 @@ def failure_rates(
 def score_format_failures(
     frame: pd.DataFrame,
     *,
-    label_col: str,
-    pred_col: str,
-    sensitive: Sequence[str],
-    source_col: str | None,
+    columns: PredictionColumns,
     policy: str,
     positive_label: object,
     pooled: str,
 ) -> tuple[pd.DataFrame, tuple[FormatFailureRate, ...]]:
     """The table the metrics are computed on under ``policy``, and the failure rates per group (empty when no
     prediction is a format failure). ``frame`` is a validated predictions table."""
+    label_col, pred_col, source_col, sensitive = columns.label, columns.prediction, columns.source, columns.sensitive
     failed = is_format_failure(frame[pred_col])
     if not failed.any():
         return frame, ()

@@ -23,17 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-CONFUSION_METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "fpr",
-    "fdr",
-    "selection_rate",
-)
-"""Metrics that are functions of the confusion matrix alone, in the column order of :func:`confusion_metrics`."""
+from fairmed_core.fairness._metric_spec import CONFUSION_SPECS
+
+CONFUSION_METRICS = tuple(spec.name for spec in CONFUSION_SPECS)
+"""Metrics that are functions of the confusion matrix alone, in the column order of :func:`confusion_metrics`
+(the order of their rows in ``_metric_spec.METRIC_SPECS``)."""
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -56,24 +50,13 @@ def _one_vs_rest_counts(counts: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _per_class_metrics(tp, fp, fn, tn, n) -> np.ndarray:
-    """Stack the eight metrics on a new last axis (in CONFUSION_METRICS order)."""
-    return np.stack(
-        [
-            _ratio(tp + tn, n + 0 * tp),
-            _ratio(tp, tp + fp),
-            _ratio(tp, tp + fn),
-            _ratio(tn, tn + fp),
-            _ratio(2 * tp, 2 * tp + fp + fn),
-            _ratio(fp, fp + tn),
-            _ratio(fp, tp + fp),
-            _ratio(tp + fp, n + 0 * tp),
-        ],
-        axis=-1,
-    )
+    """Stack the confusion metrics on a new last axis (in CONFUSION_METRICS order), each from its spec's cells."""
+    cells = (tn, fp, fn, tp)  # the order of _metric_spec's cell indices (true * 2 + predicted)
+    return np.stack([spec.from_cells(cells) for spec in CONFUSION_SPECS], axis=-1)
 
 
 def confusion_metrics(counts: np.ndarray, *, binary: bool, failure_class: int | None = None) -> np.ndarray:
-    """Metrics of shape ``(..., 8)`` from confusion counts of shape ``(..., K, K)``.
+    """Metrics of shape ``(..., M)`` (M = ``len(CONFUSION_METRICS)``) from confusion counts of shape ``(..., K, K)``.
 
     For ``binary`` the positive class must be index 1 of a 2 x 2 matrix. ``failure_class`` (multi-class) is the
     index of the format-failure column: a failure counts against the true class (a false negative) but is not
@@ -82,7 +65,7 @@ def confusion_metrics(counts: np.ndarray, *, binary: bool, failure_class: int | 
     tp, fp, fn, tn, n = _one_vs_rest_counts(counts)
     if binary:
         return _per_class_metrics(tp[..., 1], fp[..., 1], fn[..., 1], tn[..., 1], n[..., 0])
-    per_class = _per_class_metrics(tp, fp, fn, tn, n)  # (..., K, 8)
+    per_class = _per_class_metrics(tp, fp, fn, tn, n)  # (..., K, M)
     present = (tp + fp + fn) > 0  # in the group's true labels or predictions
     if failure_class is not None:
         present[..., failure_class] = False
@@ -93,32 +76,26 @@ def confusion_metrics(counts: np.ndarray, *, binary: bool, failure_class: int | 
 
 
 def undefined_reasons(counts: np.ndarray, *, binary: bool, failure_class: int | None = None) -> np.ndarray:
-    """Object array ``(..., 8)`` of human reasons why each metric is undefined ("" where it is defined)."""
+    """Object array ``(..., M)`` of human reasons why each metric is undefined ("" where it is defined)."""
     tp, fp, fn, tn, n = _one_vs_rest_counts(counts)
     values = confusion_metrics(counts, binary=binary, failure_class=failure_class)
     reasons = np.full(values.shape, "", dtype=object)
     empty = n[..., 0] == 0
     if binary:
-        tp, fp, fn, tn = tp[..., 1], fp[..., 1], fn[..., 1], tn[..., 1]
-        by_metric = {
-            "precision": (tp + fp == 0, "no predicted positives (TP + FP = 0)"),
-            "fdr": (tp + fp == 0, "no predicted positives (TP + FP = 0)"),
-            "recall": (tp + fn == 0, "no positive cases in the group (TP + FN = 0)"),
-            "specificity": (tn + fp == 0, "no negative cases in the group (TN + FP = 0)"),
-            "fpr": (tn + fp == 0, "no negative cases in the group (TN + FP = 0)"),
-            "f1": (2 * tp + fp + fn == 0, "no positive cases and no predicted positives"),
-        }
+        cells = (tn[..., 1], fp[..., 1], fn[..., 1], tp[..., 1])
+        by_metric = {spec.name: (sum(cells[i] for i in spec.denominator_cells) == 0, spec.undefined)
+                     for spec in CONFUSION_SPECS if spec.undefined}
     else:
         present = (tp + fp + fn) > 0
         if failure_class is not None:
             present[..., failure_class] = False
         single = present.sum(axis=-1) == 1
         generic = "undefined for every class present in the group"
-        by_metric = {
-            "specificity": (single, "only one class present: no one-vs-rest negatives"),
-            "fpr": (single, "only one class present: no one-vs-rest negatives"),
-        }
-        by_metric.update({m: (np.ones_like(empty), generic) for m in ("precision", "recall", "f1", "fdr")})
+        # A one-vs-rest share of the negatives needs a second class; any other share can be undefined for every
+        # class present, each for its own reason.
+        by_metric = {spec.name: (single, "only one class present: no one-vs-rest negatives")
+                     if spec.denominator == "negative cases" else (np.ones_like(empty), generic)
+                     for spec in CONFUSION_SPECS if spec.undefined}
     for column, metric in enumerate(CONFUSION_METRICS):
         undefined = np.isnan(values[..., column])
         reason = np.where(empty, "empty group (no rows)", "")

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness._columns import PredictionColumns
 from fairmed_core.plain import json_safe
 
 __all__ = [
@@ -535,12 +536,10 @@ def check_protocol(protocol: object) -> str:
     return str(protocol)
 
 
-def paper_protocol_of_table(
-    frame: pd.DataFrame, *, label_col: str, pred_col: str, sensitive: Sequence[str], source_col: str | None
-) -> PaperSummary:
+def paper_protocol_of_table(frame: pd.DataFrame, columns: PredictionColumns) -> PaperSummary:
     """The paper's protocol on a validated predictions table; the attribute named sex (or gender) and the one
     named age_group (or age) are the paper's two."""
-    names = list(sensitive)
+    label_col, pred_col, source_col, names = columns.label, columns.prediction, columns.source, list(columns.sensitive)
     sex = next((a for a in names if a.lower() in ("sex", "gender")), None)
     age = next((a for a in names if a.lower() in ("age_group", "age")), None)
     return paper_protocol(

@@ -19,6 +19,7 @@ import pandas as pd
 from fairmed_core.data.csv_shape import ROW_HINT as _ROW_HINT
 from fairmed_core.data.csv_shape import check_csv_shape
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.fairness._columns import PredictionColumns, resolve_columns
 
 FORMAT_FAILURE = "(format failure)"
 """The prediction that marks an answer that could not be parsed: an outcome to score and count, not a label
@@ -362,16 +363,18 @@ def validate_predictions(
     frame: pd.DataFrame,
     *,
     source_name: str,
-    label_col: str,
-    pred_col: str,
-    sensitive: Sequence[str],
+    label_col: str | None = None,
+    pred_col: str | None = None,
+    sensitive: Sequence[str] | None = None,
     score_col: str | None = None,
     source_col: str | None = None,
     id_col: str | None = None,
+    columns: PredictionColumns | None = None,
     label_values: Sequence | None = None,
     extra_prediction_values: Sequence = (),
 ) -> pd.DataFrame:
-    """Check a predictions table and return a normalised copy.
+    """Check a predictions table and return a normalised copy; its columns named by ``columns`` or by the
+    ``*_col`` keywords and ``sensitive``.
 
     Returns a copy in which labels and predictions share one type (integral floats become ints, text is
     stripped), scores are floats in [0, 1], and every attribute (and the source column) is a categorical of
@@ -396,7 +399,11 @@ def validate_predictions(
         raise FairMedInputError(
             f"expected a pandas DataFrame, got {type(frame).__name__}", source=source_name
         )
-    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    columns = resolve_columns(columns, label_col=label_col, pred_col=pred_col, sensitive=sensitive,
+                              score_col=score_col, source_col=source_col, id_col=id_col)
+    label_col, pred_col, score_col, source_col, id_col = (columns.label, columns.prediction, columns.score,
+                                                          columns.source, columns.id)
+    sensitive = list(columns.sensitive)
     if not sensitive:
         raise FairMedInputError(
             "no sensitive attribute given", source=source_name, hint="pass sensitive=['sex', ...]"
@@ -619,35 +626,31 @@ def _read_table(path: Path, *, text_columns: Sequence[str]) -> pd.DataFrame:
 def load_predictions(
     path: str | Path,
     *,
-    label_col: str,
-    pred_col: str,
-    sensitive: Sequence[str],
+    label_col: str | None = None,
+    pred_col: str | None = None,
+    sensitive: Sequence[str] | None = None,
     score_col: str | None = None,
     source_col: str | None = None,
     id_col: str | None = None,
+    columns: PredictionColumns | None = None,
     label_values: Sequence | None = None,
     max_bytes: int = 50 * 2**20,
 ) -> pd.DataFrame:
-    """Read a CSV or Parquet predictions table and validate it (see :func:`validate_predictions`).
+    """Read a CSV or Parquet predictions table and validate it (see :func:`validate_predictions`); its columns
+    named by ``columns`` or by the ``*_col`` keywords and ``sensitive``.
 
     The format comes from the Parquet magic bytes, else the suffix (``.parquet``/``.pq``; ``.tsv`` is read
     tab-separated; anything else as CSV). A file larger than ``max_bytes`` is refused before it is read.
     Images, archives and other binary files are refused with a message that says what they look like.
     """
-    sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    columns = resolve_columns(columns, label_col=label_col, pred_col=pred_col, sensitive=sensitive,
+                              score_col=score_col, source_col=source_col, id_col=id_col)
+    label_col, pred_col, score_col, source_col, id_col = (columns.label, columns.prediction, columns.score,
+                                                          columns.source, columns.id)
+    sensitive = list(columns.sensitive)
     text_columns = [*sensitive, *(c for c in (source_col, id_col) if c is not None)]
     frame = read_predictions_table(path, max_bytes=max_bytes, text_columns=text_columns)
-    return validate_predictions(
-        frame,
-        source_name=str(path),
-        label_col=label_col,
-        pred_col=pred_col,
-        sensitive=sensitive,
-        score_col=score_col,
-        source_col=source_col,
-        id_col=id_col,
-        label_values=label_values,
-    )
+    return validate_predictions(frame, source_name=str(path), columns=columns, label_values=label_values)
 
 
 def read_predictions_table(

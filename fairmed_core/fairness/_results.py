@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairmed_core.fairness._columns import PredictionColumns
 from fairmed_core.fairness._format_failures import FormatFailureRate
+from fairmed_core.fairness._metric_spec import METRIC_SPECS
 from fairmed_core.fairness._metrics import CONFUSION_METRICS
 from fairmed_core.fairness._paper_protocol import PaperSummary
 
-METRICS = (*CONFUSION_METRICS, "auroc", "ece")
+METRICS = (*CONFUSION_METRICS, *(spec.name for spec in METRIC_SPECS if spec.needs_score))
 """Per-group metrics an audit can report (AUROC and ECE need a score column)."""
 
 SUMMARY_STATISTICS = (
@@ -163,6 +165,11 @@ class AuditSettings:
     tests: str = ""
     format_failures: str = "wrong"
     protocol: str = "fairmed"
+
+    @property
+    def columns(self) -> PredictionColumns:
+        """The audited table's columns as one value (to audit the same table again, or another like it)."""
+        return PredictionColumns(self.label_col, self.pred_col, self.sensitive, self.score_col, self.source_col)
 
 
 GROUP_COLUMNS = tuple(f.name for f in fields(GroupEstimate))

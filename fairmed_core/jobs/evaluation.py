@@ -16,7 +16,7 @@ from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
 from fairmed_core.models.loading import LoadedModel, load_model
 from fairmed_core.models.prediction_audit import audit_predictions
-from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
+from fairmed_core.runs.eval_store import EvaluationRecord, EvaluationRun, save_evaluation
 
 if TYPE_CHECKING:
     from fairmed_core.jobs.configs import EvaluationJobConfig
@@ -58,26 +58,26 @@ def run_evaluation(
     elapsed = time.time() - started
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=n_boot)
-    info = {
-        "kind": "evaluation",
-        "model": loaded.name,
-        "model_dir": str(loaded.directory),
-        "adapter": None if loaded.adapter is None else str(loaded.adapter),
-        "device": str(loaded.device),
-        "dtype": str(loaded.dtype).replace("torch.", ""),
-        "dataset": dataset.name,
-        "manifest_root": str(dataset.root),
-        "split": split,
-        "n_cases": len(predictions),
-        "sample": sample.to_json(),
-        "attributes": attributes,
-        "positive_label": dataset.positive_label,
-        "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
-        "format_failure_rate": float((~predictions["format_ok"].astype(bool)).mean()),
-        "format_failures": result.settings.format_failures,  # how the audit scored them
-        "generation": options.to_dict(),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_time_s": round(elapsed, 2),
-        "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
-    }
-    return save_evaluation(out_dir, predictions, info, result)
+    record = EvaluationRecord(
+        kind="evaluation",
+        model=loaded.name,
+        model_dir=str(loaded.directory),
+        adapter=None if loaded.adapter is None else str(loaded.adapter),
+        device=str(loaded.device),
+        dtype=str(loaded.dtype).replace("torch.", ""),
+        dataset=dataset.name,
+        manifest_root=str(dataset.root),
+        split=split,
+        n_cases=len(predictions),
+        sample=sample.to_json(),
+        attributes=tuple(attributes),
+        positive_label=dataset.positive_label,
+        accuracy=float((predictions["y_true"] == predictions["y_pred"]).mean()),
+        format_failure_rate=float((~predictions["format_ok"].astype(bool)).mean()),
+        format_failures=result.settings.format_failures,  # how the audit scored them
+        generation=options.to_dict(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        wall_time_s=round(elapsed, 2),
+        cases_per_s=round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
+    )
+    return save_evaluation(out_dir, predictions, record, result)

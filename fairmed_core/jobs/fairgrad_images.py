@@ -22,7 +22,7 @@ from fairmed_core.data.schema import UNKNOWN
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import atomic_write_text
 from fairmed_core.models.prediction_audit import audit_predictions
-from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
+from fairmed_core.runs.eval_store import EvaluationRecord, EvaluationRun, save_evaluation
 from fairmed_core.training.fairgrad import FairGradClassifier
 from fairmed_core.training.fairgrad_config import FairGradImageConfig
 
@@ -124,24 +124,23 @@ def run_fairgrad_images(dataset: Dataset, out_dir: str | Path, config: FairGradI
     attributes = [a for a in dataset.attributes if a in predictions.columns]
     result = audit_predictions(predictions, attributes, positive_label=dataset.positive_label, n_boot=n_boot,
                                seed=config.seed)
-    info = {
-        "kind": "fairgrad-images",
-        "model": config.model_name,
-        "model_dir": None,
-        "dataset": dataset.name,
-        "manifest_root": str(dataset.root),
-        "split": config.split,
-        "n_cases": len(predictions),
-        "attributes": attributes,
-        "positive_label": dataset.positive_label,
-        "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
-        "format_failure_rate": 0.0,
-        "training": config.to_dict(),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_time_s": round(elapsed, 2),
-        "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
-    }
-    run = save_evaluation(out_dir, predictions, info, result)
+    record = EvaluationRecord(
+        kind="fairgrad-images",
+        model=config.model_name,
+        dataset=dataset.name,
+        manifest_root=str(dataset.root),
+        split=config.split,
+        n_cases=len(predictions),
+        attributes=tuple(attributes),
+        positive_label=dataset.positive_label,
+        accuracy=float((predictions["y_true"] == predictions["y_pred"]).mean()),
+        format_failure_rate=0.0,
+        training=config.to_dict(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        wall_time_s=round(elapsed, 2),
+        cases_per_s=round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
+    )
+    run = save_evaluation(out_dir, predictions, record, result)
     write_training_history(run.path, models)
     return run
 

@@ -25,7 +25,7 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.jobs.fairgrad_images import write_training_history
 from fairmed_core.models.prediction_audit import audit_predictions
 from fairmed_core.plain import python_scalar
-from fairmed_core.runs.eval_store import EvaluationRun, save_evaluation
+from fairmed_core.runs.eval_store import EvaluationRecord, EvaluationRun, save_evaluation
 from fairmed_core.training.fairgrad import FairGradClassifier
 from fairmed_core.training.fairgrad_config import FairGradTabularConfig
 from fairmed_core.training.tabular import TabularData, read_tabular, tabular_pipeline
@@ -119,32 +119,30 @@ def run_fairgrad_tabular(table_path: str | Path, out_dir: str | Path, config: Fa
     attributes = list(data.attributes)
     result = audit_predictions(predictions, attributes, positive_label=POSITIVE, n_boot=n_boot, seed=config.seed)
     y_true = (predictions["y_true"] == POSITIVE).to_numpy().astype(int)
-    info = {
-        "kind": RUN_KIND,
-        "model": config.model_name,
-        "model_dir": None,
-        "dataset": source,
-        "table": str(table_path.resolve()),
-        "manifest_root": None,
-        "split": "test",
-        "n_cases": len(predictions),
-        "attributes": attributes,
-        "positive_label": POSITIVE,
-        "label": data.label,
-        "label_positive_value": str(python_scalar(data.positive_label)),
-        "label_positive_rate": round(data.positive_rate, 4),
-        "accuracy": float((predictions["y_true"] == predictions["y_pred"]).mean()),
-        "auroc": float(roc_auc_score(y_true, predictions["score"])),
-        "format_failure_rate": 0.0,
-        "training": config.to_dict(),
-        "features": {"numeric": list(data.numeric), "categorical": list(data.categorical)},
+    record = EvaluationRecord(
+        kind=RUN_KIND,
+        model=config.model_name,
+        dataset=source,
+        table=str(table_path.resolve()),
+        split="test",
+        n_cases=len(predictions),
+        attributes=tuple(attributes),
+        positive_label=POSITIVE,
+        label=data.label,
+        label_positive_value=str(python_scalar(data.positive_label)),
+        label_positive_rate=round(data.positive_rate, 4),
+        accuracy=float((predictions["y_true"] == predictions["y_pred"]).mean()),
+        auroc=float(roc_auc_score(y_true, predictions["score"])),
+        format_failure_rate=0.0,
+        training=config.to_dict(),
+        features={"numeric": list(data.numeric), "categorical": list(data.categorical)},
         **facts,
-        "notes": list(data.notes),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_time_s": round(elapsed, 2),
-        "cases_per_s": round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
-    }
-    run = save_evaluation(out_dir, predictions, info, result)
+        notes=tuple(data.notes),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        wall_time_s=round(elapsed, 2),
+        cases_per_s=round(len(predictions) / elapsed, 2) if elapsed > 0 else None,
+    )
+    run = save_evaluation(out_dir, predictions, record, result)
     write_training_history(run.path, {source: model})
     return run
 

@@ -53,7 +53,7 @@ def run(config: SFTJobConfig, out_dir: str | Path, progress: Callable[[int, int,
         options=GenerationOptions(batch_size=32), n_boot=1000,
         progress=None if progress is None else lambda done, total: progress(done, total, "cases"))
     training = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
-    card = write_model_card(out, name=out.name, training=training, evaluation=evaluation.info,
+    card = write_model_card(out, name=out.name, training=training, evaluation=evaluation.record.to_json(),
                             result=evaluation.audit, parameter_count=loaded.parameter_count,
                             architecture=config.sft.model.to_dict())
     return SFTJobResult(result, evaluation, card)

@@ -60,7 +60,9 @@ def _last_boxed(text: str) -> str | None:
 
 
 def normalise_answer(raw: str) -> str:
-    """Lower-case, ``\\text{}`` unwrapped, outer punctuation and whitespace stripped: "\\text{Yes}." -> "yes"."""
+    """A model's written answer as compared with the label: lower-cased, ``\\text{}`` unwrapped, outer punctuation
+    and whitespace stripped ("\\text{Yes}." -> "yes"). It maps no spellings (a model that answers "1" did not
+    answer "yes"); a dataset's label column is read through ``data.schema.canonical_label`` instead."""
     text = raw
     while True:
         unwrapped = _TEXT_WRAPPER.sub(r"\1", text)

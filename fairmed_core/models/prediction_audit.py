@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fairmed_core.fairness import audit
+from fairmed_core.fairness import PredictionColumns, audit
 
 __all__ = ["audit_predictions"]
 
@@ -13,5 +13,5 @@ __all__ = ["audit_predictions"]
 def audit_predictions(predictions, attributes: Sequence[str], *, positive_label: str | None, n_boot: int = 1000,
                       seed: int = 0):
     """The default audit of a model's predictions: every attribute, per source, with bootstrap intervals."""
-    return audit(predictions, label_col="y_true", pred_col="y_pred", sensitive=list(attributes),
-                 source_col="source", positive_label=positive_label, n_boot=n_boot, seed=seed)
+    return audit(predictions, columns=PredictionColumns.model_run(attributes), positive_label=positive_label,
+                 n_boot=n_boot, seed=seed)

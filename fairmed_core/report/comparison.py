@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRIC_SPECS, MISSING_GROUP
+from fairmed_core.fairness import CONFUSION_SPECS, METRIC_SPECS, MISSING_GROUP
 
 __all__ = ["COMPARABLE_METRICS", "ChangeEstimate", "Comparison", "GapChange", "compare_runs", "metrics_from_confusion"]
 
-COMPARABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fpr", "fdr", "selection_rate")
+COMPARABLE_METRICS = tuple(spec.name for spec in CONFUSION_SPECS)  # the binary metrics of the confusion matrix
 _HIGHER_IS_BETTER = {spec.name for spec in METRIC_SPECS if spec.higher_is_better is True}
 _LOWER_IS_BETTER = {spec.name for spec in METRIC_SPECS if spec.higher_is_better is False}
 POOLED = "ALL"
@@ -85,20 +85,10 @@ class Comparison:
         return pd.DataFrame([g.__dict__ for g in self.gap_changes])
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
 def metrics_from_confusion(tp, fp, fn, tn) -> dict[str, np.ndarray]:
     """The binary metrics of :data:`COMPARABLE_METRICS` from confusion counts (NaN for a zero denominator)."""
-    n = tp + fp + fn + tn
-    return {
-        "accuracy": _ratio(tp + tn, n), "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-        "specificity": _ratio(tn, tn + fp), "f1": _ratio(2 * tp, 2 * tp + fp + fn), "fpr": _ratio(fp, fp + tn),
-        "fdr": _ratio(fp, tp + fp), "selection_rate": _ratio(tp + fp, n),
-    }
+    cells = (tn, fp, fn, tp)  # the order of the metric spec table's cell indices
+    return {spec.name: spec.from_cells(cells) for spec in CONFUSION_SPECS}
 
 
 def _aligned(frames: Sequence[pd.DataFrame], names: Sequence[str], id_col: str, label_col: str) -> list[pd.DataFrame]:

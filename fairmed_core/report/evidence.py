@@ -19,12 +19,14 @@ from typing import Any
 import pandas as pd
 from scipy.stats import norm
 
+from fairmed_core.counterfactual.records import FlipSummary, read_counterfactual_run
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import (
     FORMAT_FAILURE,
     MISSING_GROUP,
     AuditResult,
     GapEstimate,
+    PredictionColumns,
     audit,
     near_constant_sources,
     one_answer_sources,
@@ -54,7 +56,7 @@ from fairmed_core.report.plan import (
     read_plan,
 )
 from fairmed_core.report.verdicts import GapVerdict, GroupVerdict, verdict_counts, verdicts_from_audit
-from fairmed_core.runs.eval_store import read_evaluation
+from fairmed_core.runs.eval_store import EvaluationRecord, read_evaluation
 from fairmed_core.runs.workspace import REPO_ROOT
 
 __all__ = ["Evidence", "gather_evidence"]
@@ -233,11 +235,11 @@ class Evidence:
         return json_safe(asdict(self))
 
 
-def _run_identity(run_dir: Path, info: dict, frame: pd.DataFrame, name: str,
+def _run_identity(run_dir: Path, record: EvaluationRecord, frame: pd.DataFrame, name: str,
                   manifest: Path | None = None) -> RunIdentity:
-    return RunIdentity(name=name, folder=str(run_dir.resolve()), model=str(info.get("model", "?")),
-                       dataset=str(info.get("dataset", "?")), split=str(info.get("split") or "all"),
-                       n_cases=len(frame), manifest_root=str(info.get("manifest_root") or ""),
+    return RunIdentity(name=name, folder=str(run_dir.resolve()), model=record.model,
+                       dataset=record.dataset, split=record.split or "all",
+                       n_cases=len(frame), manifest_root=record.manifest_root or "",
                        manifest_sha256=sha256_file(manifest) if manifest else "",
                        case_ids_sha256=case_ids_sha256(frame["case_id"]) if "case_id" in frame else "",
                        files=run_file_records(run_dir))
@@ -248,7 +250,7 @@ def _run_name(run_dir: Path) -> str:
     return run_dir.parent.name if run_dir.name == "evaluation" else run_dir.name
 
 
-def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+def _read_run(run_dir: Path) -> tuple[EvaluationRecord, pd.DataFrame]:
     run = read_evaluation(run_dir)
     try:
         frame = pd.read_csv(run.predictions_path, dtype={"case_id": str}, keep_default_na=False,
@@ -259,7 +261,7 @@ def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         if column not in frame.columns:
             raise FairMedInputError("predictions table has no such column", source=str(run.predictions_path),
                                     column=column)
-    return run.info, frame
+    return run.record, frame
 
 
 def _wilson(failures: int, n: int, confidence: float) -> tuple[float, float]:
@@ -346,41 +348,29 @@ def _intersections(result: AuditResult | None, plan: AuditPlan) -> tuple[Interse
     return tuple(cells)
 
 
-def _flip_rows(tests: dict, key: str, label: str) -> list[FlipRow]:
-    rows = []
-    for row in (tests.get(key) or {}).get("rows", []):
-        def number(name):
-            value = row.get(name)
-            return math.nan if value is None else float(value)
-        rows.append(FlipRow(pairs=label, attribute=str(row.get("attribute", "")), group=str(row.get("group", "")),
-                            n_pairs=int(row.get("n_pairs") or 0), flips=int(row.get("flips") or 0),
-                            flip_rate=number("flip_rate"), ci_low=number("ci_low"), ci_high=number("ci_high"),
-                            p_value_holm=number("p_value_holm")))
-    return rows
+def _flip_rows(flips: FlipSummary, label: str) -> list[FlipRow]:
+    def number(value) -> float:
+        return math.nan if value is None else float(value)
+
+    return [FlipRow(pairs=label, attribute=row.attribute, group=row.group, n_pairs=row.n_pairs, flips=row.flips,
+                    flip_rate=number(row.flip_rate), ci_low=number(row.ci_low), ci_high=number(row.ci_high),
+                    p_value_holm=number(row.p_value_holm)) for row in flips.rows]
 
 
 def _counterfactual(folder: Path | None) -> tuple[str, str, int, int, tuple[FlipRow, ...], float]:
     if folder is None:
         return "", "", 0, 0, (), math.nan
-    try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        tests = json.loads((folder / "tests.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FairMedInputError(f"not a complete counterfactual run ({error})", source=str(folder)) from error
-    if meta.get("kind") != "counterfactual":
-        raise FairMedInputError("not a counterfactual run (run.json kind is not 'counterfactual')",
-                                source=str(folder / "run.json"))
-    flips = _flip_rows(tests, "flips", "all pairs") + _flip_rows(tests, "flips_valid_pairs", "valid pairs")
-    p = (tests.get("ci_test") or {}).get("p_value")
-    return (str(folder.resolve()), str(tests.get("attribute", meta.get("attribute", ""))),
-            int(tests.get("n_pairs") or 0), int(tests.get("n_valid_pairs") or 0), tuple(flips),
+    tests, _ = read_counterfactual_run(folder)
+    flips = _flip_rows(tests.flips, "all pairs") + _flip_rows(tests.flips_valid_pairs, "valid pairs")
+    p = tests.ci_test.p_value
+    return (str(folder.resolve()), tests.attribute, tests.n_pairs, tests.n_valid_pairs, tuple(flips),
             math.nan if p is None else float(p))
 
 
-def _find_manifest(info: dict, data: Path | None) -> Path | None:
+def _find_manifest(record: EvaluationRecord, data: Path | None) -> Path | None:
     """``data`` when given, else the run's recorded dataset manifest if it is on this machine."""
     candidates = [data] if data else []
-    root = info.get("manifest_root")
+    root = record.manifest_root
     if root:
         for base in (Path.cwd(), REPO_ROOT):
             candidates.append((base / root / "manifest.jsonl") if not Path(root).is_absolute()
@@ -465,7 +455,7 @@ def plan_metric_names(plan: AuditPlan) -> set[str]:
     return {m.metric for m in plan.metrics}
 
 
-def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, info: dict,
+def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, record: EvaluationRecord,
                  result: AuditResult | None = None) -> tuple[str, ...]:
     notes = []
     small = sorted({(r.source, r.attribute, r.group, r.cases) for r in evidence_parts["data_card"]
@@ -499,11 +489,11 @@ def _limitations(evidence_parts: dict, plan: AuditPlan, frame: pd.DataFrame, inf
     failures = [r for r in evidence_parts["format_failures"] if r.source == "ALL" and r.failures]
     if failures:
         notes.append("Some answers could not be parsed (format failures); they are scored as wrong answers.")
-    if str(info.get("dataset", "")).startswith("synth"):
-        notes.append(f"The data ({info.get('dataset')}) are synthetic: they test the review, not the model's "
+    if record.dataset.startswith("synth"):
+        notes.append(f"The data ({record.dataset}) are synthetic: they test the review, not the model's "
                      "clinical performance on real patients.")
-    if info.get("split") not in (None, "test"):
-        notes.append(f"The evaluation used the {info.get('split')!r} split, not a held-out test split.")
+    if record.split not in (None, "test"):
+        notes.append(f"The evaluation used the {record.split!r} split, not a held-out test split.")
     if evidence_parts["deviations"]:
         notes.append(f"The plan was changed after it was locked ({len(evidence_parts['deviations'])} field(s)); "
                      "results for changed fields are not pre-specified.")
@@ -521,13 +511,12 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
     plan = read_plan(plan_path)
     check_plan_against_run(plan, run_dir, plan_source=str(plan_path))
     current_hash = plan_hash(plan)
-    info, frame = _read_run(run_dir)
-    positive = str(info.get("positive_label") or "yes")
+    record, frame = _read_run(run_dir)
+    positive = str(record.positive_label or "yes")
     attributes = list(plan.attributes)
     references = {s.attribute: s.reference_group for s in plan.subgroups if s.reference_group}
     # AUROC and ECE (calibration per group) need the model's score, when the run stored one.
-    settings = dict(label_col="y_true", pred_col="y_pred", sensitive=attributes, source_col="source",
-                    score_col="score" if "score" in frame.columns else None,
+    settings = dict(columns=PredictionColumns.model_run(attributes, score="score" in frame.columns),
                     positive_label=positive, metrics=list(dict.fromkeys([*plan.metric_names, *COMPARABLE_METRICS])),
                     n_boot=plan.n_boot, confidence=plan.confidence, correction=plan.correction,
                     min_group_size=plan.min_group_size, seed=plan.seed, reference_groups=references or None)
@@ -552,7 +541,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
             metrics=[m for m in plan.metric_names if m in COMPARABLE_METRICS], positive_label=positive,
             n_boot=plan.n_boot, confidence=plan.confidence, seed=plan.seed))
 
-    manifest = _find_manifest(info, Path(data) if data else None)
+    manifest = _find_manifest(record, Path(data) if data else None)
     folder, cf_attribute, n_pairs, n_valid, flips, ci_p = _counterfactual(Path(counterfactual) if counterfactual else None)
     scope, worst_attribute, worst_group, worst_why = _worst_group(result, plan)
     failure_cases, images_note = [], ""
@@ -573,13 +562,13 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         worst_group=f"{worst_attribute} = {worst_group}" if worst_attribute else "",
         worst_group_reason=worst_why, failure_cases=tuple(failure_cases), images_note=images_note)
     training = _training(run_dir, attributes)
-    model = model_identity(run_dir, info)
+    model = model_identity(run_dir, record)
     # Locked only now that results were computed against the plan: a build refused on bad input locks nothing.
     lock_record = (read_lock(plan_path) or lock_plan(plan_path, now=now)) if lock else read_lock(plan_path)
     deviations = plan_deviations(lock_record.plan, plan) if lock_record else ()
     parts = {"data_card": data_card, "missing": missing, "format_failures": format_failures,
              "deviations": deviations}
-    limitations = _limitations(parts, plan, frame, info, result)
+    limitations = _limitations(parts, plan, frame, record, result)
     has_images = any(c.image_data_uri for c in failure_cases)
     checklist = checklist_crosswalk(
         every_subgroup_has_reason=all(s.why.strip() for s in plan.subgroups), has_comparison=bool(comparisons),
@@ -593,7 +582,7 @@ def gather_evidence(plan_path: str | Path, run_dir: str | Path, *, compare: tupl
         title=f"Evidence pack: {model.name}",
         created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         prepared_by=prepared_by or plan.prepared_by,
-        model=model, run=_run_identity(run_dir, info, frame, _run_name(run_dir), manifest), compared_runs=tuple(compared),
+        model=model, run=_run_identity(run_dir, record, frame, _run_name(run_dir), manifest), compared_runs=tuple(compared),
         plan=PlanRecord(plan=plan, path=str(plan_path.resolve()), sha256=current_hash,
                         file=file_record(plan_path, "plan"),
                         locked_sha256=lock_record.plan_sha256 if lock_record else "",

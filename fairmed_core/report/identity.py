@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairmed_core.runs.eval_store import EvaluationRecord
 from fairmed_core.runs.workspace import REPO_ROOT
 
 __all__ = ["FileRecord", "ModelIdentity", "canonical_sha256", "case_ids_sha256", "file_record", "model_identity",
@@ -75,17 +76,17 @@ def _find_folder(run_dir: Path, recorded: str | None) -> Path | None:
     return None
 
 
-def model_identity(run_dir: str | Path, info: dict) -> ModelIdentity:
-    """Identify the model of an evaluation run from its ``run.json`` (``info``) and hash its files."""
+def model_identity(run_dir: str | Path, record: EvaluationRecord) -> ModelIdentity:
+    """Identify the model of an evaluation run from its ``run.json`` (``record``) and hash its files."""
     run_dir = Path(run_dir)
-    folder = _find_folder(run_dir, info.get("model_dir"))
-    name = str(info.get("model") or "?")
+    folder = _find_folder(run_dir, record.model_dir)
+    name = record.model or "?"
     if folder is not None and name in ("model", "?"):
         name = folder.name
     files: list[FileRecord] = []
     note = ""
     if folder is None:
-        note = (f"model folder {info.get('model_dir')!r} recorded in run.json is not on this machine: its files "
+        note = (f"model folder {record.model_dir!r} recorded in run.json is not on this machine: its files "
                 "are not hashed, and verify cannot check them")
     else:
         for filename in _MODEL_FILES:
@@ -96,7 +97,7 @@ def model_identity(run_dir: str | Path, info: dict) -> ModelIdentity:
                 files.append(file_record(path, "model weights"))
         if not any(f.role == "model weights" for f in files):
             note = f"no weight file found in {folder}"
-    adapter = info.get("adapter")
+    adapter = record.adapter
     if adapter:
         adapter_dir = Path(adapter)
         if adapter_dir.is_dir():

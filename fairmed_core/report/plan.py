@@ -17,11 +17,14 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness import METRIC_SPECS, METRICS
+from fairmed_core.fairness import METRIC_SPECS, METRICS, SPEC_BY_NAME
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from fairmed_core.runs.eval_store import EvaluationRecord
 
 __all__ = [
     "PLAN_FORMAT_VERSION",
@@ -325,19 +328,19 @@ def write_plan(plan: AuditPlan, path: str | Path, *, overwrite: bool = False) ->
     return atomic_write_json(path, plan_to_dict(plan))
 
 
-def _run_columns(run_dir: Path) -> tuple[dict, list[str]]:
+def _run_columns(run_dir: Path) -> tuple[EvaluationRecord, list[str]]:
     from fairmed_core.runs.eval_store import read_evaluation
 
     run = read_evaluation(run_dir)
     with open(run.predictions_path, encoding="utf-8") as stream:
         header = stream.readline().strip().split(",")
-    return run.info, header
+    return run.record, header
 
 
 def run_attributes(run_dir: str | Path) -> tuple[str, ...]:
     """The sensitive attributes of an evaluation run (``run.json``'s ``attributes``, present as columns)."""
-    info, header = _run_columns(Path(run_dir))
-    attributes = info.get("attributes") or [c for c in ("sex", "age_group", "skin_tone", "race", "site")
+    record, header = _run_columns(Path(run_dir))
+    attributes = record.attributes or [c for c in ("sex", "age_group", "skin_tone", "race", "site")
                                             if c in header]
     return tuple(a for a in attributes if a in header)
 
@@ -345,7 +348,7 @@ def run_attributes(run_dir: str | Path) -> tuple[str, ...]:
 def run_metrics(run_dir: str | Path) -> tuple[str, ...]:
     """Metrics an evaluation run supports: the confusion metrics, plus AUROC and ECE when it has a score."""
     _, header = _run_columns(Path(run_dir))
-    return tuple(m for m in METRICS if m not in ("auroc", "ece") or "score" in header)
+    return tuple(m for m in METRICS if not SPEC_BY_NAME[m].needs_score or "score" in header)
 
 
 def plan_from_run(run_dir: str | Path, *, prepared_by: str = "") -> AuditPlan:
@@ -353,7 +356,7 @@ def plan_from_run(run_dir: str | Path, *, prepared_by: str = "") -> AuditPlan:
     (recall, specificity, accuracy, F1, FDR) with a 0.10 difference margin each, plus the 0.8-1.25 ratio band
     for metrics where higher is better (a ratio of two small error rates swings wildly, so FDR gets none)."""
     run_dir = Path(run_dir)
-    info, _ = _run_columns(run_dir)
+    record, _ = _run_columns(run_dir)
     attributes = run_attributes(run_dir)
     if not attributes:
         raise FairMedInputError("the run has no sensitive attribute columns to plan an audit on",
@@ -365,15 +368,15 @@ def plan_from_run(run_dir: str | Path, *, prepared_by: str = "") -> AuditPlan:
             band = DEFAULT_RATIO_BAND if metric in HIGHER_IS_BETTER else (None, None)
             margins.append(MetricMargin(metric=metric, max_difference=DEFAULT_DIFFERENCE, ratio_low=band[0],
                                         ratio_high=band[1]))
-    model = info.get("model") or run_dir.name
+    model = record.model or run_dir.name
     if model == "model" and (run_dir.parent / "config.json").is_file():
         model = run_dir.parent.name  # a shipped model's evaluation/ folder
     return AuditPlan(
         model_name=str(model),
         intended_use="(state the clinical task and the decision the model output feeds, e.g. triage of "
                      "chest X-rays for radiologist review)",
-        population=f"(state who the model is for; this run: {info.get('dataset', '?')} "
-                   f"[{info.get('split', 'all')}], {info.get('n_cases', '?')} cases)",
+        population=f"(state who the model is for; this run: {record.dataset} [{record.split or 'all'}], "
+                   f"{record.n_cases} cases)",
         decision_requested="(e.g. approve for a supervised pilot on adults)",
         subgroups=tuple(SubgroupAtRisk(attribute=a, why=_DEFAULT_WHY.get(a, "")) for a in attributes),
         metrics=tuple(margins),

@@ -7,13 +7,13 @@ cells with a leading ``'`` (``spreadsheet_safe_csv``). JSON keeps the names exac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from fairmed_core.fairness import AuditResult
+from fairmed_core.fairness import AuditResult, PredictionColumns
+from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
 
 __all__ = ["SavedAudit", "list_saved_audits", "save_audit", "spreadsheet_safe", "spreadsheet_safe_csv"]
@@ -84,6 +84,13 @@ class SavedAudit:
     def predictions_path(self) -> Path:
         return self.path / "predictions.csv"
 
+    @property
+    def columns(self) -> PredictionColumns:
+        """The audited table's columns as the audit recorded them, to audit its saved predictions again."""
+        settings = self.settings
+        return PredictionColumns(settings["label_col"], settings["pred_col"], tuple(settings.get("sensitive") or ()),
+                                 settings.get("score_col"), settings.get("source_col"))
+
     def label(self) -> str:
         attributes = ", ".join(self.settings.get("sensitive") or [])
         return f"{self.name}: {self.settings.get('n_rows', '?')} rows, attributes {attributes}"
@@ -100,10 +107,7 @@ def list_saved_audits(audits_dir: str | Path) -> list[SavedAudit]:
         audit_file = folder / "audit.json"
         if not (audit_file.is_file() and (folder / "predictions.csv").is_file()):
             continue
-        try:
-            settings = json.loads(audit_file.read_text(encoding="utf-8"))["settings"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            continue
-        if isinstance(settings, dict):
+        settings = (read_json_object(audit_file) or {}).get("settings")
+        if isinstance(settings, dict) and {"label_col", "pred_col"} <= set(settings):
             found.append(SavedAudit(name=folder.name, path=folder, settings=settings))
     return sorted(found, key=lambda a: (a.path / "audit.json").stat().st_mtime, reverse=True)

@@ -58,10 +58,9 @@ def compare_runs(runs: Sequence[EvaluationRun], attributes: Sequence[str]) -> pd
     frames = []
     for run in runs:
         predictions = pd.read_csv(run.predictions_path, keep_default_na=False, na_values=[""])
-        scored = score_predictions(predictions, attributes, positive=str(run.info.get("positive_label") or "yes"))
-        training = run.info.get("training", {})
-        frames.append(scored.assign(run=run.name, method=training.get("method", run.info.get("model", "?")),
-                                    seed=training.get("seed")))
+        scored = score_predictions(predictions, attributes, positive=str(run.record.positive_label or "yes"))
+        frames.append(scored.assign(run=run.name, method=run.record.method or run.record.model,
+                                    seed=(run.record.training or {}).get("seed")))
     if not frames:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     return pd.concat(frames, ignore_index=True)[list(COMPARISON_COLUMNS)]
