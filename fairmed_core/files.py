@@ -99,12 +99,20 @@ def fsync_tree(folder: str | Path) -> None:
         _fsync_folder(root)
 
 
-def publish_folder(staged: str | Path, target: str | Path) -> Path:
+def publish_folder(staged: str | Path, target: str | Path, *, carry_over: bool = False) -> Path:
     """Move the complete folder ``staged`` to ``target`` by one rename, after flushing its files to disk: a
     reader sees the old ``target`` (or none), or all of ``staged``, never part of it. ``staged`` must be on the
     same file system (a sibling, or a folder beside ``target``). An existing ``target`` is replaced: renamed to a
-    hidden ``.NAME.replaced`` first (a folder cannot be renamed over a non-empty one), removed after."""
+    hidden ``.NAME.replaced`` first (a folder cannot be renamed over a non-empty one), removed after; with
+    ``carry_over`` what it holds that ``staged`` does not (a model card, an evaluation) is copied in first."""
     staged, target = Path(staged), Path(target)
+    if carry_over and target.is_dir():
+        for item in target.iterdir():
+            if not (staged / item.name).exists():
+                if item.is_dir():
+                    shutil.copytree(item, staged / item.name, symlinks=True)
+                else:
+                    shutil.copy2(item, staged / item.name, follow_symlinks=False)
     fsync_tree(staged)
     replaced = None
     if target.exists():

@@ -45,6 +45,12 @@ def test_publish_folder_replaces_the_whole_folder(tmp_path):
     assert publish_folder(staged, target) == target
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging or replaced folder left
     assert [p.name for p in target.iterdir()] == ["weights"] and (target / "weights").read_bytes() == b"new"
+    # carry_over keeps what the new folder does not have (a model card beside the weights).
+    staged.mkdir()
+    (staged / "weights").write_bytes(b"newer")
+    (target / "README.md").write_text("card")
+    publish_folder(staged, target, carry_over=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == {"weights": b"newer", "README.md": b"card"}
 
 
 def _complete(folder, step) -> bool:
