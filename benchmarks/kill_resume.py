@@ -11,7 +11,7 @@ statistics, a whole safetensors file, intact optimizer/scheduler/RNG archives (z
 Each finished run must report the configured step count; its final weights are compared with an uninterrupted
 run's. Results go to the section "Killed training runs resume" of docs/RESULTS.md with ``--write``.
 
-Run:  nice -n 10 .venv/bin/python benchmarks/kill_resume.py --write       (20 kills, about 15 minutes on 2 cores)
+Run:  nice -n 10 .venv/bin/python benchmarks/kill_resume.py --write       (20 kills, about 20 minutes on 2 busy cores)
       nice -n 10 .venv/bin/python benchmarks/kill_resume.py --kills 2     (a quick look; does not write the doc)
 """
 
@@ -33,6 +33,7 @@ import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -234,12 +235,20 @@ def weights_sentence(numbers: dict) -> str:
         return "Every resumed run ended with the uninterrupted run's weights, bit for bit."
     return (f"Final weights equal the uninterrupted run's in {numbers['identical_weights']} of {numbers['runs']} "
             f"runs; the largest absolute difference is {numbers['max_weight_difference']:.2g} (the learning rate is "
-            f"2e-5): a resumed run is a correct continuation, not a bit-identical replay (why the steps after a "
-            f"resume differ was not traced here).")
+            f"2e-5): a resumed run continues from its checkpoint but does not replay an uninterrupted run bit for "
+            f"bit (why the steps after a resume differ was not traced here).")
+
+
+def _wrapped(text: str) -> str:
+    """Paragraphs filled to the documents' width; headings and tables as they are."""
+    parts = [part if part.startswith(("#", "|")) else textwrap.fill(" ".join(part.split()), width=114,
+                                                                     break_on_hyphens=False)
+             for part in text.strip().split("\n\n")]
+    return "\n\n".join(parts) + "\n"
 
 
 def section(result: dict, numbers: dict) -> str:
-    return f"""{SECTION}
+    return _wrapped(f"""{SECTION}
 
 Issue 13 found 9 of 19 FairGRPO resumes after `kill -9` failing for good on a checkpoint torn by the kill.
 Checkpoints are now written into `checkpoints/.saving/checkpoint-N`, flushed to disk and renamed into place
@@ -259,7 +268,7 @@ it and went back to the previous complete checkpoint. A torn checkpoint is a `ch
 trainer state is not for step N, or whose statistics, safetensors weights or optimizer, scheduler and RNG archives
 are incomplete (checked without unpickling). {weights_sentence(numbers)}
 Machine: {machine_description('nice -n 10, one thread per run, beside other work')}; {datetime.date.today()}.
-"""
+""")
 
 
 def main() -> None:
