@@ -1,7 +1,9 @@
 """Where FairMed's shipped files live, and how every file is written: atomically.
 
 Everything is written to a temporary file next to its target and renamed into place, so a killed process
-never leaves a half-written file that a reader could mistake for a finished one. This module sits under every
+never leaves a half-written file that a reader could mistake for a finished one; a folder of files (a training
+checkpoint, a saved model) is written complete under a hidden name and published by one rename
+(``publish_folder``). This module sits under every
 layer: any module that writes a file uses it.
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_GENERATORS", "TINY_MODEL",
            "TINY_MODEL_PREDICTIONS", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "read_json_object", "shipped_model_dirs"]
+           "fsync_tree", "publish_folder", "read_json_object", "shipped_model_dirs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
@@ -72,3 +75,53 @@ def read_json_object(path: str | Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _fsync_folder(path: str | Path) -> None:
+    if os.name == "nt":  # folders cannot be opened for fsync there; NTFS journals the rename itself
+        return
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """Flush every file under ``folder``, and the folders themselves, to disk."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            handle = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+        _fsync_folder(root)
+
+
+def publish_folder(staged: str | Path, target: str | Path, *, carry_over: bool = False) -> Path:
+    """Move the complete folder ``staged`` to ``target`` by one rename, after flushing its files to disk: a
+    reader sees the old ``target`` (or none), or all of ``staged``, never part of it. ``staged`` must be on the
+    same file system (a sibling, or a folder beside ``target``). An existing ``target`` is replaced: renamed to a
+    hidden ``.NAME.replaced`` first (a folder cannot be renamed over a non-empty one), removed after; with
+    ``carry_over`` what it holds that ``staged`` does not (a model card, an evaluation) is copied in first."""
+    staged, target = Path(staged), Path(target)
+    if carry_over and target.is_dir():
+        for item in target.iterdir():
+            if not (staged / item.name).exists():
+                if item.is_dir():
+                    shutil.copytree(item, staged / item.name, symlinks=True)
+                else:
+                    shutil.copy2(item, staged / item.name, follow_symlinks=False)
+    fsync_tree(staged)
+    replaced = None
+    if target.exists():
+        replaced = target.with_name(f".{target.name}.replaced")
+        if replaced.exists():
+            shutil.rmtree(replaced)
+        os.replace(target, replaced)
+    os.replace(staged, target)
+    _fsync_folder(target.parent)  # the rename itself, so a power cut cannot undo it after we return
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return target

@@ -359,6 +359,34 @@ def test_an_attribute_with_too_many_groups_is_refused_before_any_pairwise_table(
     validate_predictions(frame, source_name="t", **COLUMNS)  # exactly at the limit: accepted
 
 
+def test_an_intersection_with_too_many_groups_is_refused_naming_its_attributes(tmp_path, capsys):
+    """Each attribute is under the cap, their intersection is not (15 x 14 = 210 groups); 200 is accepted."""
+    from fairmed_core.cli import main
+    from fairmed_core.fairness._predictions import MAX_GROUPS_PER_ATTRIBUTE
+
+    rows = 15 * 14 * 2
+    frame = pd.DataFrame({"label": [0, 1] * (rows // 2), "pred": [1, 1] * (rows // 2),
+                          "sex": [f"s{i % 15}" for i in range(rows)], "age_group": [f"a{i % 14}" for i in range(rows)],
+                          "site": [f"x{i % 3}" for i in range(rows)]})
+    with pytest.raises(FairMedInputError) as caught:
+        audit(frame, **COLUMNS, intersect=True, n_boot=0)
+    message = str(caught.value)
+    assert "crossing sex x age_group makes 210 groups (15 x 14)" in message
+    assert f"at most {MAX_GROUPS_PER_ATTRIBUTE:,}" in message and caught.value.column == "sex, age_group"
+    all_three = r"crossing sex x age_group x site makes 630 groups \(15 x 14 x 3\)"
+    with pytest.raises(FairMedInputError, match=all_three):
+        audit(frame, label_col="label", pred_col="pred", sensitive=["sex", "age_group", "site"],
+              intersect=True, n_boot=0)  # all three: 630 groups
+    # The command line: one line and exit code 2.
+    path = tmp_path / "predictions.csv"
+    frame.to_csv(path, index=False)
+    assert main(["audit", str(path), "--label-col", "label", "--pred-col", "pred", "--sensitive", "sex",
+                 "--sensitive", "age_group", "--intersect", "--n-boot", "0"]) == 2
+    assert "makes 210 groups" in capsys.readouterr().err
+    frame["age_group"] = [f"a{i % 13}" for i in range(rows)]  # 15 x 13 = 195: under the cap
+    audit(frame, **COLUMNS, intersect=True, n_boot=0)
+
+
 def test_too_many_sources_are_refused():
     from fairmed_core.fairness._predictions import MAX_SOURCES
 

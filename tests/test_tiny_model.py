@@ -16,7 +16,7 @@ from fairmed_core.models.loading import load_model
 from fairmed_core.models.tiny import TinyModelConfig, build_processor, build_tokenizer
 from fairmed_core.runs.workspace import TINY_MODEL, TINY_MODEL_PREDICTIONS
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
-from fairmed_core.training.sft import IGNORE_INDEX, SFTConfig, encode_sft_examples, tiny_corpus
+from fairmed_core.training.sft import IGNORE_INDEX, SFTConfig, encode_sft_examples, tiny_corpus, train_sft
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,18 @@ def test_sft_warm_start_lowers_the_loss_and_saves_a_loadable_model(tiny_model_di
     loaded = load_model(tiny_model_dir)
     assert loaded.device.type == "cpu" and loaded.dtype == torch.float32
     assert type(loaded.model).__name__ == "Gemma3ForConditionalGeneration"
+
+
+def test_sft_publishes_the_model_folder_whole_keeping_files_already_there(default_manifest, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("the reviewer's notes")
+    train_sft(default_manifest, out, SFTConfig(epochs=1, max_cases=8, batch_size=8, model=TinyModelConfig(
+        text_layers=1)))
+    assert (out / "notes.txt").read_text() == "the reviewer's notes"
+    assert {"model.safetensors", "config.json", "training_config.json", "training_log.jsonl"} <= {
+        p.name for p in out.iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left beside it
 
 
 def test_sft_config_from_json_rejects_unknown_settings():

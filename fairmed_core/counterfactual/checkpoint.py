@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import fsync_tree
 from fairmed_core.folder_json import read_folder_json
 
 __all__ = [
@@ -90,6 +91,7 @@ def replace_folder(target: str | Path, fill: Callable[[Path], None]) -> Path:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    fsync_tree(temporary)  # on disk before the renames publish it: a power cut cannot leave renamed empty files
     if target.exists():
         target.rename(old)
     temporary.rename(target)

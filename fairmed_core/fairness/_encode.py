@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.fairness._predictions import FORMAT_FAILURE, _natural_key, implicit_positive_label
+from fairmed_core.fairness._predictions import (FORMAT_FAILURE, MAX_GROUPS_PER_ATTRIBUTE, _natural_key,
+                                                implicit_positive_label)
 from fairmed_core.plain import python_scalar
 
 INTERSECTION_JOIN = " x "
@@ -180,6 +181,16 @@ def encode_table(
         # does), so an empty intersection is reported as such instead of silently missing.
         crossed = [attributes[i] for i in members]
         dims = tuple(len(a.levels) for a in crossed)
+        count = int(np.prod(dims, dtype=object))
+        if count > MAX_GROUPS_PER_ATTRIBUTE:
+            # The same cap as one attribute's groups: the intersection is audited as one more attribute.
+            raise FairMedInputError(
+                f"crossing {' x '.join(a.name for a in crossed)} makes {count:,} groups "
+                f"({' x '.join(str(d) for d in dims)}); an audit takes at most {MAX_GROUPS_PER_ATTRIBUTE:,} "
+                "groups per attribute, intersections included",
+                source=source_name, column=", ".join(a.name for a in crossed),
+                hint="cross fewer or coarser attributes",
+            )
         codes = np.ravel_multi_index(tuple(a.codes for a in crossed), dims)
         levels = tuple(GROUP_JOIN.join(combo) for combo in itertools.product(*(a.levels for a in crossed)))
         attributes.append(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from fairmed_core.data import Dataset, read_manifest
 from fairmed_core.data.sampling import SampleComposition, stratified_sample
 from fairmed_core.data.schema import ALL, UNKNOWN
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.files import atomic_write_json, atomic_write_text, read_json_object
+from fairmed_core.files import atomic_write_json, atomic_write_text, publish_folder, read_json_object
 from fairmed_core.jobs.evaluation import audit_predictions, run_evaluation
 from fairmed_core.models.evaluation import evaluate_dataset
 from fairmed_core.models.generation import GenerationOptions
@@ -43,6 +44,7 @@ from fairmed_core.plain import json_safe
 from fairmed_core.runs.training_store import (FINISHED_FILE, METRICS_FILE, TrainingResult, eval_frame, read_metrics,
                                               summary_frame)
 from fairmed_core.settings import JOB_FILE
+from fairmed_core.training.checkpoints import interrupted_saves
 from fairmed_core.training.grpo_config import GRPOJobConfig
 
 if TYPE_CHECKING:
@@ -184,7 +186,11 @@ def resume_checkpoint(folder: Path, state_file: str | None = None, *, reset_stat
     own state (``state_file``: the FairGRPO statistics, Group DRO weights) last, so a run killed during a save
     leaves a folder without them: such a folder is skipped with a warning naming it, never chosen. With
     ``state_file`` a checkpoint lacking it is skipped too, for an older one that has it; where none has it the
-    resume is refused unless ``reset_state`` (the state then starts from zero, from the newest checkpoint)."""
+    resume is refused unless ``reset_state`` (the state then starts from zero, from the newest checkpoint).
+    Checkpoints are saved atomically (:mod:`fairmed_core.training.checkpoints`): a save killed midway is under the
+    staging folder, named in a warning, never chosen (older runs' torn folders are still caught above)."""
+    for path in interrupted_saves(folder):
+        logger.warning("skipping %s: the run was stopped while saving it (the next save removes it)", path)
     numbered = []
     for path in folder.glob("checkpoint-*"):
         suffix = path.name.split("-", 1)[1]
@@ -326,8 +332,13 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         trained = trained.merge_and_unload()
     trained.eval()
     model_out = out / "model"
-    trained.save_pretrained(model_out)
-    loaded.processor.save_pretrained(model_out)
+    # Saved complete under a hidden name, then renamed: a kill here leaves no half-written model folder.
+    staged = out / ".model.saving"
+    if staged.exists():
+        shutil.rmtree(staged)
+    trained.save_pretrained(staged)
+    loaded.processor.save_pretrained(staged)
+    publish_folder(staged, model_out)
     test_accuracy = None
     if config.test_split:
         final = load_model(model_out, device=str(loaded.device))

@@ -18,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.models.chat_template import render_chat_template
+from fairmed_core.models.prompting import chat_messages
 
 __all__ = ["LoadedModel", "check_model_directory", "estimate_parameter_count", "load_model", "ModelDirectory"]
 
@@ -299,6 +301,9 @@ def load_model(directory: str | Path, *, adapter: str | Path | None = None, devi
     if tokenizer is None or getattr(tokenizer, "image_token_id", None) is None:
         raise _fail("the processor has no tokenizer with a Gemma 3 image token", checked.path)
     tokenizer.padding_side = "left"
+    # The folder's chat template is code from whoever sent it: refused before the weights load if it is too long,
+    # fails or does not finish on a one-image question (TRL's training renders it without our step limit).
+    render_chat_template(processor, [chat_messages("Is there a finding?", 1)])
     kwargs = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
     if target.type == "cuda":
         # "cuda": spread over the visible GPUs as they fit; "cuda:N": all of it on GPU N (one process per GPU

@@ -7,7 +7,8 @@ normalised to 8-bit RGB first (16-bit, RGBA, palette and greyscale inputs all oc
 A question is text from a user's file, so it is checked before the tokenizer sees it: at most
 ``MAX_QUESTION_CHARS`` characters (a 30 MB question aborts the tokenizer), and none of the tokenizer's control
 tokens (``<image_soft_token>`` in a question breaks the image-token count of the whole batch; ``<end_of_turn>``
-would let a question write the model's turn).
+would let a question write the model's turn). The chat template itself is rendered within a size and step
+limit (``chat_template``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.models.answers import build_prompt
+from fairmed_core.models.chat_template import render_chat_template
 
 __all__ = ["IMAGE_PLACEHOLDER", "MAX_QUESTION_CHARS", "chat_messages", "check_question", "control_tokens_of",
            "encode_prompts", "prompt_texts", "to_model_image"]
@@ -118,7 +120,7 @@ def prompt_texts(processor, questions: Sequence[str], image_counts: Sequence[int
     conversations = [chat_messages(check_question(q, control_tokens=control_tokens), n,
                                    format_instruction=format_instruction)
                      for q, n in zip(questions, image_counts)]
-    return processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+    return render_chat_template(processor, conversations)  # bounded: the template came with the model folder
 
 
 def encode_prompts(processor, questions: Sequence[str], images: Sequence[Sequence[Image.Image]], *,

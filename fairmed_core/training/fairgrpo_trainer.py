@@ -53,7 +53,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
@@ -63,6 +62,7 @@ from fairmed_core.files import atomic_write_json
 from fairmed_core.models.answers import normalise_answer
 from fairmed_core.models.generation import _suppressed_token_ids
 from fairmed_core.models.prompting import chat_messages, to_model_image
+from fairmed_core.training.checkpoints import atomic_checkpoint
 from fairmed_core.training.fairgrpo_weights import (
     CLUSTERINGS,
     FairGRPOStatistics,
@@ -679,13 +679,12 @@ class FairGRPOTrainer(GRPOTrainer):
         return {} if name is None else {name: self.method.state.to_json(self.method_state, self._options)}
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        state = self._method_state()
-        if not state or not self.args.should_save:
-            return
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        for name, payload in state.items():
-            atomic_write_json(os.path.join(folder, name), payload)
+        # Written into a staging folder and renamed into place complete, the method's state with it (issue 13).
+        with atomic_checkpoint(self, trial) as folder:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                for name, payload in self._method_state().items():
+                    atomic_write_json(folder / name, payload)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

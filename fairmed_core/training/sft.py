@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from fairmed_core.data import read_manifest
 from fairmed_core.data.synth import QUESTIONS, SynthCase, cases_from_dataset
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.files import atomic_write_json, atomic_write_text
+from fairmed_core.files import atomic_write_json, atomic_write_text, publish_folder
 from fairmed_core.models.answers import build_prompt
 from fairmed_core.models.prompting import chat_messages, to_model_image
 from fairmed_core.models.tiny import build_processor, build_tiny_model, build_tokenizer
@@ -115,7 +116,8 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
               log: Callable[[dict], None] | None = None) -> SFTResult:
     """Build the tiny model, train it on ``manifest``'s ``config.split`` cases, save it to ``out_dir``.
 
-    Writes ``save_pretrained`` model and processor files, ``training_config.json`` and ``training_log.jsonl``.
+    Writes ``save_pretrained`` model and processor files, ``training_config.json`` and ``training_log.jsonl``,
+    all at once: saved into a hidden sibling folder and renamed into place (files already in ``out_dir`` stay).
     ``log`` receives each step's record (step, epoch, loss, learning rate)."""
     config = config or SFTConfig()
     dataset = read_manifest(manifest)
@@ -144,7 +146,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     started = time.perf_counter()
     model.train()
@@ -173,15 +175,20 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             step += 1
     model.eval()
     train_time_s = time.perf_counter() - started
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    atomic_write_json(out / "training_config.json", {
+    # Saved complete beside the folder and renamed into place: a kill while saving leaves the folder as it was.
+    staged = out.with_name(f".{out.name}.saving")
+    if staged.exists():
+        shutil.rmtree(staged)
+    model.save_pretrained(staged)
+    processor.save_pretrained(staged)
+    atomic_write_json(staged / "training_config.json", {
         "method": "supervised warm start (fairmed_core.training.sft)",
         "data": str(manifest), "split": config.split, "train_cases": n, "cases_per_group": _group_counts(cases),
         "steps": total_steps,
         "train_time_s": round(train_time_s, 1), "torch_threads": torch.get_num_threads(),
         "config": config.to_dict(),
     })
-    atomic_write_text(out / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(staged / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    publish_folder(staged, out, carry_over=True)  # files of an earlier model there (its card) stay
     return SFTResult(out_dir=out, steps=total_steps, train_cases=n, first_loss=records[0]["loss"],
                      final_loss=records[-1]["loss"], train_time_s=train_time_s)
