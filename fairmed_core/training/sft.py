@@ -28,6 +28,7 @@ from fairmed_core.models.prompting import chat_messages, to_model_image
 from fairmed_core.models.tiny import build_processor, build_tiny_model, build_tokenizer
 from fairmed_core.training.reasoning_targets import reasoning_target, target_corpus
 from fairmed_core.training.sft_config import SFTConfig
+from fairmed_core.training.vision_warmup import warm_up_vision
 
 __all__ = ["SFTConfig", "SFTResult", "encode_sft_examples", "train_sft", "tiny_corpus"]
 
@@ -141,6 +142,12 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
     images = [dataset.load_image(case.case_id) for case in cases]
     examples = encode_sft_examples(processor, cases, images)
     n = len(cases)
+    warmup_records = []
+    if config.vision_warmup_epochs:
+        warmup_records = warm_up_vision(
+            model.model.vision_tower, examples["pixel_values"], [case.answer == "yes" for case in cases],
+            [case.source for case in cases], epochs=config.vision_warmup_epochs,
+            learning_rate=config.vision_warmup_lr, batch_size=config.batch_size, seed=config.seed)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -186,7 +193,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
         "data": str(manifest), "split": config.split, "train_cases": n, "cases_per_group": _group_counts(cases),
         "steps": total_steps,
         "train_time_s": round(train_time_s, 1), "torch_threads": torch.get_num_threads(),
-        "config": config.to_dict(),
+        "config": config.to_dict(), "vision_warmup": warmup_records,
     })
     atomic_write_text(staged / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     publish_folder(staged, out, carry_over=True)  # files of an earlier model there (its card) stay

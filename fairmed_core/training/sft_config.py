@@ -23,6 +23,9 @@ class SFTConfig:
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate", "flag": "--lr"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warmup"})
+    vision_warmup_epochs: int = field(default=0, metadata={
+        "help": "epochs fitting the vision tower to the finding (a head per source) before SFT; 0: none"})
+    vision_warmup_lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the vision warm-up"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     split: str = field(default="train", metadata={"help": "manifest split to train on"})
     sources: tuple[str, ...] | None = field(default=None, metadata={
@@ -44,6 +47,10 @@ class SFTConfig:
         self.undersampling()  # checked where declared
         if self.sources is not None:
             object.__setattr__(self, "sources", tuple(self.sources))
+        if isinstance(self.vision_warmup_epochs, bool) or not isinstance(self.vision_warmup_epochs, int) or (
+                self.vision_warmup_epochs < 0):
+            raise FairMedInputError(f"vision_warmup_epochs must be 0 or more, got {self.vision_warmup_epochs!r}",
+                                    column="vision_warmup_epochs")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -52,10 +59,11 @@ class SFTConfig:
                                            or self.max_cases < 1):
             raise FairMedInputError(f"max_cases must be a positive whole number, got {self.max_cases!r}",
                                     column="max_cases")
-        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not (
-                math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise FairMedInputError(f"learning_rate must be positive, got {self.learning_rate!r}",
-                                    column="learning_rate", hint="e.g. 2e-3")
+        for name in ("learning_rate", "vision_warmup_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value > 0):
+                raise FairMedInputError(f"{name} must be positive, got {value!r}", column=name, hint="e.g. 2e-3")
 
     def undersampling(self) -> dict[tuple[str, str, str], float]:
         """``(source, attribute, group) -> fraction kept`` from the ``undersample`` entries."""
