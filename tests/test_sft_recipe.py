@@ -64,3 +64,26 @@ def test_sft_records_its_vision_warm_up_and_the_cases_per_group(default_manifest
     assert sum(recorded["cases_per_group"]["synth_cxr"][k] for k in ("sex=M",)) + sum(
         v.get("sex=M", 0) + v.get("sex=F", 0) for s, v in recorded["cases_per_group"].items() if s != "synth_cxr"
     ) == 16
+
+
+def test_latent_group_agreement_from_pooled_pairs_is_sklearns_adjusted_rand_index_on_one_partition():
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    from fairmed_core.training.latent_groups import PairCounts, pair_counts
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(3, 30))
+        truth = [f"g{v}" for v in rng.integers(0, 3, n)]
+        clusters = [f"c{v}" for v in rng.integers(0, 3, n)]
+        counts = pair_counts(["synth_cxr"] * n, truth, clusters)
+        expected = adjusted_rand_score(truth, clusters)
+        if counts.adjusted_rand_index() is not None:
+            assert counts.adjusted_rand_index() == pytest.approx(expected, abs=1e-12)
+    # pairs form within a source only, unknown groups take no part, and steps add up
+    counts = pair_counts(["a", "a", "b", "a"], ["F,A1", "F,A1", "F,A1", "UNK,A2"], ["0", "0", "0", "1"])
+    assert counts == PairCounts(both=1)
+    perfect = pair_counts(["a"] * 4, ["F", "F", "M", "M"], ["x", "x", "y", "y"])
+    assert (perfect + perfect).adjusted_rand_index() == 1.0
+    assert PairCounts.from_metrics(perfect.metrics()) == perfect

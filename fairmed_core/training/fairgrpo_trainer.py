@@ -69,6 +69,7 @@ from fairmed_core.training.fairgrpo_weights import (
     FairGRPOStepInfo,
     FairGRPOWeighting,
 )
+from fairmed_core.training.latent_groups import pair_counts
 from fairmed_core.training.methods import (
     DRO_WEIGHTS_FILE,
     METHOD_NAMES,
@@ -628,6 +629,11 @@ class FairGRPOTrainer(GRPOTrainer):
             metrics = self._metrics["train"]
             for name, value in step.metrics.items():
                 metrics[name].append(value)
+            if step.info is not None and not self.method.needs_demographics and groups is not None:
+                # Grouped without demographics: how well the latent groups recover the (masked) true ones.
+                pairs = pair_counts(domains, groups, step.info.prompt_groups, unknown=UNKNOWN)
+                for name, value in pairs.metrics().items():
+                    metrics[name].append(value)
         if domains is not None:
             self._log_domain_signal(matrix, domains, output["advantages"].detach())
         self.fairgrpo_last_batch = FairGRPOBatch(
