@@ -44,7 +44,7 @@ def test_the_paper_protocol_is_shown_by_name_beside_fairmeds_default(app):
     selector.set_value("fairgrpo_paper").run()
     _no_errors(app)
     subheaders = [s.value for s in app.subheader]
-    assert "FairGRPO summary (per source and attribute)" in subheaders and PAPER in subheaders
+    assert "Fairness summary per source and attribute" in subheaders and PAPER in subheaders
     shown = _table(app, "PP (pp)").iloc[0]
     frame = pd.read_csv(TINY_MODEL / "evaluation" / "predictions.csv", keep_default_na=False)
     expected = paper_protocol(frame["y_true"], frame["y_pred"], sources=frame["source"],
