@@ -127,8 +127,9 @@ SUMMARY_METRICS = (("predictive_parity", "predictive parity (FDR gap, points 0-1
 
 def _summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The per source and attribute summary in words: each metric beside its 95% interval, decoded names."""
-    table = pd.DataFrame({"source": summary["source"].map(source_label),
-                          "attribute": summary["attribute"].map(attribute_label)})
+    table = pd.DataFrame({
+        "source": summary["source"].map(lambda s: "all sources pooled" if s == "ALL" else source_label(s)),
+        "attribute": summary["attribute"].map(attribute_label)})
     for column, label in SUMMARY_METRICS:
         table[label] = summary[column].round(3)
         table[f"{label.split(' (')[0]}: 95% interval"] = [
@@ -335,6 +336,11 @@ except Exception as error:  # noqa: BLE001
     show_input_error(error)
     st.stop()
 groups, gaps, summary = result.groups_frame(), result.gaps_frame(), result.summary_frame()
+# A crossed cell without a single case (e.g. sex not recorded x age 26-50) is not a group to read: it would only
+# fill the tables and charts with n/a. Such cells are hidden and counted once, under the group sizes.
+in_crossed = groups["attribute"].str.contains(" x ", regex=False)
+empty_cells = groups[in_crossed & (groups["n"] == 0)].drop_duplicates(["source", "attribute", "group"])
+groups = groups[~(in_crossed & (groups["n"] == 0))]
 for constant in one_answer_sources(frame, mapping["pred_col"], mapping["source_col"]):
     st.warning(f"{constant.describe()}: its true and false positive rates are the same in every group, so its "
                "equal opportunity and equalized odds gaps are 0 because it tells no case apart, not because it "
@@ -389,7 +395,8 @@ small = sizes[sizes["small_group_reason"] != ""]
 if not small.empty:
     st.warning(
         "Too small to support a claim: "
-        + "; ".join(f"**{g}** ({reason})" for g, reason in zip(small["group"], small["small_group_reason"]))
+        + "; ".join(f"**{group_label(g)}** ({reason})" for g, reason in zip(small["group"],
+                                                                             small["small_group_reason"]))
         + ". Their estimates are shown hatched; read their intervals, not their bars."
     )
 left, right = st.columns([2, 3])
@@ -411,13 +418,35 @@ if result.format_failure_rates:
                  column_config={"n": st.column_config.NumberColumn("cases (n)", format="%d"),
                                 "rate": st.column_config.NumberColumn("rate (share of cases, 0-1)", format="%.3f")})
 
+hidden = empty_cells[(empty_cells["source"] == source) & (empty_cells["attribute"] == attribute)]
+if not hidden.empty:
+    st.caption(f"{len(hidden)} empty cells hidden (no cases): "
+               + ", ".join(group_label(g) for g in hidden["group"]) + ".")
+
 st.subheader(f"Metrics per group: {attribute_label(attribute)}")
-st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
-                width="stretch", key="metrics_chart")
-undefined = block[block["undefined_reason"] != ""]
+if attribute.count(" x ") == 1:
+    # Two attributes crossed: the map is the readable view; one bar per cell and metric is kept behind it.
+    heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
+    st.subheader(f"Intersectional map: {attribute_label(attribute)}")
+    st.plotly_chart(
+        intersection_heatmap_figure(groups, source=source, attribute=attribute, metric=heat_metric),
+        width="stretch", key="heatmap_chart",
+    )
+    with st.expander("Bars per cell and metric"):
+        st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
+                        width="stretch", key="metrics_chart")
+else:
+    st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
+                    width="stretch", key="metrics_chart")
+undefined = block[(block["undefined_reason"] != "") & block["metric"].isin(metrics)]
 if not undefined.empty:
-    st.info("Undefined (shown as n/a): " + "; ".join(
-        f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
+    # One line; the list (one entry per group and metric, dozens for crossed attributes) is behind it.
+    reasons = undefined["undefined_reason"].value_counts()
+    st.info(f"{len(undefined)} values undefined, shown as n/a (" + "; ".join(
+        f"{count} x {reason}" for reason, count in reasons.items()) + ").")
+    with st.expander("Which values are undefined"):
+        st.markdown("\n".join(f"- {group_label(g)}, {METRIC_LABELS.get(m, m)}: {r}" for g, m, r in zip(
+            undefined["group"], undefined["metric"], undefined["undefined_reason"])))
 
 with st.expander("Intervals and the smallest detectable gap, per group"):
     detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS),
@@ -442,14 +471,6 @@ with st.expander("Intervals and the smallest detectable gap, per group"):
         },
     )
     st.caption(f"Intervals: {result.settings.interval_method}. Tests: {result.settings.tests}.")
-
-if attribute.count(" x ") == 1:
-    st.subheader(f"Intersectional map: {attribute_label(attribute)}")
-    heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
-    st.plotly_chart(
-        intersection_heatmap_figure(groups, source=source, attribute=attribute, metric=heat_metric),
-        width="stretch", key="heatmap_chart",
-    )
 
 st.subheader("Disparity band")
 st.plotly_chart(ratio_band_figure(gaps, source=source, attribute=attribute, metrics=metrics, band=band),

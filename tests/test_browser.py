@@ -118,9 +118,18 @@ def _grids(page, count: int) -> list[dict]:
 
 
 def _pick(page, label: str, option: str) -> None:
-    """Add ``option`` in the Streamlit multiselect labelled ``label``."""
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Add ``option`` in the Streamlit multiselect labelled ``label``. A rerun that redraws the page closes an
+    open list, so the list is opened again until the option shows (three tries)."""
+    for attempt in range(3):
+        page.get_by_label(label, exact=True).click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; try once more
+            page.keyboard.press("Escape")
+            if attempt == 2:
+                page.screenshot(path=str(ARTIFACTS / "pick_failed.png"), full_page=True)
+                raise
     page.keyboard.press("Escape")
 
 
@@ -134,7 +143,7 @@ def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
     # Issue 15: the audit opens per source, with the verdict strip naming the near-constant source first.
     page.get_by_text("What this audit shows", exact=False).wait_for(timeout=60_000)
     body = page.locator("[data-testid=stMain]").inner_text()
-    assert "ratio verdicts are suppressed" in body and "synth_cxr" in body, body[:2000]
+    assert "ratio verdicts are suppressed" in body and "chest X-ray, sex:" in body, body[:2000]
     page.screenshot(path=str(ARTIFACTS / "audit_sex.png"), full_page=True)
 
     _choose(page, "Attribute to inspect", "age group")
@@ -145,7 +154,7 @@ def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
         ".some(t => t.textContent.startsWith('age 26-50'))",
         timeout=60_000,
     )
-    chart = page.locator(".js-plotly-plot").nth(1)
+    chart = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text="Metrics per group")).first
     legend = chart.locator(".legendtext").all_text_contents()
     assert any(text.startswith("age 26-50") for text in legend), legend
     assert not any(text.startswith(("female ", "A2")) for text in legend), legend
@@ -378,10 +387,18 @@ def test_audit_reads_one_row_per_comparison_crosses_two_attributes_and_reopens_a
     assert {row[column["group a"]] for row in rows} <= {"female", "male", "not recorded"}, rows
     summary = next(grid for grid in grids if "source" in grid["headers"])
     assert "predictive parity (FDR gap, points 0-100)" in summary["headers"], summary["headers"]
-    assert {row[0] for row in summary["rows"]} <= {"chest X-ray", "dermoscopy", "mammography"}, summary["rows"]
+    assert {row[0] for row in summary["rows"]} <= {"chest X-ray", "dermoscopy", "mammography",
+                                                   "all sources pooled", "mean over sources"}, summary["rows"]
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "FairGRPO summary" not in main and "Fairness summary per source and attribute" in main
-    page.screenshot(path=str(ARTIFACTS / "audit_gap_table.png"), full_page=True)
+    assert "UNK" not in main.replace("(UNK)", ""), main  # "not recorded", also where values are undefined
+    # Streamlit scrolls inside its own container: the tables below the fold are shot one by one.
+    for header, name in (("comparison", "audit_gap_table.png"), ("predictive parity: 95% interval",
+                                                                 "audit_summary_table.png")):
+        table = page.locator("[data-testid=stDataFrame]").filter(
+            has=page.locator("th", has_text=re.compile(f"^{re.escape(header)}$"))).first
+        table.scroll_into_view_if_needed()
+        table.screenshot(path=str(ARTIFACTS / name))
 
     # Observation 4: with every attribute audited, crossing two gives the readable two-way map.
     _pick(page, "Intersectional groups: cross two attributes", "sex")
@@ -394,6 +411,10 @@ def test_audit_reads_one_row_per_comparison_crosses_two_attributes_and_reopens_a
         .flatMap(plot => [...plot.querySelectorAll('.xtick, .ytick')].map(tick => tick.textContent))""")
     assert "age 26-50" in labels and "female" in labels, labels
     assert not any(label.startswith(("A1", "A2", "F,")) for label in labels), labels
+    main = page.locator("[data-testid=stMain]").inner_text()
+    # empty cells hidden and counted once; undefined values summed up in one line, not a wall of warnings
+    assert "empty cells hidden (no cases)" in main and "empty group (no rows)" not in main, main
+    assert "values undefined, shown as n/a" in main and "F,A1" not in main and "UNK," not in main, main
     # Only two attributes can be crossed (a third would bring back the full product of empty cells).
     page.get_by_label("Intersectional groups: cross two attributes", exact=True).click()
     assert page.get_by_role("option", name="skin tone", exact=True).count() == 0
@@ -407,7 +428,9 @@ def test_audit_reads_one_row_per_comparison_crosses_two_attributes_and_reopens_a
     assert saved, list((default_workspace / "audits").iterdir())
     page.get_by_text("A saved audit", exact=True).click()
     page.get_by_text("Reopened from ").wait_for(timeout=60_000)
-    page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
+    # the reopened audit keeps the crossed pair chosen above: it opens on its map
+    page.locator("h3", has_text="Metrics per group: ").first.wait_for(timeout=120_000)
+    page.get_by_text("What this audit shows", exact=False).wait_for(timeout=60_000)
     assert page.get_by_label("Saved audit", exact=True).count() == 1
     page.screenshot(path=str(ARTIFACTS / "audit_saved_reopened.png"), full_page=True)
 
@@ -432,8 +455,7 @@ def test_fairgrad_opens_on_shipped_runs_and_never_mixes_tables_and_images(server
     assert not [header for header in grid["headers"] if SNAKE_CASE.search(header)], grid["headers"]
     page.screenshot(path=str(ARTIFACTS / "fairgrad_shipped_images.png"), full_page=True)
 
-    _choose(page, "Compare runs on", "Table support2_like_sepsis")
-    page.get_by_text("Accuracy against disparity by race").wait_for(timeout=120_000)
+    _choose(page, "Compare runs on", "Table support2_like_sepsis")  # the attribute chosen (sex) is the table's too
     page.wait_for_function(
         "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.includes('support2'))",
         timeout=60_000)
