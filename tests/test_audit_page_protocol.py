@@ -72,7 +72,7 @@ def test_format_failures_are_scored_as_chosen_and_their_rate_is_shown_per_group(
     overall = rates[rates["attribute"] == "overall"].iloc[0]
     assert overall["failures"] == int(failed.sum()) and overall["n"] == len(predictions)
     by_sex = rates[rates["attribute"] == "sex"].set_index("group")
-    assert by_sex.loc["F", "failures"] == int((failed & (predictions["sex"] == "F")).sum())
+    assert by_sex.loc["female", "failures"] == int((failed & (predictions["sex"] == "F")).sum())
     app.selectbox(key="audit_format_failures").set_value("abstain").run()
     _no_errors(app)
     assert any("left out of the metrics" in m.value for m in app.markdown)
