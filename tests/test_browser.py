@@ -245,6 +245,10 @@ def test_inference_runs_a_case_beside_its_counterfactual_and_an_upload(server, p
     page.get_by_text("grey.png (PNG, 64x64)").wait_for(timeout=60_000)
     page.get_by_text("Run the model on this image").click()
     page.get_by_text("This image is unlike anything the model was trained on").wait_for(timeout=120_000)
+    # the verdict is drawn first, the answer and its scope note after it
+    page.locator("*:visible", has_text="Model on the uploaded image").last.wait_for(timeout=120_000)
+    page.locator("[data-testid=stCaptionContainer]:visible",
+                 has_text="Research tool, synthetic-data model, not a medical device").first.wait_for(timeout=60_000)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "its answer means nothing" in main and "Out-of-distribution check passed" not in main, main
     assert "Research tool, synthetic-data model, not a medical device" in main, main
@@ -443,6 +447,10 @@ def test_fairgrad_opens_on_shipped_runs_and_never_mixes_tables_and_images(server
     # Earlier tests of this module may have trained runs: pick the shipped runs' data by name.
     _choose(page, "Compare runs on", "Benchmark images (synth-default, val split)")
     page.get_by_text("Accuracy against disparity by sex").wait_for(timeout=120_000)
+    # the plot redraws for the chosen data (the title may be the same as before)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.endsWith('dermoscopy'))",
+        timeout=120_000)
     _wait_for_charts(page, 2)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert main.count("(shipped, ") >= 3, main
