@@ -469,6 +469,11 @@ def test_fairgrad_opens_on_shipped_runs_and_never_mixes_tables_and_images(server
         timeout=60_000)
     legend = page.locator(".js-plotly-plot").first.locator(".legendtext").all_text_contents()
     assert legend and all(text.endswith("support2_like_sepsis") for text in legend), legend
+    # the gradient-conflict curve follows: the table's FairGrad run, one line (the table is one source)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+        ".some(t => t.textContent.includes('per epoch: fairgrad-support2-like-fairgrad-s0'))", timeout=120_000)
+    page.wait_for_timeout(1_000)  # let the rerun's last elements settle before the screenshot
     page.screenshot(path=str(ARTIFACTS / "fairgrad_shipped_table.png"), full_page=True)
 
     # Observation 9: a run that answers yes to everyone is called collapsed, not fair.
