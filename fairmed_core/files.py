@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_GENERATORS", "TINY_MODEL",
+__all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_FAIRGRAD", "SHIPPED_GENERATORS", "TINY_MODEL",
            "TINY_MODEL_PREDICTIONS", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "fsync_tree", "publish_folder", "read_json_object", "shipped_model_dirs"]
+           "fsync_tree", "publish_folder", "read_json_object", "shipped_fairgrad_dirs", "shipped_model_dirs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
@@ -26,6 +26,12 @@ REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
 TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
 TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
 SHIPPED_GENERATORS = ASSETS / "counterfactual"  # counterfactual generators for the embedded benchmark
+SHIPPED_FAIRGRAD = ASSETS / "fairgrad"  # FairGrad runs (records only) the FairGrad page opens on
+
+
+def shipped_fairgrad_dirs() -> list[Path]:
+    """Run folders shipped in ``assets/fairgrad/`` (each with a ``run.json``), by name."""
+    return sorted(p.parent for p in SHIPPED_FAIRGRAD.glob("*/run.json") if p.is_file())
 
 
 def shipped_model_dirs() -> list[Path]:

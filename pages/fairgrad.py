@@ -5,7 +5,7 @@ them: accuracy against disparity, per-source numbers, gradient conflicts.
 Training runs as ``fairmed train fairgrad`` / ``fairmed train fairgrad-tabular --config job.json`` jobs
 (``fairmed_core.runs.jobs``): the page builds and checks each job's config first and writes it into the run
 folder, and the job outlives this browser session; every finished run is an evaluation run the Fairness audit
-page opens.
+page opens. The comparison opens on the runs shipped in ``assets/fairgrad/`` until the workspace has its own.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fairmed_core.data.labels import attribute_label, source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import read_predictions_table
 from fairmed_core.jobs.configs import JOB_FILE, FairGradImagesJobConfig, FairGradTabularJobConfig, job_argv
@@ -39,6 +40,10 @@ METHODS = dict(zip(FAIRGRAD_METHODS, ("ERM (no fairness objective)", "Fixed-weig
 OBJECTIVES = {"equalized_odds": "Equalized odds", "equal_opportunity": "Equal opportunity",
               "demographic_parity": "Demographic parity"}
 RUN_KINDS = ("fairgrad-images", "fairgrad-tabular")
+SHIPPED_PREFIX = "shipped/"  # how list_evaluations names the runs shipped in assets/fairgrad/
+SUMMARY_COLUMNS = {"auroc": "AUROC (0-1)", "accuracy": "Accuracy (0-1)", "positive_rate": "Answers yes (share, 0-1)",
+                   "eq_odds_diff": "Equalized odds difference (0-1)",
+                   "eq_opp_diff": "Equal opportunity difference (0-1)"}
 DATA_IMAGES, DATA_TABLE = "Benchmark images", "A tabular CSV"
 MAX_TABLE_BYTES = 50 * 2**20  # the upload limit of .streamlit/config.toml
 
@@ -261,33 +266,72 @@ def _data_label(run) -> str:
     dataset = run.info.get("dataset", "?")
     if run.info.get("kind") == "fairgrad-tabular":
         return f"Table {dataset}"
-    return f"Benchmark images ({dataset})"
+    return f"Benchmark images ({dataset}, {run.info.get('split', 'test')} split)"
+
+
+def _is_shipped(run) -> bool:
+    return run.name.startswith(SHIPPED_PREFIX)
 
 
 def _run_label(run) -> str:
-    return (f"{run.name} ({run.info.get('training', {}).get('method', '?')} on {run.info.get('dataset', '?')}, "
-            f"accuracy {run.info.get('accuracy', float('nan')):.3f})")
+    method = run.info.get("training", {}).get("method", "?")
+    shipped = "shipped, " if _is_shipped(run) else ""
+    return (f"{run.name.removeprefix(SHIPPED_PREFIX)} ({shipped}{METHODS.get(method, method)} on "
+            f"{run.info.get('dataset', '?')}, accuracy {run.info.get('accuracy', float('nan')):.3f} (0-1))")
+
+
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per source and method: the mean of each number over the chosen runs (and their spread when there are
+    several), with readable headers that carry the unit."""
+    named = table.assign(Source=table["source"].map(source_label),
+                         Method=table["method"].map(lambda method: METHODS.get(method, method)))
+    grouped = named.groupby(["Source", "Method"], sort=True)
+    summary = grouped[list(SUMMARY_COLUMNS)].mean().rename(columns=SUMMARY_COLUMNS)
+    spread = grouped[list(SUMMARY_COLUMNS)].std()
+    if spread.notna().any().any():  # several runs (seeds) per method: their standard deviation beside the mean
+        summary = summary.join(spread.rename(columns={c: f"{SUMMARY_COLUMNS[c]}, SD over runs" for c in spread}))
+    summary.insert(0, "Runs", grouped.size())
+    summary.insert(1, "Cases per run", grouped["n"].mean().round().astype(int))
+    return summary.round(3)
 
 
 def comparison_panel() -> None:
-    runs = list_evaluations(workspace(), kinds=RUN_KINDS)
+    # This workspace's runs (newest first), then the runs shipped with FairMed: a fresh workspace opens on those.
+    runs = list_evaluations(workspace(), shipped=True, kinds=RUN_KINDS)
     if not runs:
         st.info("No finished FairGrad runs yet: train some above, or run `fairmed train fairgrad` (or "
                 "`fairmed train fairgrad-tabular`) in a shell.")
         return
+    if all(_is_shipped(run) for run in runs):
+        st.caption("No FairGrad run in this workspace yet: these are the runs shipped with FairMed (ERM, the "
+                   "fixed-weight penalty and FairGrad on the benchmark's images and on a SUPPORT2-like sepsis "
+                   "table; benchmarks/shipped_fairgrad_runs.py). Runs you train appear here first.")
     by_data: dict[str, list] = {}
     for run in runs:  # newest first, so the data of the newest run comes first
         by_data.setdefault(_data_label(run), []).append(run)
+    # A run of the workspace that finishes while the shipped runs are shown takes over the view: its data is
+    # chosen (a run on the shown data joins the choice below).
+    own = [run.name for run in runs if not _is_shipped(run)]
+    known = st.session_state.get("fairgrad_compare_known")
+    shown = st.session_state.get("fairgrad_compare_data")
+    if known is not None and shown in by_data and all(_is_shipped(run) for run in by_data[shown]):
+        new = [run for run in runs if not _is_shipped(run) and run.name not in known]
+        if new:
+            st.session_state["fairgrad_compare_data"] = _data_label(new[0])
+    st.session_state["fairgrad_compare_known"] = own
     data = st.selectbox("Compare runs on", list(by_data), key="fairgrad_compare_data",
-                        help="Runs on the benchmark's images and runs on a table (or on two tables) are never "
-                        "put on one plot: their accuracy and disparity are measured on different patients.")
+                        help="Runs on the benchmark's images and runs on a table (or on two tables, or on two "
+                        "splits) are never put on one plot: their accuracy and disparity are measured on different "
+                        "patients.")
     runs = by_data[data]
     by_name = {_run_label(run): run for run in runs}  # a finished run's label does not change
     # Other data starts afresh; a run that finishes while the page is open joins the choice (the jobs panel
     # reruns the page when a job ends), without a reload.
     seen = st.session_state.get("fairgrad_compare_seen")
     if st.session_state.get("fairgrad_compare_runs_data") != data or "fairgrad_compare_runs" not in st.session_state:
-        st.session_state["fairgrad_compare_runs"] = list(by_name)[:6]
+        # this workspace's runs on that data when it has some, else the shipped ones
+        own = [name for name, run in by_name.items() if not _is_shipped(run)]
+        st.session_state["fairgrad_compare_runs"] = (own or list(by_name))[:6]
     elif seen is not None:
         new = [name for name in by_name if name not in seen]
         st.session_state["fairgrad_compare_runs"] = new + [
@@ -306,33 +350,35 @@ def comparison_panel() -> None:
         st.warning("These runs have no attribute with two known groups to compare.")
         return
     c1, c2 = st.columns(2)
-    attribute = c1.selectbox("Attribute", attributes, key="fairgrad_compare_attribute")
+    attribute = c1.selectbox("Attribute", attributes, format_func=attribute_label, key="fairgrad_compare_attribute")
     disparity = c2.selectbox("Disparity", list(DISPARITY_LABELS), format_func=DISPARITY_LABELS.get,
                              key="fairgrad_compare_disparity")
-    st.plotly_chart(pareto_figure(comparison, attribute=attribute, disparity=disparity), width="stretch")
+    st.plotly_chart(pareto_figure(comparison, attribute=attribute, disparity=disparity, method_names=METHODS),
+                    width="stretch")
     table = comparison[comparison["attribute"] == attribute]
     # A model that gives one answer to every case has gaps of 0 whichever answer it is: that is a collapse,
     # not fairness (positive rate 0: "no" to everyone; 1: "yes" to everyone).
     for rate, answer in ((0.0, "no"), (1.0, "yes")):
         collapsed = table[table["positive_rate"] == rate]
         if not collapsed.empty:
-            pairs = ", ".join(f"{row.run} on {row.source}" for row in collapsed.itertuples())
+            pairs = ", ".join(f"{row.run.removeprefix(SHIPPED_PREFIX)} on {source_label(row.source)}"
+                              for row in collapsed.itertuples())
             st.warning(f"{len(collapsed)} run/source pair(s) answer {answer} to every case (positive rate "
                        f"{rate:.0%}): {pairs}. Their gaps are 0 because the model collapsed to one answer, not "
                        "because it is fair. Try more warm-up epochs or a smaller penalty weight.",
                        icon=":material/warning:")
-    summary = table.groupby(["source", "method"])[["auroc", "accuracy", "positive_rate", "eq_odds_diff",
-                                                   "eq_opp_diff"]].agg(["mean", "std", "count"])
-    st.dataframe(summary.round(3), width="stretch")
+    st.dataframe(_summary(table), width="stretch")
 
     st.markdown("**Gradient conflicts over training** (FairGrad runs)")
     fairgrad_runs = {run.name: run for run in selected if run.info.get("training", {}).get("method") == "fairgrad"}
     if not fairgrad_runs:
         st.caption("No FairGrad run among the chosen ones.")
     else:
-        name = st.selectbox("FairGrad run", list(fairgrad_runs), key="fairgrad_conflict_run")
+        name = st.selectbox("FairGrad run", list(fairgrad_runs), key="fairgrad_conflict_run",
+                            format_func=lambda run: run.removeprefix(SHIPPED_PREFIX))
         history = training_history(fairgrad_runs[name])
-        st.plotly_chart(conflict_figure(history, title=f"Conflicting gradient pairs per epoch: {name}"),
+        title = f"Conflicting gradient pairs per epoch: {name.removeprefix(SHIPPED_PREFIX)}"
+        st.plotly_chart(conflict_figure(history, title=title),
                         width="stretch")
     audit_choice = st.selectbox("Audit a run per group", [run.name for run in selected], key="fairgrad_audit_run")
     if st.button("Open it on the Fairness audit page", key="fairgrad_audit", icon=":material/balance:"):

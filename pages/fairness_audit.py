@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from fairmed_core.errors import FairMedInputError
-from fairmed_core.data.labels import group_label
+from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.fairness import (
     GLOSSARY,
     METRICS,
@@ -117,6 +117,29 @@ def _format_failure_note(frame: pd.DataFrame) -> None:
                    "rate per group is shown beside the group sizes.")
     else:
         st.caption(f"All {len(frame):,} answers parsed (reasoning in think tags, answer in a box).")
+
+
+# The summary's metrics with their unit: the paper's predictive parity and equal opportunity difference are gaps
+# x 100 (percentage points), the others are on the metrics' 0-1 scale.
+SUMMARY_METRICS = (("predictive_parity", "predictive parity (FDR gap, points 0-100)"),
+                   ("equal_opportunity_difference", "equal opportunity difference (TPR gap, points 0-100)"),
+                   ("equalized_odds_difference", "equalized odds difference (0-1)"), ("sigma_f1", "sigma F1 (0-1)"),
+                   ("f1", "F1 (0-1)"), ("f1_es", "F1_ES (0-1)"), ("accuracy", "accuracy (0-1)"))
+
+
+def _summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The per source and attribute summary in words: each metric beside its 95% interval, decoded names."""
+    table = pd.DataFrame({
+        "source": summary["source"].map(lambda s: "all sources pooled" if s == "ALL" else source_label(s)),
+        "attribute": summary["attribute"].map(attribute_label)})
+    for column, label in SUMMARY_METRICS:
+        table[label] = summary[column].round(3)
+        table[f"{label.split(' (')[0]}: 95% interval"] = [
+            "" if pd.isna(low) or pd.isna(high) else f"[{low:.3f}, {high:.3f}]"
+            for low, high in zip(summary[f"{column}_ci_low"], summary[f"{column}_ci_high"])]
+    table["worst group (lowest F1)"] = summary["worst_group"].map(
+        lambda group: "" if pd.isna(group) or group == "" else group_label(group))
+    return table
 
 
 def _guess(columns: list[str], *patterns: str) -> int:
@@ -242,10 +265,11 @@ frame, mapping, file_name = chosen
 with st.expander("Audit settings", expanded=True):
     s1, s2, s3 = st.columns(3)
     attributes = s1.multiselect("Attributes", list(mapping.sensitive), default=list(mapping.sensitive),
-                                key=f"audit_attributes_{file_name}")  # per file: a new file resets it
+                                # per file: a new file resets it
+                                format_func=attribute_label, key=f"audit_attributes_{file_name}")
     crossed = s1.multiselect(
         "Intersectional groups: cross two attributes", attributes, default=[], max_selections=2,
-        key="audit_crossed", disabled=len(attributes) < 2,
+        key="audit_crossed", disabled=len(attributes) < 2, format_func=attribute_label,
         help="Two attributes crossed give a readable map (e.g. sex x age group); crossing every attribute leaves "
         "most cells empty or too small.",
     )
@@ -289,7 +313,9 @@ reference_groups = {}
 with st.expander("Reference groups (default: the largest group)"):
     for attribute in attributes:
         groups = sorted(frame[attribute].astype(str).unique())
-        choice = st.selectbox(f"Reference for {attribute}", ["(largest group)", *groups], key=f"ref_{attribute}")
+        choice = st.selectbox(f"Reference for {attribute_label(attribute)}", ["(largest group)", *groups],
+                              format_func=lambda g: g if g == "(largest group)" else group_label(g),
+                              key=f"ref_{attribute}")
         if choice != "(largest group)":
             reference_groups[attribute] = choice
 
@@ -305,6 +331,11 @@ except Exception as error:  # noqa: BLE001
     show_input_error(error)
     st.stop()
 groups, gaps, summary = result.groups_frame(), result.gaps_frame(), result.summary_frame()
+# A crossed cell without a single case (e.g. sex not recorded x age 26-50) is not a group to read: it would only
+# fill the tables and charts with n/a. Such cells are hidden and counted once, under the group sizes.
+in_crossed = groups["attribute"].str.contains(" x ", regex=False)
+empty_cells = groups[in_crossed & (groups["n"] == 0)].drop_duplicates(["source", "attribute", "group"])
+groups = groups[~(in_crossed & (groups["n"] == 0))]
 for constant in one_answer_sources(frame, mapping.prediction, mapping.source):
     st.warning(f"{constant.describe()}: its true and false positive rates are the same in every group, so its "
                "equal opportunity and equalized odds gaps are 0 because it tells no case apart, not because it "
@@ -316,13 +347,15 @@ v1, v2 = st.columns(2)
 sources = [s for s in dict.fromkeys(groups["source"]) if s != "ALL"] + ["ALL"]
 source = v1.selectbox("Source", sources, index=0, key="audit_view_source",
                       format_func=lambda s: "all sources pooled (read per source first)" if s == "ALL" and
-                      len(sources) > 1 else s, help="Each data source separately; ALL pools every source.")
+                      len(sources) > 1 else source_label(s),
+                      help="Each data source separately; ALL pools every source.")
 view_attributes = [a for a in dict.fromkeys(groups["attribute"]) if a != "overall"]
 intersections = [a for a in view_attributes if " x " in a]
 if intersections and st.session_state.get("audit_last_crossed") != intersections[0]:
     st.session_state["audit_view_attribute"] = intersections[0]  # a newly crossed pair opens on its map
 st.session_state["audit_last_crossed"] = intersections[0] if intersections else None
-attribute = v2.selectbox("Attribute to inspect", view_attributes, key="audit_view_attribute")
+attribute = v2.selectbox("Attribute to inspect", view_attributes, format_func=attribute_label,
+                         key="audit_view_attribute")
 
 strip = verdict_strip(result, source=source, attribute=attribute, metrics=metrics, band=band)
 with st.container(border=True):
@@ -351,19 +384,22 @@ if source == "ALL" and len(sources) > 2:
                        "comes from the mix of sources is about which sources each group has, not about the model.")
 
 block = groups[(groups["source"] == source) & (groups["attribute"] == attribute)]
-st.subheader(f"Group sizes: {attribute}")
+st.subheader(f"Group sizes: {attribute_label(attribute)}")
 sizes = block.drop_duplicates("group")[["group", "n", "n_positive", "prevalence", "small_group_reason"]]
 small = sizes[sizes["small_group_reason"] != ""]
 if not small.empty:
     st.warning(
         "Too small to support a claim: "
-        + "; ".join(f"**{g}** ({reason})" for g, reason in zip(small["group"], small["small_group_reason"]))
+        + "; ".join(f"**{group_label(g)}** ({reason})" for g, reason in zip(small["group"],
+                                                                             small["small_group_reason"]))
         + ". Their estimates are shown hatched; read their intervals, not their bars."
     )
 left, right = st.columns([2, 3])
 left.dataframe(sizes.assign(group=sizes["group"].map(group_label)).rename(columns={"small_group_reason": "warning"}),
                hide_index=True, width="stretch",
-               column_config={"prevalence": st.column_config.NumberColumn(format="%.3f")})
+               column_config={"n": st.column_config.NumberColumn("cases (n)", format="%d"),
+                              "n_positive": st.column_config.NumberColumn("with the finding (n)", format="%d"),
+                              "prevalence": st.column_config.NumberColumn("prevalence (share, 0-1)", format="%.3f")})
 right.plotly_chart(group_sizes_figure(groups, source=source, attribute=attribute), width="stretch",
                    key="sizes_chart")
 if result.format_failure_rates:
@@ -371,16 +407,41 @@ if result.format_failure_rates:
     rates = rates[(rates["source"] == source) & (rates["attribute"].isin([attribute, "overall"]))]
     st.markdown(f"**Format failures** (answers that could not be parsed), scored as "
                 f"{FORMAT_FAILURE_LABELS[result.settings.format_failures]}:")
-    st.dataframe(rates[["attribute", "group", "n", "failures", "rate"]], hide_index=True, width="stretch",
-                 column_config={"rate": st.column_config.NumberColumn("rate (share of cases)", format="%.3f")})
+    st.dataframe(rates[["attribute", "group", "n", "failures", "rate"]].assign(
+                     attribute=rates["attribute"].map(attribute_label), group=rates["group"].map(group_label)),
+                 hide_index=True, width="stretch",
+                 column_config={"n": st.column_config.NumberColumn("cases (n)", format="%d"),
+                                "rate": st.column_config.NumberColumn("rate (share of cases, 0-1)", format="%.3f")})
 
-st.subheader(f"Metrics per group: {attribute}")
-st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
-                width="stretch", key="metrics_chart")
-undefined = block[block["undefined_reason"] != ""]
+hidden = empty_cells[(empty_cells["source"] == source) & (empty_cells["attribute"] == attribute)]
+if not hidden.empty:
+    st.caption(f"{len(hidden)} empty cells hidden (no cases): "
+               + ", ".join(group_label(g) for g in hidden["group"]) + ".")
+
+st.subheader(f"Metrics per group: {attribute_label(attribute)}")
+if attribute.count(" x ") == 1:
+    # Two attributes crossed: the map is the readable view; one bar per cell and metric is kept behind it.
+    heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
+    st.subheader(f"Intersectional map: {attribute_label(attribute)}")
+    st.plotly_chart(
+        intersection_heatmap_figure(groups, source=source, attribute=attribute, metric=heat_metric),
+        width="stretch", key="heatmap_chart",
+    )
+    with st.expander("Bars per cell and metric"):
+        st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
+                        width="stretch", key="metrics_chart")
+else:
+    st.plotly_chart(metric_bars_figure(groups, source=source, attribute=attribute, metrics=metrics),
+                    width="stretch", key="metrics_chart")
+undefined = block[(block["undefined_reason"] != "") & block["metric"].isin(metrics)]
 if not undefined.empty:
-    st.info("Undefined (shown as n/a): " + "; ".join(
-        f"{g} {m}: {r}" for g, m, r in zip(undefined["group"], undefined["metric"], undefined["undefined_reason"])))
+    # One line; the list (one entry per group and metric, dozens for crossed attributes) is behind it.
+    reasons = undefined["undefined_reason"].value_counts()
+    st.info(f"{len(undefined)} values undefined, shown as n/a (" + "; ".join(
+        f"{count} x {reason}" for reason, count in reasons.items()) + ").")
+    with st.expander("Which values are undefined"):
+        st.markdown("\n".join(f"- {group_label(g)}, {METRIC_LABELS.get(m, m)}: {r}" for g, m, r in zip(
+            undefined["group"], undefined["metric"], undefined["undefined_reason"])))
 
 with st.expander("Intervals and the smallest detectable gap, per group"):
     detail = block[block["metric"].isin(metrics)].assign(metric=lambda t: t["metric"].map(METRIC_LABELS),
@@ -391,7 +452,7 @@ with st.expander("Intervals and the smallest detectable gap, per group"):
         hide_index=True, width="stretch",
         column_config={
             "denominator": st.column_config.NumberColumn("cases behind it (n)", format="%d"),
-            "estimate": st.column_config.NumberColumn(format="%.3f"),
+            "estimate": st.column_config.NumberColumn("estimate (0-1)", format="%.3f"),
             "ci_low": st.column_config.NumberColumn("95% low", format="%.3f"),
             "ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
             "interval_method": "interval",
@@ -405,14 +466,6 @@ with st.expander("Intervals and the smallest detectable gap, per group"):
         },
     )
     st.caption(f"Intervals: {result.settings.interval_method}. Tests: {result.settings.tests}.")
-
-if attribute.count(" x ") == 1:
-    st.subheader(f"Intersectional map: {attribute}")
-    heat_metric = st.selectbox("Metric for the map", metrics, format_func=METRIC_LABELS.get, key="audit_heat_metric")
-    st.plotly_chart(
-        intersection_heatmap_figure(groups, source=source, attribute=attribute, metric=heat_metric),
-        width="stretch", key="heatmap_chart",
-    )
 
 st.subheader("Disparity band")
 st.plotly_chart(ratio_band_figure(gaps, source=source, attribute=attribute, metrics=metrics, band=band),
@@ -441,11 +494,13 @@ st.dataframe(
            "band_verdict", "p_value_raw", "p_value", "significant", "minimum_detectable_gap", "interval_method",
            "test_method", "note"]],
     hide_index=True, width="stretch",
-    column_config={c: st.column_config.NumberColumn(format="%.3f")
-                   for c in ("difference", "ci_low", "ci_high", "ratio")}
+    column_config={"group_a": "group a", "group_b": "group b",
+                   "ci_low": st.column_config.NumberColumn("95% low", format="%+.3f"),
+                   "ci_high": st.column_config.NumberColumn("95% high", format="%+.3f"),
+                   "ratio": st.column_config.NumberColumn("ratio (a / b)", format="%.3f")}
     | {"p_value": st.column_config.NumberColumn("p (corrected)", format="%.4f"),
        "p_value_raw": st.column_config.NumberColumn("p (raw)", format="%.4f"),
-       "minimum_detectable_gap": st.column_config.NumberColumn("smallest detectable gap", format="%.3f"),
+       "minimum_detectable_gap": st.column_config.NumberColumn("smallest detectable gap (0-1)", format="%.3f"),
        "difference": st.column_config.NumberColumn("difference (a - b, metric scale 0-1)", format="%+.3f"),
        "band_verdict": st.column_config.TextColumn(
            "ratio band", help="Judged from the difference's 95% interval against the band read at the reference "
@@ -453,24 +508,22 @@ st.dataframe(
        "interval_method": "interval", "test_method": "test"},
 )
 st.caption(
-    "Difference = group_a minus group_b with its 95% interval (Newcombe's score interval for rates, MOVER for "
+    "Difference = group a minus group b with its 95% interval (Newcombe's score interval for rates, MOVER for "
     "F1, bootstrap otherwise). p-values: permutation tests of the group labels within each source (exact at "
     f"any group size), pairwise rows corrected within each attribute and metric ({correction}); the max-min row "
     "tests whether all groups are equal."
 )
 
-st.subheader("FairGRPO summary (per source and attribute)")
+st.subheader("Fairness summary per source and attribute")
 st.markdown(
-    "In FairMed's clinical convention (positive class only on yes/no data, an undefined value left out rather than "
+    "The summary metrics the FairGRPO paper reports, computed for these predictions in FairMed's clinical "
+    "convention (positive class only on yes/no data, an undefined value left out rather than "
     "counted as 0, every audited attribute): predictive parity = FDR gap x 100; equal opportunity difference = TPR "
     "gap x 100; equalized odds difference = the larger of the TPR and FPR gaps; sigma F1 = spread of F1 across "
     "groups; F1_ES = F1 / (1 + sigma F1); means over attributes, then over sources. The paper's own protocol "
     "differs; choose it under Audit settings to see its numbers."
 )
-summary_columns = ["source", "attribute", "predictive_parity", "equal_opportunity_difference",
-                   "equalized_odds_difference", "sigma_f1", "f1", "f1_es", "accuracy", "worst_group"]
-st.dataframe(summary[summary_columns], hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in summary_columns[2:-1]})
+st.dataframe(_summary_table(summary), hide_index=True, width="stretch")
 
 paper = result.paper_summary
 if paper is not None:
@@ -498,8 +551,9 @@ if paper is not None:
         paper_attributes[["source", "attribute", "groups", "predictive_parity", "equal_opportunity_difference",
                           "sigma_f1", "f1", "accuracy", "in_aggregate", "note"]],
         hide_index=True, width="stretch",
-        column_config={c: st.column_config.NumberColumn(format="%.4f")
-                       for c in ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy")},
+        column_config={c: st.column_config.NumberColumn(label, format="%.4f") for c, label in (
+            ("predictive_parity", "PP (pp)"), ("equal_opportunity_difference", "EOD (pp)"), ("sigma_f1", "sigma F1"),
+            ("f1", "F1 (0-1)"), ("accuracy", "accuracy (0-1)"))} | {"in_aggregate": "in the aggregate"},
     )
 
 st.subheader("Compare models on the same cases")
@@ -536,24 +590,33 @@ if len(compared) >= 2:
         st.caption(f"{comparison.n_cases:,} cases in every run; {comparison.method}. Showing {shown_source}, "
                    f"{shown_attribute} (the source and attribute chosen above, where the runs have them).")
         st.dataframe(
-            gap_changes.assign(metric=gap_changes["metric"].map(METRIC_LABELS))[
+            gap_changes.assign(metric=gap_changes["metric"].map(METRIC_LABELS))[  # runs named in the header
                 ["metric", "baseline", "candidate", "baseline_gap", "candidate_gap", "change", "ci_low", "ci_high",
                  "outcome"]],
             hide_index=True, width="stretch",
             column_config={c: st.column_config.NumberColumn(format="%+.3f" if c in ("change", "ci_low", "ci_high")
                                                             else "%.3f")
                            for c in ("baseline_gap", "candidate_gap", "change", "ci_low", "ci_high")}
-            | {"outcome": st.column_config.TextColumn("max-min gap", help="narrowed / widened when the paired 95% "
-                                                     "interval of the change excludes 0")},
+            | {"baseline_gap": st.column_config.NumberColumn("baseline gap (0-1)", format="%.3f"),
+               "candidate_gap": st.column_config.NumberColumn("candidate gap (0-1)", format="%.3f"),
+               "change": st.column_config.NumberColumn("change (0-1)", format="%+.3f"),
+               "ci_low": st.column_config.NumberColumn("95% low", format="%+.3f"),
+               "ci_high": st.column_config.NumberColumn("95% high", format="%+.3f"),
+               "outcome": st.column_config.TextColumn("max-min gap", help="narrowed / widened when the paired 95% "
+                                                      "interval of the change excludes 0")},
         )
         st.dataframe(
             changes.assign(metric=changes["metric"].map(METRIC_LABELS), group=changes["group"].map(group_label))[
                 ["group", "metric", "n", "baseline", "candidate", "baseline_value", "candidate_value", "change",
                  "ci_low", "ci_high", "outcome"]],
             hide_index=True, width="stretch",
-            column_config={c: st.column_config.NumberColumn(format="%+.3f" if c in ("change", "ci_low", "ci_high")
-                                                            else "%.3f")
-                           for c in ("baseline_value", "candidate_value", "change", "ci_low", "ci_high")},
+            column_config={"n": st.column_config.NumberColumn("cases (n)", format="%d"),
+                           "baseline_value": st.column_config.NumberColumn("baseline (0-1)", format="%.3f"),
+                           "candidate_value": st.column_config.NumberColumn("candidate (0-1)", format="%.3f"),
+                           "change": st.column_config.NumberColumn("change (0-1)", format="%+.3f"),
+                           "ci_low": st.column_config.NumberColumn("95% low", format="%+.3f"),
+                           "ci_high": st.column_config.NumberColumn("95% high", format="%+.3f"),
+                           "baseline": "baseline run", "candidate": "candidate run"},
         )
 elif len(evaluations) >= 2:
     st.caption("Choose two or more evaluation runs of the same cases to compare them group by group.")

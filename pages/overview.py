@@ -36,7 +36,7 @@ if findings:
     st.markdown("**The finding each source asks about** (a 'yes' answer): " + "; ".join(findings) + ".")
 
 st.subheader("Group sizes")
-attribute = st.selectbox("Attribute", dataset.attributes, key="overview_attribute")
+attribute = st.selectbox("Attribute", dataset.attributes, key="overview_attribute", format_func=attribute_label)
 split = st.radio("Split", ["all", "train", "val", "test"], horizontal=True, key="overview_split")
 rows = counts[(counts["attribute"] == attribute) & (counts["split"] == split)]
 sizes = rows.pivot_table(index="group", columns="source", values="n", aggfunc="sum", fill_value=0)

@@ -44,7 +44,7 @@ def test_the_paper_protocol_is_shown_by_name_beside_fairmeds_default(app):
     selector.set_value("fairgrpo_paper").run()
     _no_errors(app)
     subheaders = [s.value for s in app.subheader]
-    assert "FairGRPO summary (per source and attribute)" in subheaders and PAPER in subheaders
+    assert "Fairness summary per source and attribute" in subheaders and PAPER in subheaders
     shown = _table(app, "PP (pp)").iloc[0]
     frame = pd.read_csv(TINY_MODEL / "evaluation" / "predictions.csv", keep_default_na=False)
     expected = paper_protocol(frame["y_true"], frame["y_pred"], sources=frame["source"],
@@ -72,7 +72,7 @@ def test_format_failures_are_scored_as_chosen_and_their_rate_is_shown_per_group(
     overall = rates[rates["attribute"] == "overall"].iloc[0]
     assert overall["failures"] == int(failed.sum()) and overall["n"] == len(predictions)
     by_sex = rates[rates["attribute"] == "sex"].set_index("group")
-    assert by_sex.loc["F", "failures"] == int((failed & (predictions["sex"] == "F")).sum())
+    assert by_sex.loc["female", "failures"] == int((failed & (predictions["sex"] == "F")).sum())
     app.selectbox(key="audit_format_failures").set_value("abstain").run()
     _no_errors(app)
     assert any("left out of the metrics" in m.value for m in app.markdown)

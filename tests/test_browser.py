@@ -6,6 +6,7 @@ Screenshots land in tests/_artifacts/ for a person to look at.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,39 @@ def _choose(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+_GRIDS_JS = """[...document.querySelectorAll('[data-testid=stDataFrame] [data-testid=data-grid-canvas]')].map(c => ({
+    headers: [...c.querySelectorAll('th')].map(t => t.textContent),
+    rows: [...c.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(t => t.textContent)),
+}))"""
+# A header in snake_case ("p_value_raw", "outside_band"): what a clinician should never have to read.
+SNAKE_CASE = re.compile(r"\b[a-z0-9]+_[a-z0-9_]+\b")
+
+
+def _grids(page, count: int) -> list[dict]:
+    """The tables on the page as a person's screen reader gets them: Streamlit draws a table on a canvas and
+    keeps its drawn columns and rows (headers and cell text) in an accessible table inside it."""
+    page.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=stDataFrame] [data-testid=data-grid-canvas]')]"
+        f".filter(c => c.querySelector('th')).length >= {count}", timeout=120_000)
+    return page.evaluate(_GRIDS_JS)
+
+
+def _pick(page, label: str, option: str) -> None:
+    """Add ``option`` in the Streamlit multiselect labelled ``label``. A rerun that redraws the page closes an
+    open list, so the list is opened again until the option shows (three tries)."""
+    for attempt in range(3):
+        page.get_by_label(label, exact=True).click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; try once more
+            page.keyboard.press("Escape")
+            if attempt == 2:
+                page.screenshot(path=str(ARTIFACTS / "pick_failed.png"), full_page=True)
+                raise
+    page.keyboard.press("Escape")
+
+
 def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
     page.goto(f"{server}/fairness_audit", timeout=60_000)
     page.get_by_text("Metrics per group: sex", exact=True).wait_for(timeout=120_000)
@@ -109,20 +143,21 @@ def test_audit_page_changes_attribute_and_shows_the_chart(server, page):
     # Issue 15: the audit opens per source, with the verdict strip naming the near-constant source first.
     page.get_by_text("What this audit shows", exact=False).wait_for(timeout=60_000)
     body = page.locator("[data-testid=stMain]").inner_text()
-    assert "ratio verdicts are suppressed" in body and "synth_cxr" in body, body[:2000]
+    assert "ratio verdicts are suppressed" in body and "chest X-ray, sex:" in body, body[:2000]
     page.screenshot(path=str(ARTIFACTS / "audit_sex.png"), full_page=True)
 
-    _choose(page, "Attribute to inspect", "age_group")
-    page.get_by_text("Metrics per group: age_group", exact=True).wait_for(timeout=60_000)
-    # The metric chart redraws with the age groups in its legend (SVG text, so read textContent).
+    _choose(page, "Attribute to inspect", "age group")
+    page.get_by_text("Metrics per group: age group", exact=True).wait_for(timeout=60_000)
+    # The metric chart redraws with the age groups in its legend, decoded (SVG text, so read textContent).
     page.wait_for_function(
-        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.startsWith('A2'))",
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')]"
+        ".some(t => t.textContent.startsWith('age 26-50'))",
         timeout=60_000,
     )
-    chart = page.locator(".js-plotly-plot").nth(1)
+    chart = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text="Metrics per group")).first
     legend = chart.locator(".legendtext").all_text_contents()
-    assert any(text.startswith("A2") for text in legend), legend
-    assert not any(text.startswith("F ") for text in legend), legend
+    assert any(text.startswith("age 26-50") for text in legend), legend
+    assert not any(text.startswith(("female ", "A2")) for text in legend), legend
     page.screenshot(path=str(ARTIFACTS / "audit_age_group.png"), full_page=True)
 
 
@@ -200,6 +235,24 @@ def test_inference_runs_a_case_beside_its_counterfactual_and_an_upload(server, p
     page.get_by_text("No ground truth for an upload").wait_for(timeout=120_000)
     assert "Out-of-distribution check passed" in page.locator("[data-testid=stMain]").inner_text()
     page.screenshot(path=str(ARTIFACTS / "inference_upload.png"), full_page=True)
+
+    # Issue 15, observation 5: a flat grey image is flagged beside its answer, with the scope note.
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"
+    Image.new("L", (64, 64), 128).save(grey)
+    page.locator("input[type=file]").set_input_files(str(grey))
+    page.get_by_text("grey.png (PNG, 64x64)").wait_for(timeout=60_000)
+    page.get_by_text("Run the model on this image").click()
+    page.get_by_text("This image is unlike anything the model was trained on").wait_for(timeout=120_000)
+    # the verdict is drawn first, the answer and its scope note after it
+    page.locator("*:visible", has_text="Model on the uploaded image").last.wait_for(timeout=120_000)
+    page.locator("[data-testid=stCaptionContainer]:visible",
+                 has_text="Research tool, synthetic-data model, not a medical device").first.wait_for(timeout=60_000)
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "its answer means nothing" in main and "Out-of-distribution check passed" not in main, main
+    assert "Research tool, synthetic-data model, not a medical device" in main, main
+    page.screenshot(path=str(ARTIFACTS / "inference_upload_grey.png"), full_page=True)
 
 
 def test_fairgrad_page_trains_in_the_background_and_draws_the_pareto_plot(server, page):
@@ -310,3 +363,135 @@ def test_counterfactuals_page_generates_a_pair_and_shows_both_images(server, pag
     assert any(words in main for words in ("counterfactually invariant", "Same answer on", "invalid generated",
                                            "No valid pair")), main
     page.screenshot(path=str(ARTIFACTS / "counterfactual_pair.png"), full_page=True)
+
+
+def test_audit_reads_one_row_per_comparison_crosses_two_attributes_and_reopens_a_saved_audit(server, page,
+                                                                                              default_workspace):
+    """Issue 15, observations 2, 4, 8 and 9 (saved audits), as a reviewer goes through the audit page."""
+    page.goto(f"{server}/fairness_audit", timeout=60_000)
+    page.get_by_text("Gaps between groups", exact=True).wait_for(timeout=120_000)
+    # Observation 8: the viewer toolbar, not the developer's ("Deploy", "Clear cache").
+    assert page.get_by_text("Deploy", exact=True).count() == 0
+    grids = _grids(page, 4)
+    # Observation 2: one row per comparison; every row with an interval has its test.
+    gap = next(grid for grid in grids if "comparison" in grid["headers"])
+    column = {header: index for index, header in enumerate(gap["headers"])}
+    assert {"group a", "group b", "95% low", "95% high", "p (raw)"} <= set(column), gap["headers"]
+    rows = gap["rows"]
+    keys = [(row[column["comparison"]], row[column["metric"]],
+             frozenset((row[column["group a"]], row[column["group b"]]))) for row in rows]
+    assert len(keys) == len(set(keys)), keys
+    assert {row[column["comparison"]] for row in rows} == {"max-min", "vs-reference"}, rows
+    for row in rows:
+        if row[column["95% low"]] not in ("", "None"):
+            assert row[column["p (raw)"]] not in ("", "None", "nan"), row
+    # Observation 8: words and units, decoded groups; no "FairGRPO summary" over someone else's predictions.
+    for grid in grids:
+        assert not [header for header in grid["headers"] if SNAKE_CASE.search(header)], grid["headers"]
+    assert {row[column["group a"]] for row in rows} <= {"female", "male", "not recorded"}, rows
+    summary = next(grid for grid in grids if "source" in grid["headers"])
+    assert "predictive parity (FDR gap, points 0-100)" in summary["headers"], summary["headers"]
+    assert {row[0] for row in summary["rows"]} <= {"chest X-ray", "dermoscopy", "mammography",
+                                                   "all sources pooled", "mean over sources"}, summary["rows"]
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert "FairGRPO summary" not in main and "Fairness summary per source and attribute" in main
+    assert "UNK" not in main.replace("(UNK)", ""), main  # "not recorded", also where values are undefined
+    # Streamlit scrolls inside its own container: the tables below the fold are shot one by one.
+    for header, name in (("comparison", "audit_gap_table.png"), ("predictive parity: 95% interval",
+                                                                 "audit_summary_table.png")):
+        table = page.locator("[data-testid=stDataFrame]").filter(
+            has=page.locator("th", has_text=re.compile(f"^{re.escape(header)}$"))).first
+        table.scroll_into_view_if_needed()
+        table.screenshot(path=str(ARTIFACTS / name))
+
+    # Observation 4: with every attribute audited, crossing two gives the readable two-way map.
+    _pick(page, "Intersectional groups: cross two attributes", "sex")
+    _pick(page, "Intersectional groups: cross two attributes", "age group")
+    page.get_by_text("Intersectional map: sex x age group", exact=True).wait_for(timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .heatmaplayer').length >= 1",
+                           timeout=60_000)
+    labels = page.evaluate("""[...document.querySelectorAll('.js-plotly-plot')]
+        .filter(plot => plot.querySelector('.heatmaplayer'))
+        .flatMap(plot => [...plot.querySelectorAll('.xtick, .ytick')].map(tick => tick.textContent))""")
+    assert "age 26-50" in labels and "female" in labels, labels
+    assert not any(label.startswith(("A1", "A2", "F,")) for label in labels), labels
+    main = page.locator("[data-testid=stMain]").inner_text()
+    # empty cells hidden and counted once; undefined values summed up in one line, not a wall of warnings
+    assert "empty cells hidden (no cases)" in main and "empty group (no rows)" not in main, main
+    assert "values undefined, shown as n/a" in main and "F,A1" not in main and "UNK," not in main, main
+    # Only two attributes can be crossed (a third would bring back the full product of empty cells).
+    page.get_by_label("Intersectional groups: cross two attributes", exact=True).click()
+    assert page.get_by_role("option", name="skin tone", exact=True).count() == 0
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(ARTIFACTS / "audit_intersection.png"), full_page=True)
+
+    # Observation 9: a saved audit reopens from a list.
+    page.get_by_role("button", name="Save to workspace").click()
+    page.get_by_text("Saved to ").wait_for(timeout=60_000)
+    saved = list((default_workspace / "audits").glob("tiny-fairmedgemma-test-*"))
+    assert saved, list((default_workspace / "audits").iterdir())
+    page.get_by_text("A saved audit", exact=True).click()
+    page.get_by_text("Reopened from ").wait_for(timeout=60_000)
+    # the reopened audit keeps the crossed pair chosen above: it opens on its map
+    page.locator("h3", has_text="Metrics per group: ").first.wait_for(timeout=120_000)
+    page.get_by_text("What this audit shows", exact=False).wait_for(timeout=60_000)
+    assert page.get_by_label("Saved audit", exact=True).count() == 1
+    page.screenshot(path=str(ARTIFACTS / "audit_saved_reopened.png"), full_page=True)
+
+
+def test_fairgrad_opens_on_shipped_runs_and_never_mixes_tables_and_images(server, page, default_workspace):
+    """Issue 15, observations 7, 8 and 9 on the FairGrad page: it opens on the shipped runs with their curves,
+    compares image runs and table runs apart, names runs that answer no or yes to everyone, in words."""
+    page.goto(f"{server}/fairgrad", timeout=60_000)
+    page.get_by_text("Runs to compare").wait_for(timeout=120_000)
+    # Earlier tests of this module may have trained runs: pick the shipped runs' data by name.
+    _choose(page, "Compare runs on", "Benchmark images (synth-default, val split)")
+    page.get_by_text("Accuracy against disparity by sex").wait_for(timeout=120_000)
+    # the plot redraws for the chosen data (the title may be the same as before)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.endsWith('dermoscopy'))",
+        timeout=120_000)
+    _wait_for_charts(page, 2)
+    main = page.locator("[data-testid=stMain]").inner_text()
+    assert main.count("(shipped, ") >= 3, main
+    legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "FairGrad, dermoscopy" in legend and "chest X-ray" in legend, legend  # Pareto plot, conflict curve
+    assert not any("support2" in text or "synth_" in text for text in legend), legend
+    assert "answer no to every case" in main and "fairgrad-images-fairgrad-s0 on dermoscopy" in main, main
+    grid = next(g for g in _grids(page, 1) if "Runs" in g["headers"])
+    assert "Accuracy (0-1)" in grid["headers"] and "FairGrad" in {row[1] for row in grid["rows"]}, grid
+    assert not [header for header in grid["headers"] if SNAKE_CASE.search(header)], grid["headers"]
+    page.screenshot(path=str(ARTIFACTS / "fairgrad_shipped_images.png"), full_page=True)
+
+    _choose(page, "Compare runs on", "Table support2_like_sepsis")  # the attribute chosen (sex) is the table's too
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(t => t.textContent.includes('support2'))",
+        timeout=60_000)
+    legend = page.locator(".js-plotly-plot").first.locator(".legendtext").all_text_contents()
+    assert legend and all(text.endswith("support2_like_sepsis") for text in legend), legend
+    # the gradient-conflict curve follows: the table's FairGrad run, one line (the table is one source)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+        ".some(t => t.textContent.includes('per epoch: fairgrad-support2-like-fairgrad-s0'))", timeout=120_000)
+    page.wait_for_timeout(1_000)  # let the rerun's last elements settle before the screenshot
+    page.screenshot(path=str(ARTIFACTS / "fairgrad_shipped_table.png"), full_page=True)
+
+    # Observation 9: a run that answers yes to everyone is called collapsed, not fair.
+    import pandas as pd
+
+    from fairmed_core.files import SHIPPED_FAIRGRAD
+
+    run = default_workspace / "runs" / "fg-yes-to-everyone"
+    shutil.copytree(SHIPPED_FAIRGRAD / "fairgrad-images-erm-s0", run)
+    try:
+        predictions = pd.read_csv(run / "predictions.csv", keep_default_na=False, na_values=[""])
+        predictions.assign(y_pred="yes").to_csv(run / "predictions.csv", index=False)
+        page.reload()
+        page.get_by_text("Runs to compare").wait_for(timeout=120_000)
+        _choose(page, "Compare runs on", "Benchmark images (synth-default, val split)")
+        page.get_by_text("answer yes to every case").wait_for(timeout=120_000)
+        warning = page.locator("[data-testid=stAlert]").filter(has_text="answer yes to every case").inner_text()
+        assert "fg-yes-to-everyone on chest X-ray" in warning and "positive rate 100%" in warning, warning
+        page.screenshot(path=str(ARTIFACTS / "fairgrad_yes_to_everyone.png"), full_page=True)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)

@@ -51,8 +51,11 @@ def test_finished_runs_are_compared_on_a_pareto_plot(trained_workspace, monkeypa
     at.selectbox(key="fairgrad_compare_attribute").set_value("skin_tone").run()
     assert not at.exception and not at.error
     summary = at.dataframe[-1].value
-    assert set(summary.index.get_level_values("source")) == {"synth_derm"}  # only dermoscopy records skin tone
-    assert set(summary.index.get_level_values("method")) == {"erm", "fairgrad"}
+    assert set(summary.index.get_level_values("Source")) == {"dermoscopy"}  # only dermoscopy records skin tone
+    assert set(summary.index.get_level_values("Method")) == {"ERM (no fairness objective)", "FairGrad"}
+    # Issue 15, observation 8: readable headers with their unit, no snake_case
+    assert "Equalized odds difference (0-1)" in summary.columns and "Runs" in summary.columns
+    assert not any("_" in str(column) for column in [*summary.columns, *summary.index.names]), summary.columns
     at.selectbox(key="fairgrad_audit_run").set_value("fg-fairgrad").run()
     at.button(key="fairgrad_audit").click().run()
     assert at.title[0].value == "Fairness audit"
@@ -141,8 +144,8 @@ def test_a_table_in_the_workspace_is_trained_on_and_compared(default_workspace, 
     assert at.selectbox(key="fairgrad_compare_attribute").options == ["sex", "race"]
     at.selectbox(key="fairgrad_compare_attribute").set_value("race").run()
     summary = at.dataframe[-1].value
-    assert set(summary.index.get_level_values("source")) == {"clinic"}
-    assert set(summary.index.get_level_values("method")) == {"erm", "fairgrad"}
+    assert set(summary.index.get_level_values("Source")) == {"clinic"}
+    assert set(summary.index.get_level_values("Method")) == {"ERM (no fairness objective)", "FairGrad"}
 
 
 def test_a_bad_choice_on_a_table_is_shown_and_starts_nothing(default_workspace, tmp_path, monkeypatch):
@@ -186,7 +189,8 @@ def test_image_runs_and_table_runs_are_never_on_one_plot(trained_workspace, defa
     at = _page(root, monkeypatch)
     assert not at.error, [e.value for e in at.error]
     data = at.selectbox(key="fairgrad_compare_data")
-    assert data.options == ["Table clinic", "Benchmark images (synth-default)"]  # the newest run's data first
+    # the newest run's data first, then the shipped runs' data (images predicted on val, a table)
+    assert data.options[:2] == ["Table clinic", "Benchmark images (synth-default, test split)"], data.options
 
     def plotted_sources() -> set[str]:
         spec = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -194,12 +198,12 @@ def test_image_runs_and_table_runs_are_never_on_one_plot(trained_workspace, defa
 
     assert [label.split(" ")[0] for label in at.multiselect(key="fairgrad_compare_runs").value] == ["tab-erm"]
     assert plotted_sources() == {"clinic"}
-    data.set_value("Benchmark images (synth-default)").run()
+    data.set_value("Benchmark images (synth-default, test split)").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     chosen = at.multiselect(key="fairgrad_compare_runs")
     assert sorted(label.split(" ")[0] for label in chosen.value) == ["fg-erm", "fg-fairgrad"]
-    assert not any("clinic" in label for label in chosen.options)
-    assert "clinic" not in plotted_sources() and plotted_sources() <= {"synth_cxr", "synth_derm", "synth_mammo"}
+    assert not any("clinic" in label or "shipped" in label for label in chosen.options)
+    assert plotted_sources() <= {"chest X-ray", "dermoscopy", "mammography"}, plotted_sources()
 
 
 def test_a_model_that_answers_yes_to_everyone_is_called_collapsed(trained_workspace, default_workspace, tmp_path,
@@ -214,5 +218,65 @@ def test_a_model_that_answers_yes_to_everyone_is_called_collapsed(trained_worksp
     warnings = [w.value for w in at.warning]
     yes = next(w for w in warnings if "answer yes to every case" in w)
     no = next(w for w in warnings if "answer no to every case" in w)
-    assert "positive rate 100%" in yes and "fg-yes on synth_cxr" in yes and "fg-no" not in yes
-    assert "positive rate 0%" in no and "fg-no on synth_derm" in no and "fg-yes" not in no
+    assert "positive rate 100%" in yes and "fg-yes on chest X-ray" in yes and "fg-no" not in yes
+    assert "positive rate 0%" in no and "fg-no on dermoscopy" in no and "fg-yes" not in no
+
+
+def _values(array) -> list:
+    """A plotly spec's array: a list, or numbers packed as base64 with their dtype."""
+    if isinstance(array, dict):
+        import base64
+
+        import numpy as np
+
+        return list(np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]))
+    return list(array)
+
+
+def test_a_fresh_workspace_opens_on_the_shipped_runs_with_their_curves(default_workspace, tmp_path, monkeypatch):
+    """Issue 15, observation 7: the page opens on the FairGrad runs shipped in assets/fairgrad/ (labelled
+    shipped), images and table apart, with the Pareto plot and the gradient-conflict curve drawn."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "datasets").symlink_to(default_workspace / "datasets", target_is_directory=True)
+    at = _page(root, monkeypatch)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("runs shipped with FairMed" in caption.value for caption in at.caption)
+    data = at.selectbox(key="fairgrad_compare_data")
+    assert data.options == ["Benchmark images (synth-default, val split)", "Table support2_like_sepsis"]
+    chosen = at.multiselect(key="fairgrad_compare_runs").value
+    assert len(chosen) == 3 and all("(shipped, " in label for label in chosen), chosen
+    pareto, conflicts = (json.loads(chart.proto.spec) for chart in at.get("plotly_chart"))
+    # one point per method and source, named in words
+    assert len(pareto["data"]) == 9 and "FairGrad, chest X-ray" in {trace["name"] for trace in pareto["data"]}
+    # the FairGrad run's curve: one line per source over its 15 epochs
+    assert [len(_values(trace["x"])) for trace in conflicts["data"]] == [15, 15, 15]
+    assert {trace["name"] for trace in conflicts["data"]} == {"chest X-ray", "dermoscopy", "mammography"}
+
+    data.set_value("Table support2_like_sepsis").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    chosen = at.multiselect(key="fairgrad_compare_runs").value
+    assert sorted(label.split(" ")[0] for label in chosen) == [
+        f"fairgrad-support2-like-{method}-s0" for method in ("erm", "fairgrad", "penalty")]
+    assert at.selectbox(key="fairgrad_compare_attribute").options == ["race", "sex"]
+    assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == 3
+    # a shipped run opens on the audit page like a run of the workspace
+    at.selectbox(key="fairgrad_audit_run").set_value("shipped/fairgrad-support2-like-fairgrad-s0").run()
+    at.button(key="fairgrad_audit").click().run()
+    assert at.title[0].value == "Fairness audit"
+    assert at.selectbox(key="audit_run_choice").value.startswith("shipped/fairgrad-support2-like-fairgrad-s0")
+
+
+def test_shipped_runs_are_small_records_that_name_no_machine():
+    from fairmed_core.files import SHIPPED_FAIRGRAD, shipped_fairgrad_dirs
+
+    folders = shipped_fairgrad_dirs()
+    assert len(folders) == 6
+    for folder in folders:
+        assert sorted(path.name for path in folder.iterdir()) == ["predictions.csv", "run.json",
+                                                                 "training_history.csv"]
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        assert info["shipped"] is True and not str(info.get("table") or "").startswith("/")
+        assert not str(info.get("manifest_root") or "").startswith("/")
+    total = sum(path.stat().st_size for path in SHIPPED_FAIRGRAD.rglob("*") if path.is_file())
+    assert total < 1_000_000, total

@@ -122,7 +122,7 @@ def test_audit_page_crosses_two_chosen_attributes(app):
     app.multiselect(key="audit_crossed").set_value(["sex", "age_group"]).run()
     _no_errors(app)
     assert app.selectbox(key="audit_view_attribute").value == "sex x age_group"
-    assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]
+    assert "Intersectional map: sex x age group" in [s.value for s in app.subheader]
 
 
 def test_audit_page_follows_attribute_source_and_intersection(app):
@@ -132,11 +132,11 @@ def test_audit_page_follows_attribute_source_and_intersection(app):
     _no_errors(app)
     assert "Group sizes: sex" in [s.value for s in app.subheader]
     # Mammography has very few men: the page must say the group is too small to support a claim.
-    assert any("Too small to support a claim" in w.value and "**M**" in w.value for w in app.warning)
+    assert any("Too small to support a claim" in w.value and "**male**" in w.value for w in app.warning)
     app.multiselect(key="audit_crossed").set_value(["sex", "skin_tone"]).run()
     _no_errors(app)
     options = app.selectbox(key="audit_view_attribute").options
-    assert "sex x skin_tone" in options
+    assert "sex x skin tone" in options  # shown in words
 
 
 def test_audit_page_asks_for_a_metric_instead_of_failing(app):
@@ -178,7 +178,7 @@ def test_audit_page_maps_a_two_attribute_intersection(app):
     app.multiselect(key="audit_crossed").set_value(["sex", "age_group"]).run()
     app.selectbox(key="audit_view_attribute").set_value("sex x age_group").run()
     _no_errors(app)
-    assert "Intersectional map: sex x age_group" in [s.value for s in app.subheader]
+    assert "Intersectional map: sex x age group" in [s.value for s in app.subheader]
     assert len(app.get("plotly_chart")) == 4
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fairmed_core.data.labels import group_label
+from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.fairness import (
     MISSING_GROUP,
     SPEC_BY_NAME,
@@ -99,10 +99,10 @@ def verdict_strip(result: AuditResult, *, source: str, attribute: str, metrics=N
     suppressed = tuple(sorted({n.source for n in near} | ({"ALL"} if near else set())))
     verdicts = _band_verdicts(result, source, attribute, metrics, band, suppressed)
     counts = {state: sum(v.verdict == state for v in verdicts) for state in (FAILS, MEETS, INSUFFICIENT)}
-    where = "all sources pooled" if source == "ALL" else source
+    where = "all sources pooled" if source == "ALL" else source_label(source)
     lines = []
     failing = [v for v in verdicts if v.verdict == FAILS]
-    head = (f"{where}, {attribute}: {counts[FAILS]} of {len(verdicts)} group-vs-reference comparisons are outside "
+    head = (f"{where}, {attribute_label(attribute)}: {counts[FAILS]} of {len(verdicts)} group-vs-reference comparisons are outside "
             f"the {band[0]:g}-{band[1]:g} ratio band with their whole 95% interval; {counts[MEETS]} are inside it; "
             f"{counts[INSUFFICIENT]} cannot be settled by these data.")
     if failing:

@@ -19,7 +19,7 @@ from fairmed_core.data.sampling import SampleComposition
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.fairness import AuditResult
 from fairmed_core.runs.audit_store import save_audit
-from fairmed_core.files import read_json_object
+from fairmed_core.files import read_json_object, shipped_fairgrad_dirs
 from fairmed_core.runs.workspace import Workspace, atomic_write_json, atomic_write_text, shipped_model_dirs
 from fairmed_core.settings import JsonRecord
 
@@ -151,20 +151,23 @@ def read_evaluation(directory: str | Path) -> EvaluationRun:
 def list_evaluations(workspace: Workspace, *, shipped: bool = False,
                      kinds: Sequence[str] | None = None) -> list[EvaluationRun]:
     """Complete evaluation runs in the workspace (``runs/<name>/`` and a training run's ``runs/<name>/evaluation/``),
-    newest first, then the shipped models' test evaluations (``shipped/<model>``) when ``shipped``; only runs
+    newest first, then the shipped models' test evaluations (``shipped/<model>``) and the shipped FairGrad runs
+    (``shipped/<run>``, from ``assets/fairgrad/``) when ``shipped``; only runs
     whose ``run.json`` kind is one of ``kinds``, when given; unreadable folders are skipped."""
     if kinds is not None:
         wanted = set(kinds)
         return [run for run in list_evaluations(workspace, shipped=shipped) if run.record.kind in wanted]
     runs = []
     if shipped:
-        for model in shipped_model_dirs():
-            if (model / "evaluation" / RUN_FILE).is_file():
+        folders = [model / "evaluation" for model in shipped_model_dirs()] + shipped_fairgrad_dirs()
+        for folder in folders:
+            if (folder / RUN_FILE).is_file():
                 try:
-                    run = read_evaluation(model / "evaluation")
+                    run = read_evaluation(folder)
                 except FairMedInputError:
                     continue
-                runs.append(EvaluationRun(name=f"shipped/{model.name}", path=run.path, record=run.record))
+                name = folder.parent.name if folder.name == "evaluation" else folder.name
+                runs.append(EvaluationRun(name=f"shipped/{name}", path=run.path, record=run.record))
     if not workspace.runs.is_dir():
         return runs
     found = []

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.fairness import METRIC_SPECS
 from fairmed_core.viz.palette import BAND_FILL, NEUTRAL_GREY, colour_for
 
@@ -28,6 +29,10 @@ METRIC_LABELS = {spec.name: spec.label for spec in METRIC_SPECS}
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=60), font=dict(size=13))
 
 
+def _source_words(source: str) -> str:
+    return "all sources pooled" if source == "ALL" else source_label(source)
+
+
 def _block(groups: pd.DataFrame, source: str, attribute: str) -> pd.DataFrame:
     block = groups[(groups["source"] == source) & (groups["attribute"] == attribute)]
     if block.empty:
@@ -38,7 +43,8 @@ def _block(groups: pd.DataFrame, source: str, attribute: str) -> pd.DataFrame:
 def group_sizes_figure(groups: pd.DataFrame, *, source: str, attribute: str) -> go.Figure:
     """Cases and positives per group, small groups marked: the first thing to read before any metric."""
     block = _block(groups, source, attribute).drop_duplicates("group")
-    labels = [f"{g} (too small)" if small else str(g) for g, small in zip(block["group"], block["small_group"])]
+    labels = [f"{group_label(g)} (too small)" if small else group_label(g)
+              for g, small in zip(block["group"], block["small_group"])]
     figure = go.Figure()
     figure.add_bar(
         x=labels, y=block["n"], name="cases", marker_color=colour_for(0),
@@ -47,7 +53,8 @@ def group_sizes_figure(groups: pd.DataFrame, *, source: str, attribute: str) -> 
     )
     figure.add_bar(x=labels, y=block["n_positive"], name="positives", marker_color=colour_for(1))
     figure.update_layout(
-        title=f"Group sizes: {attribute} ({source})", barmode="group", yaxis_title="cases", **_LAYOUT
+        title=f"Group sizes: {attribute_label(attribute)} ({_source_words(source)})", barmode="group",
+        yaxis_title="cases", **_LAYOUT
     )
     return figure
 
@@ -65,7 +72,7 @@ def metric_bars_figure(
         small = bool(rows["small_group"].fillna(False).any())
         colour = colour_for(index, group)
         hover = [
-            f"{group}: {METRIC_LABELS.get(m, m)} = "
+            f"{group_label(group)}: {METRIC_LABELS.get(m, m)} = "
             + (f"{e:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(e) else f"undefined ({reason})")
             for m, e, lo, hi, reason in zip(
                 metrics, estimate, rows["ci_low"], rows["ci_high"], rows["undefined_reason"].fillna("")
@@ -74,7 +81,7 @@ def metric_bars_figure(
         figure.add_bar(
             x=[METRIC_LABELS.get(m, m) for m in metrics],
             y=np.nan_to_num(estimate, nan=0.0),
-            name=f"{group} (n={int(rows['n'].dropna().iloc[0]) if rows['n'].notna().any() else 0})"
+            name=f"{group_label(group)} (n={int(rows['n'].dropna().iloc[0]) if rows['n'].notna().any() else 0})"
             + (" - too small" if small else ""),
             marker_color=colour,
             marker_pattern_shape="/" if small else "",
@@ -91,8 +98,8 @@ def metric_bars_figure(
             hoverinfo="text",
         )
     figure.update_layout(
-        title=f"Metrics per group: {attribute} ({source}); whiskers = bootstrap interval",
-        barmode="group", yaxis=dict(title="value", range=[0, 1.05]), legend_title_text="group", **_LAYOUT,
+        title=f"Metrics per group: {attribute_label(attribute)} ({_source_words(source)}); whiskers = 95% interval",
+        barmode="group", yaxis=dict(title="value (0-1)", range=[0, 1.05]), legend_title_text="group", **_LAYOUT,
     )
     return figure
 
@@ -122,13 +129,14 @@ def ratio_band_figure(
         ratio = part["ratio"].to_numpy(dtype=float)
         outside = (ratio < low) | (ratio > high)
         figure.add_scatter(
-            x=[METRIC_LABELS.get(m, m) for m in part["metric"]], y=ratio, mode="markers", name=str(group),
+            x=[METRIC_LABELS.get(m, m) for m in part["metric"]], y=ratio, mode="markers", name=group_label(group),
             marker=dict(
                 color=colour_for(index, group), size=13,
                 symbol=["diamond" if o else "circle-open" for o in outside], line=dict(width=2),
             ),
             hovertext=[
-                f"{group} vs {ref}: ratio {r:.3f}, difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}], p={p:.3g}"
+                f"{group_label(group)} vs {group_label(ref)}: ratio {r:.3f}, difference {d:+.3f} "
+                f"[{lo:+.3f}, {hi:+.3f}], p={p:.3g}"
                 for ref, r, d, lo, hi, p in zip(
                     part["group_b"], ratio, part["difference"], part["ci_low"], part["ci_high"],
                     part["p_value"].astype(float),
@@ -136,7 +144,7 @@ def ratio_band_figure(
             ],
             hoverinfo="text",
         )
-    reference = rows["group_b"].iloc[0] if not rows.empty else "reference"
+    reference = group_label(rows["group_b"].iloc[0]) if not rows.empty else "reference"
     figure.update_layout(
         title=f"Ratio to reference group {reference}: band {low:g} to {high:g} (diamonds fall outside)",
         yaxis_title=f"metric / metric of {reference}", **_LAYOUT,
@@ -172,13 +180,15 @@ def intersection_heatmap_figure(
     ]
     figure = go.Figure(
         go.Heatmap(
-            z=values.to_numpy(dtype=float), x=list(values.columns), y=list(values.index), text=text,
+            z=values.to_numpy(dtype=float), x=[group_label(c) for c in values.columns],
+            y=[group_label(r) for r in values.index], text=text,
             texttemplate="%{text}", colorscale="Cividis", zmin=0, zmax=1,
             colorbar=dict(title=METRIC_LABELS.get(metric, metric)),
         )
     )
     figure.update_layout(
-        title=f"{METRIC_LABELS.get(metric, metric)} by {parts[0]} and {parts[1]} ({source}); † = too small",
-        xaxis_title=parts[1], yaxis_title=parts[0], **_LAYOUT,
+        title=f"{METRIC_LABELS.get(metric, metric)} by {attribute_label(parts[0])} and {attribute_label(parts[1])} "
+        f"({_source_words(source)}); † = too small",
+        xaxis_title=attribute_label(parts[1]), yaxis_title=attribute_label(parts[0]), **_LAYOUT,
     )
     return figure
