@@ -87,3 +87,19 @@ def test_latent_group_agreement_from_pooled_pairs_is_sklearns_adjusted_rand_inde
     perfect = pair_counts(["a"] * 4, ["F", "F", "M", "M"], ["x", "x", "y", "y"])
     assert (perfect + perfect).adjusted_rand_index() == 1.0
     assert PairCounts.from_metrics(perfect.metrics()) == perfect
+
+
+def test_a_frozen_vision_tower_leaves_sft_unchanged_there_and_trains_the_rest(default_manifest, tmp_path):
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    config = SFTConfig(epochs=1, max_cases=16, batch_size=8, freeze_vision_tower=True,
+                       model=TinyModelConfig(image_size=32, text_layers=1))
+    train_sft(default_manifest, tmp_path / "model", config)
+    saved = load_file(tmp_path / "model" / "model.safetensors")
+    # the untrained model with the same seed, saved the same way (save_pretrained names the weights its own way)
+    build_tiny_model(build_tokenizer(tiny_corpus()), config.model, seed=config.seed).save_pretrained(tmp_path / "fresh")
+    fresh = load_file(tmp_path / "fresh" / "model.safetensors")
+    vision = [name for name in saved if "vision_tower" in name]
+    assert vision and all(torch.equal(saved[name], fresh[name]) for name in vision)
+    assert any(not torch.equal(saved[name], fresh[name]) for name in saved if "language_model" in name)

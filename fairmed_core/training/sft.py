@@ -150,7 +150,10 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             learning_rate=config.vision_warmup_lr, batch_size=config.batch_size, seed=config.seed)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.freeze_vision_tower:
+        model.model.vision_tower.requires_grad_(False)
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def train_sft(manifest: str | Path, out_dir: str | Path, config: SFTConfig | Non
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
             optimizer.step()
             record = {"step": step, "total_steps": total_steps, "epoch": epoch, "loss": float(loss.detach()),
                       "learning_rate": optimizer.param_groups[0]["lr"],
