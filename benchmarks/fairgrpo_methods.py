@@ -10,7 +10,8 @@ Besides the test-split table and the held-out dynamics, it reports where each me
 per source, the share of prompts whose rollouts all got the same reward (no gradient under any weighting) and
 the source's share of the absolute advantage actually used, averaged over steps and seeds.
 
-Run:  .venv/bin/python benchmarks/fairgrpo_methods.py --methods grpo grpo_resample grpo_dro fairgrpo_nd fairgrpo
+Run:  .venv/bin/python benchmarks/fairgrpo_methods.py --model assets/models/tiny-fairmedgemma-v2 --steps 200 \
+          --lr 5e-5 --eval-every 25 --max-completion-length 32 --workers 2      (all seven methods, 3 seeds)
       .venv/bin/python benchmarks/fairgrpo_methods.py --methods grpo fairgrpo --steps 120 --temperature 1.5 \
           --variant "hotter rollouts, longer training"
       .venv/bin/python benchmarks/fairgrpo_methods.py --quick        (1 seed, 2 steps; does not write the doc)
@@ -25,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
+import multiprocessing  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -44,6 +47,8 @@ from fairmed_core.fairness import audit  # noqa: E402
 from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa: E402
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
+from fairmed_core.training.latent_groups import PairCounts  # noqa: E402
+from fairmed_core.training.methods import METHODS as TRAINING_METHODS  # noqa: E402
 
 SECTION = "## FairGRPO against GRPO"
 STATISTICS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy", "f1_es")
@@ -86,6 +91,126 @@ def learning_signal(run_dir: Path) -> dict:
     return signal
 
 
+SOURCE_NAMES = {"synth_cxr": "chest X-ray", "synth_derm": "dermoscopy", "synth_mammo": "mammography"}
+
+
+def source_curves(run_dir: Path) -> pd.DataFrame:
+    """Held-out F1 and accuracy per source at every evaluation step (the sources' own rows, whole source)."""
+    gaps = summary_frame(read_metrics(run_dir))
+    rows = gaps[(gaps["attribute"] == "mean over attributes") & gaps["source"].isin(list(SOURCE_NAMES))]
+    return rows[["step", "source", "f1", "accuracy", "predictive_parity"]].assign(
+        f1=lambda f: pd.to_numeric(f["f1"], errors="coerce"),
+        accuracy=lambda f: pd.to_numeric(f["accuracy"], errors="coerce"),
+        predictive_parity=lambda f: pd.to_numeric(f["predictive_parity"], errors="coerce"))
+
+
+def latent_agreement(run_dir: Path) -> dict:
+    """For a method that groups prompts without demographics: the adjusted Rand index of its latent groups
+    against the masked true groups, from pairs pooled over the first and the second half of the steps."""
+    rows = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
+    counts = [(r["step"], PairCounts.from_metrics(r)) for r in rows]
+    counts = [(step, c) for step, c in counts if c is not None]
+    if not counts:
+        return {}
+    middle = max(step for step, _ in counts) / 2
+    out = {}
+    for name, part in (("ari", counts), ("ari_first_half", [c for c in counts if c[0] <= middle]),
+                       ("ari_second_half", [c for c in counts if c[0] > middle])):
+        total = sum((c for _, c in part), PairCounts())
+        out[name] = total.adjusted_rand_index()
+        out[f"{name}_pairs"] = total.pairs
+    return out
+
+
+def _display_path(path: Path) -> str:
+    """A model folder as the report names it: relative to the repository where it lies inside."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def _train_one(model: str, manifest: str, run_dir: str, job: dict) -> str:
+    """One run in a worker process (one CPU thread each)."""
+    torch.set_num_threads(1)
+    if not (Path(run_dir) / "training.json").is_file():
+        run_grpo_training(model, manifest, run_dir, GRPOJobConfig.from_dict(job))
+    return run_dir
+
+
+def _mean_sd(values: pd.Series) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return "n/a"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3f} ± {sd:.3f}"
+
+
+def paired_table(frame: pd.DataFrame, baseline: str = "grpo") -> list[str]:
+    """Markdown rows: each method minus the baseline, paired by seed (same data order and sampling stream)."""
+    if baseline not in set(frame["method"]):
+        return []
+    keys = ("f1", "accuracy", "predictive_parity", "equal_opportunity_difference")
+    base = frame[frame["method"] == baseline].set_index("seed")
+    lines = ["", f"Paired by seed, each method minus {baseline} on the test split (mean ± standard deviation of the "
+             "per-seed differences; F1 and accuracy as fractions, PP and EOD in percentage points):", "",
+             "| method | Δ F1 | Δ Acc | Δ PP | Δ EOD |", "|---|---:|---:|---:|---:|"]
+    for method, block in frame.groupby("method", sort=False):
+        if method == baseline:
+            continue
+        block = block.set_index("seed")
+        cells = [_mean_sd(block[k] - base[k].reindex(block.index)) for k in keys]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def start_table(frame: pd.DataFrame, start: dict | None) -> list[str]:
+    """Markdown rows: each method's test F1 and accuracy against the SFT start's."""
+    if not start:
+        return []
+    lines = ["", f"Against the SFT start (test F1 {start['f1']:.3f}, accuracy {start['accuracy']:.3f}; FairMed's "
+             "convention, mean over sources): the change per method, mean ± standard deviation over seeds.", "",
+             "| method | Δ F1 vs start | Δ Acc vs start | seeds with higher F1 |", "|---|---:|---:|---:|"]
+    for method, block in frame.groupby("method", sort=False):
+        gains = block["f1"] - start["f1"]
+        lines.append(f"| {method} | {_mean_sd(gains)} | {_mean_sd(block['accuracy'] - start['accuracy'])} | "
+                     f"{int((gains > 0).sum())} of {len(block)} |")
+    return lines
+
+
+def curves_table(curves: pd.DataFrame) -> list[str]:
+    """Markdown rows: per method and source, held-out F1 at the first, middle and last evaluation (mean over
+    seeds)."""
+    if curves.empty:
+        return []
+    steps = sorted(curves["step"].unique())
+    picks = [steps[0], steps[len(steps) // 2], steps[-1]]
+    sources = [s for s in SOURCE_NAMES if s in set(curves["source"])]
+    lines = ["", "Held-out (stratified val sample) F1 per source over training, mean over seeds, at steps "
+             + " → ".join(str(s) for s in picks) + " (the full curves are in the run folders and on the Training "
+             "page):", "", "| method | " + " | ".join(SOURCE_NAMES[s] for s in sources) + " |",
+             "|---|" + "---|" * len(sources)]
+    for method, block in curves.groupby("method", sort=False):
+        cells = []
+        for source in sources:
+            values = [block[(block["source"] == source) & (block["step"] == step)]["f1"].mean() for step in picks]
+            cells.append(" → ".join(f"{v:.3f}" for v in values))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def latent_table(frame: pd.DataFrame) -> list[str]:
+    """Markdown rows: the latent groups' agreement with the true groups (methods that cluster every prompt)."""
+    if "ari" not in frame.columns or frame["ari"].isna().all():
+        return []
+    lines = ["", "Latent groups of FairGRPO without demographics against the masked true groups (sex x age group "
+             "within a source): adjusted Rand index from prompt pairs within a step and source, pooled over steps "
+             "(0: chance, 1: the true groups recovered); mean ± standard deviation over seeds.", "",
+             "| method | ARI, all steps | first half | second half | pairs per run |", "|---|---:|---:|---:|---:|"]
+    for method, block in frame[frame["ari"].notna()].groupby("method", sort=False):
+        lines.append(f"| {method} | {_mean_sd(block['ari'])} | {_mean_sd(block['ari_first_half'])} | "
+                     f"{_mean_sd(block['ari_second_half'])} | {block['ari_pairs'].mean():.0f} |")
+    return lines
+
+
 def signal_table(frame: pd.DataFrame) -> list[str]:
     """Markdown rows: per method and source, zero-variance fraction and advantage share (mean over seeds)."""
     sources = sorted({k.split("/", 1)[1] for k in frame.columns if k.startswith("advantage_share/")})
@@ -105,10 +230,13 @@ def signal_table(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes: float, section: str) -> str:
+def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes: float, section: str,
+             model_name: str, start: dict | None = None, curves: pd.DataFrame | None = None,
+             workers: int = 1) -> str:
     lines = [section, "",
              f"Generated by `benchmarks/fairgrpo_methods.py` on {datetime.date.today().isoformat()} in "
-             f"{minutes:.0f} minutes on one CPU thread. From the shipped SFT tiny FairMedGemma, each method trains "
+             f"{minutes:.0f} minutes ({workers} runs at a time, one CPU thread each). From `{model_name}`, each method "
+             f"trains "
              f"{config.steps} steps ({config.prompts_per_step} prompts x G={config.num_generations} rollouts, "
              f"learning rate {config.learning_rate}, KL {config.beta}, rollout temperature {config.temperature}, "
              f"completions up to {config.max_completion_length} tokens) on the embedded benchmark's train split, "
@@ -136,18 +264,25 @@ def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes:
         cells = [f"{block[f'{k}_start'].mean():.3f} → {block[f'{k}_end'].mean():.3f}"
                  for k in ("predictive_parity", "sigma_f1", "accuracy")]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += start_table(frame, start)
+    lines += paired_table(frame)
+    lines += curves_table(curves if curves is not None else pd.DataFrame())
+    lines += latent_table(frame)
     lines += signal_table(frame)
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["grpo", "fairgrpo"])
+    parser.add_argument("--methods", nargs="+", default=list(TRAINING_METHODS), choices=list(TRAINING_METHODS))
+    parser.add_argument("--model", type=Path, default=TINY_MODEL, help="the SFT start (a model folder)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
+    parser.add_argument("--max-completion-length", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (one thread each)")
     parser.add_argument("--variant", default=None, help="names a separate RESULTS section for a non-default setup")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
@@ -158,26 +293,35 @@ def main() -> int:
     seeds = 1 if args.quick else args.seeds
     config_kwargs = dict(steps=2 if args.quick else args.steps, eval_every=1 if args.quick else args.eval_every,
                          eval_limit=24 if args.quick else 300, save_every=1000, learning_rate=args.lr,
-                         temperature=args.temperature)
+                         temperature=args.temperature, max_completion_length=args.max_completion_length)
     started = datetime.datetime.now()
-    rows = []
-    config = None
-    for seed in range(seeds):
-        for method in args.methods:
-            config = GRPOJobConfig(method=method, seed=seed, **config_kwargs)
-            run_dir = out / f"{method}-seed{seed}"
-            if not (run_dir / "training.json").is_file():
-                run_grpo_training(TINY_MODEL, manifest, run_dir, config)
-            row = {"method": method, "seed": seed, **test_summary(run_dir), **dynamics(run_dir),
-                   **learning_signal(run_dir),
-                   **json.loads((run_dir / "training.json").read_text())}
-            rows.append(row)
-            print(json.dumps({k: row[k] for k in ("method", "seed", *STATISTICS, "seconds_per_step")}), flush=True)
+    jobs = {(method, seed): GRPOJobConfig(method=method, seed=seed, **config_kwargs)
+            for seed in range(seeds) for method in args.methods}
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
+        futures = {pool.submit(_train_one, str(args.model), str(manifest), str(out / f"{m}-seed{s}"),
+                               config.to_dict()): (m, s) for (m, s), config in jobs.items()}
+        for future in concurrent.futures.as_completed(futures):
+            print("finished", futures[future], future.result(), flush=True)
+    rows, curves = [], []
+    for (method, seed), config in jobs.items():
+        run_dir = out / f"{method}-seed{seed}"
+        row = {"method": method, "seed": seed, **test_summary(run_dir), **dynamics(run_dir),
+               **learning_signal(run_dir), **latent_agreement(run_dir),
+               **json.loads((run_dir / "training.json").read_text())}
+        rows.append(row)
+        curves.append(source_curves(run_dir).assign(method=method, seed=seed))
+        print(json.dumps({k: row[k] for k in ("method", "seed", *STATISTICS, "seconds_per_step")}), flush=True)
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "results.csv", index=False)
+    curves_frame = pd.concat(curves, ignore_index=True)
+    curves_frame.to_csv(out / "curves.csv", index=False)
+    start_dir = args.model / "evaluation"
+    start = test_summary(args.model) if (start_dir / "audit" / "summary.csv").is_file() else None
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     section = SECTION if args.variant is None else f"{SECTION}: {args.variant}"
-    text = markdown(frame, config=config, seeds=seeds, minutes=minutes, section=section)
+    text = markdown(frame, config=config, seeds=seeds, minutes=minutes, section=section,
+                    model_name=_display_path(args.model), start=start, curves=curves_frame, workers=args.workers)
     print(text)
     print(f"runs in {out}")
     if not args.quick:
