@@ -40,21 +40,22 @@ def reaudit(model_dir: Path):
 
 
 def main() -> None:
-    sft = MODELS / "tiny-fairmedgemma"
-    info, result = reaudit(sft)
-    training = json.loads((sft / "training_config.json").read_text(encoding="utf-8"))
-    write_model_card(
-        sft, name=sft.name, training=training, evaluation=info, result=result,
-        parameter_count=estimate_parameter_count((sft / "model.safetensors",)),
-        architecture=training["config"]["model"],
-    )  # fmt: skip
-    print(f"re-audited {sft.name}")
-    for method in ("grpo", "fairgrpo"):
-        folder = MODELS / f"tiny-fairmedgemma-{method}"
+    # The SFT models (a training_config.json) first, then the GRPO-family descendants (a training/ record).
+    for sft in sorted(p.parent for p in MODELS.glob("*/training_config.json")):
+        info, result = reaudit(sft)
+        training = json.loads((sft / "training_config.json").read_text(encoding="utf-8"))
+        write_model_card(
+            sft, name=sft.name, training=training, evaluation=info, result=result,
+            parameter_count=estimate_parameter_count((sft / "model.safetensors",)),
+            architecture=training["config"]["model"],
+        )  # fmt: skip
+        print(f"re-audited {sft.name}")
+    for folder in sorted(p.parent for p in MODELS.glob("*/training/training.json")):
         reaudit(folder)
         card = (folder / "README.md").read_text(encoding="utf-8")
-        command = re.search(rf"`(fairmed train {method} [^`]+)`", card).group(1)
-        write_grpo_model_card(folder, method=method, command=command)
+        command = re.search(r"`(fairmed train (\S+) [^`]+)`", card)
+        start = re.search(r"--model (\S+)", command.group(1)).group(1)
+        write_grpo_model_card(folder, method=command.group(2), command=command.group(1), start=ROOT / start)
         print(f"re-audited {folder.name}")
 
 

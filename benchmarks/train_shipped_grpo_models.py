@@ -7,6 +7,10 @@ the model folder beside a card (``grpo_model_card_markdown``). One seed each: th
 docs/RESULTS.md ("FairGRPO against GRPO"); these checkpoints are for looking at, not for a claim.
 
 Run:  .venv/bin/python benchmarks/train_shipped_grpo_models.py     (about 10 minutes on one thread)
+      .venv/bin/python benchmarks/train_shipped_grpo_models.py --start assets/models/tiny-fairmedgemma-rl-start \
+          --prefix tiny-fairmedgemma-rl --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 --lr 5e-5 \
+          --eval-every 25 --max-completion-length 32
+          (ships the seed-0 GRPO and FairGRPO runs of benchmarks/fairgrpo_methods.py from the learnable start)
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
 METHODS = ("grpo", "fairgrpo")
 
 
-def ship(run: Path, method: str, target: Path, command: str) -> None:
+def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_MODEL) -> None:
     """Copy a finished run's model, evaluation and training record into ``target`` and write its card."""
     from fairmed_core.models.grpo_card import write_grpo_model_card
 
@@ -48,7 +52,7 @@ def ship(run: Path, method: str, target: Path, command: str) -> None:
         shutil.copy2(run / name, target / "training" / name)
     for record in (target / "evaluation" / "run.json", target / "training" / "config.json"):
         repo_relative_paths(record)
-    write_grpo_model_card(target, method=method, command=command)
+    write_grpo_model_card(target, method=method, command=command, start=start)
 
 
 def repo_relative_paths(record: Path) -> None:
@@ -70,6 +74,12 @@ def repo_relative_paths(record: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--max-completion-length", type=int, default=40)
+    parser.add_argument("--start", type=Path, default=TINY_MODEL, help="the SFT model the runs start from")
+    parser.add_argument("--prefix", default="tiny-fairmedgemma", help="shipped as <prefix>-<method>")
+    parser.add_argument("--run-name", default="shipped-{method}", help="run folder name under --runs")
     parser.add_argument("--runs", type=Path, default=ROOT / "workspace" / "runs")
     parser.add_argument("--ship-only", action="store_true", help="re-ship existing runs (e.g. after a card change)")
     parser.add_argument("--train-only", action="store_true", help="train the runs, do not ship them")
@@ -77,19 +87,23 @@ def main() -> int:
     torch.set_num_threads(1)
     manifest = ensure_default_dataset(ROOT / "workspace" / "datasets")
     for method in METHODS:
-        run = args.runs / f"shipped-{method}"
-        command = (f"fairmed train {method} --model assets/models/tiny-fairmedgemma --data "
+        run = args.runs / args.run_name.format(method=method)
+        start = args.start.resolve()
+        start_name = str(start.relative_to(ROOT)) if start.is_relative_to(ROOT) else str(args.start)
+        command = (f"fairmed train {method} --model {start_name} --data "
                    f"workspace/datasets/synth-default/manifest.jsonl --out RUN --steps {args.steps} --prompts 8 "
-                   "--generations 4 --lr 2e-5 --eval-every 10 --eval-limit 300 --seed 0")
+                   f"--generations 4 --lr {args.lr:g} --eval-every {args.eval_every} --eval-limit 300 "
+                   f"--max-completion-length {args.max_completion_length} --seed 0")
         if not args.ship_only:
             if run.exists():
                 shutil.rmtree(run)
             config = GRPOJobConfig(method=method, steps=args.steps, prompts_per_step=8, num_generations=4,
-                                   learning_rate=2e-5, eval_every=10, eval_limit=300, save_every=args.steps, seed=0)
-            finished = run_grpo_training(TINY_MODEL, manifest, run, config)
+                                   learning_rate=args.lr, eval_every=args.eval_every, eval_limit=300,
+                                   max_completion_length=args.max_completion_length, save_every=args.steps, seed=0)
+            finished = run_grpo_training(args.start, manifest, run, config)
             print(json.dumps(finished.to_json()), flush=True)
         if not args.train_only:
-            ship(run, method, ASSETS / "models" / f"tiny-fairmedgemma-{method}", command)
+            ship(run, method, ASSETS / "models" / f"{args.prefix}-{method}", command, start=args.start)
             print(f"shipped {method}", flush=True)
     return 0
 
