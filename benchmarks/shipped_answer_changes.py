@@ -6,7 +6,7 @@ A stratified sample of the test split (equal shares per source x sex x age group
 each case (sex, age group, and skin tone on dermoscopy), greedy decoding with the settings of the shipped
 evaluation. Run it from the repository root (a few minutes on a CPU):
 
-    .venv/bin/python benchmarks/shipped_answer_changes.py [--n 600]
+    .venv/bin/python benchmarks/shipped_answer_changes.py [--n 600] [--model NAME ...]
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=600, help="cases of the test split (stratified)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", nargs="+", default=None, help="only these shipped models (folder names)")
     args = parser.parse_args()
     dataset = read_manifest(ensure_default_dataset(Workspace.from_env().datasets))
     for model_dir in shipped_model_dirs():
+        if args.model is not None and model_dir.name not in args.model:
+            continue
         evaluation = model_dir / "evaluation"
         info = json.loads((evaluation / "run.json").read_text(encoding="utf-8"))
         options = GenerationOptions(**{**info["generation"], "batch_size": 64})
