@@ -107,6 +107,7 @@ class Truth:
             "f1": 2 * tp / (2 * tp + fp + fn),
             "fpr": fpr,
             "fdr": fp / (tp + fp),
+            "npv": tn / (tn + fn),
             "selection_rate": tp + fp,
         }[name]
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ASSETS", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_FAIRGRAD", "SHIPPED_GENERATORS", "TINY_MODEL",
+__all__ = ["ASSETS", "LEARNABLE_START", "REFERENCE_PREDICTIONS", "REPO_ROOT", "SHIPPED_FAIRGRAD", "SHIPPED_GENERATORS", "TINY_MODEL",
            "TINY_MODEL_PREDICTIONS", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
            "fsync_tree", "publish_folder", "read_json_object", "shipped_fairgrad_dirs", "shipped_model_dirs"]
 
@@ -25,6 +25,9 @@ ASSETS = REPO_ROOT / "assets"
 REFERENCE_PREDICTIONS = ASSETS / "reference_predictions.csv"
 TINY_MODEL = ASSETS / "models" / "tiny-fairmedgemma"  # the shipped CPU default model
 TINY_MODEL_PREDICTIONS = TINY_MODEL / "evaluation" / "predictions.csv"  # its test-split evaluation
+# The SFT start that sees the finding in every source: the shipped training runs the Training page opens on
+# start from it (the older ones, from TINY_MODEL, barely moved it; docs/RESULTS.md).
+LEARNABLE_START = ASSETS / "models" / "tiny-fairmedgemma-rl-start"
 SHIPPED_GENERATORS = ASSETS / "counterfactual"  # counterfactual generators for the embedded benchmark
 SHIPPED_FAIRGRAD = ASSETS / "fairgrad"  # FairGrad runs (records only) the FairGrad page opens on
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from fairmed_core.data.labels import attribute_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
+from fairmed_core.files import LEARNABLE_START
 from fairmed_core.fairness import MEAN_OVER_SOURCES
 from fairmed_core.runs.jobs import Job, list_jobs, start_job
 from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs, mean_over_sources,
@@ -221,8 +224,10 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     # The choice is kept by run name (a run's label changes when it finishes). This workspace's runs when there
     # are some, else the shipped GRPO and FairGRPO records, overlaid; a run that appears while the page is open
     # (started here or in a shell) is added to the choice, so it shows without a reload.
+    # The shipped runs from the learnable start show the training story; the older shipped runs stay selectable.
+    learnable = [run for run in shipped if Path(str(run.config.get("model_dir", ""))).name == LEARNABLE_START.name]
     chosen = pick_runs("Runs", list(by_name), key="training_runs",
-                       default=[run.name for run in (live_runs[:4] or shipped)],
+                       default=[run.name for run in (live_runs[:4] or learnable or shipped)],
                        joinable=[run.name for run in live_runs], format_func=lambda name: _run_label(by_name[name]),
                        help="Runs of this workspace, and the training records shipped with the GRPO- and "
                        "FairGRPO-trained models (labelled shipped).")
@@ -231,8 +236,13 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         st.warning("Choose at least one run.")
         return
     if not live_runs:
-        st.caption("No run in this workspace yet: these are the training records shipped with the GRPO- and "
-                   "FairGRPO-trained models (40 steps each on the synthetic benchmark). Runs you start appear here.")
+        steps = sorted({run.finished.steps for run in selected if run.finished})
+        start = f"`{LEARNABLE_START.name}`, the start that sees the finding in every source" if learnable else \
+            "the shipped tiny model"
+        st.caption(f"No run in this workspace yet: these are the training records shipped with the GRPO- and "
+                   f"FairGRPO-trained models (from {start}; "
+                   f"{', '.join(str(s) for s in steps) or 'a few'} steps on the synthetic benchmark). Older shipped "
+                   "records are in the list. Runs you start appear here.")
     gaps, trains, curves, sources = [], [], [], {}
     for run in selected:
         records = run.records()
