@@ -179,8 +179,10 @@ def _summary_table(selected: list, gaps: list[pd.DataFrame], sources: dict[str, 
     for run, summary in zip(selected, gaps):
         last = summary[summary["step"] == summary["step"].max()] if not summary.empty else summary
         mean = last[(last["source"] == MEAN_OVER_SOURCES) & (last["attribute"] == "mean over attributes")]
+        # Steps stay numbers (a column of one type); an unfinished run says so in its own column.
         rows.append({"Run": run.name, "Method": METHODS.get(run.method, run.method),
-                     "Steps": run.finished.steps if run.finished else "running or stopped",
+                     "Status": "finished" if run.finished else "running or stopped",
+                     "Steps": run.finished.steps if run.finished else None,
                      "Test accuracy (0-1)": run.finished.test_accuracy if run.finished else None,
                      "Last held-out step": None if last.empty else int(last["step"].iloc[0]),
                      "Held-out sources averaged": _sources_in_words(sources[run.name]),
