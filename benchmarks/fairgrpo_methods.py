@@ -282,6 +282,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
     parser.add_argument("--max-completion-length", type=int, default=40)
+    parser.add_argument("--generations", type=int, default=4, help="rollouts per prompt (G)")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (one thread each)")
     parser.add_argument("--variant", default=None, help="names a separate RESULTS section for a non-default setup")
     parser.add_argument("--out", type=Path, default=None)
@@ -293,7 +296,8 @@ def main() -> int:
     seeds = 1 if args.quick else args.seeds
     config_kwargs = dict(steps=2 if args.quick else args.steps, eval_every=1 if args.quick else args.eval_every,
                          eval_limit=24 if args.quick else 300, save_every=1000, learning_rate=args.lr,
-                         temperature=args.temperature, max_completion_length=args.max_completion_length)
+                         temperature=args.temperature, max_completion_length=args.max_completion_length,
+                         num_generations=args.generations, prompts_per_step=args.prompts, beta=args.beta)
     started = datetime.datetime.now()
     jobs = {(method, seed): GRPOJobConfig(method=method, seed=seed, **config_kwargs)
             for seed in range(seeds) for method in args.methods}

@@ -319,11 +319,13 @@ def test_training_page_opens_on_shipped_curves_and_lists_a_new_run_without_a_rel
     page.get_by_text("Training dynamics").wait_for(timeout=60_000)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert "Training dynamics" in main and "Num generations" in main, main
-    # A fresh workspace opens on the training records shipped with the GRPO- and FairGRPO-trained models.
+    # A fresh workspace opens on the training records shipped with the GRPO- and FairGRPO-trained models from
+    # the learnable start (the older shipped records stay in the list).
     page.get_by_text("Held-out accuracy per step").first.wait_for(timeout=120_000)
     _wait_for_charts(page, 3)
     main = page.locator("[data-testid=stMain]").inner_text()
-    assert "tiny-fairmedgemma-grpo (shipped" in main and "tiny-fairmedgemma-fairgrpo (shipped" in main, main
+    assert "tiny-fairmedgemma-rl-grpo (shipped" in main and "tiny-fairmedgemma-rl-fairgrpo (shipped" in main, main
+    assert "the start that sees the finding in every source" in main, main
     page.screenshot(path=str(ARTIFACTS / "training_shipped_curves.png"), full_page=True)
     # A run started in a shell after the page opened appears without a reload (the panel re-reads every 30 s
     # while nothing runs).
@@ -442,9 +444,25 @@ def test_audit_reads_one_row_per_comparison_crosses_two_attributes_and_reopens_a
 def test_fairgrad_opens_on_shipped_runs_and_never_mixes_tables_and_images(server, page, default_workspace):
     """Issue 15, observations 7, 8 and 9 on the FairGrad page: it opens on the shipped runs with their curves,
     compares image runs and table runs apart, names runs that answer no or yes to everyone, in words."""
+    # Earlier tests of this module train runs in the same workspace, and the page rightly prefers a workspace's
+    # own runs: set them aside so that the page sees what a fresh workspace sees, and put them back afterwards.
+    aside = default_workspace / "set-aside-fairgrad-runs"
+    aside.mkdir(exist_ok=True)
+    own = [folder for folder in (default_workspace / "runs").glob("*") if folder.name.startswith("fairgrad-")]
+    for folder in own:
+        folder.rename(aside / folder.name)
+    try:
+        _fairgrad_opens_on_shipped_runs(server, page, default_workspace)
+    finally:
+        for folder in own:
+            (aside / folder.name).rename(folder)
+
+
+def _fairgrad_opens_on_shipped_runs(server, page, default_workspace):
     page.goto(f"{server}/fairgrad", timeout=60_000)
     page.get_by_text("Runs to compare").wait_for(timeout=120_000)
-    # Earlier tests of this module may have trained runs: pick the shipped runs' data by name.
+    page.get_by_text("No FairGrad run in this workspace yet").wait_for(timeout=60_000)
+    # pick the shipped runs' data by name
     _choose(page, "Compare runs on", "Benchmark images (synth-default, val split)")
     page.get_by_text("Accuracy against disparity by sex").wait_for(timeout=120_000)
     # the plot redraws for the chosen data (the title may be the same as before)
