@@ -33,6 +33,7 @@ from fairmed_core.viz import conflict_figure, pareto_figure
 from fairmed_core.viz.fairgrad_figures import DISPARITY_LABELS
 from pages._common import current_dataset, current_manifest, show_input_error, workspace
 from pages._forms import build_config, config_defaults
+from pages._run_picker import pick_runs
 from pages._jobs import jobs_panel
 
 # The methods are FairGrad's own (one list per kind); this page only names them.
@@ -263,10 +264,10 @@ def jobs() -> None:
 def _data_label(run) -> str:
     """What a run was trained and tested on: the benchmark's images or one table (runs are compared only on the
     same data: accuracy and disparity on different cases are not comparable)."""
-    dataset = run.info.get("dataset", "?")
-    if run.info.get("kind") == "fairgrad-tabular":
-        return f"Table {dataset}"
-    return f"Benchmark images ({dataset}, {run.info.get('split', 'test')} split)"
+    record = run.record
+    if record.kind == "fairgrad-tabular":
+        return f"Table {record.dataset}"
+    return f"Benchmark images ({record.dataset}, {record.split or 'test'} split)"
 
 
 def _is_shipped(run) -> bool:
@@ -274,10 +275,11 @@ def _is_shipped(run) -> bool:
 
 
 def _run_label(run) -> str:
-    method = run.info.get("training", {}).get("method", "?")
+    method = run.record.method or "?"
     shipped = "shipped, " if _is_shipped(run) else ""
+    accuracy = run.record.accuracy if run.record.accuracy is not None else float("nan")
     return (f"{run.name.removeprefix(SHIPPED_PREFIX)} ({shipped}{METHODS.get(method, method)} on "
-            f"{run.info.get('dataset', '?')}, accuracy {run.info.get('accuracy', float('nan')):.3f} (0-1))")
+            f"{run.record.dataset}, accuracy {accuracy:.3f} (0-1))")
 
 
 def _summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -325,25 +327,16 @@ def comparison_panel() -> None:
                         "patients.")
     runs = by_data[data]
     by_name = {_run_label(run): run for run in runs}  # a finished run's label does not change
-    # Other data starts afresh; a run that finishes while the page is open joins the choice (the jobs panel
-    # reruns the page when a job ends), without a reload.
-    seen = st.session_state.get("fairgrad_compare_seen")
-    if st.session_state.get("fairgrad_compare_runs_data") != data or "fairgrad_compare_runs" not in st.session_state:
-        # this workspace's runs on that data when it has some, else the shipped ones
-        own = [name for name, run in by_name.items() if not _is_shipped(run)]
-        st.session_state["fairgrad_compare_runs"] = (own or list(by_name))[:6]
-    elif seen is not None:
-        new = [name for name in by_name if name not in seen]
-        st.session_state["fairgrad_compare_runs"] = new + [
-            name for name in st.session_state["fairgrad_compare_runs"] if name in by_name]
-    st.session_state["fairgrad_compare_runs_data"] = data
-    st.session_state["fairgrad_compare_seen"] = list(by_name)
-    chosen = st.multiselect("Runs to compare", list(by_name), key="fairgrad_compare_runs")
+    # Other data starts afresh, on this workspace's runs on that data when it has some, else the shipped ones; a
+    # run that finishes while the page is open joins the choice (the jobs panel reruns the page when a job ends).
+    own = [name for name, run in by_name.items() if not _is_shipped(run)]
+    chosen = pick_runs("Runs to compare", list(by_name), key="fairgrad_compare_runs", scope=data,
+                       default=(own or list(by_name))[:6])
     selected = [by_name[name] for name in chosen]
     if not selected:
         st.warning("Choose at least one run.")
         return
-    recorded = list(dict.fromkeys(a for run in selected for a in run.info.get("attributes", [])))
+    recorded = list(dict.fromkeys(a for run in selected for a in run.record.attributes))
     comparison = compare_runs(selected, recorded)
     attributes = [a for a in recorded if a in set(comparison["attribute"])]
     if not attributes:
@@ -370,7 +363,7 @@ def comparison_panel() -> None:
     st.dataframe(_summary(table), width="stretch")
 
     st.markdown("**Gradient conflicts over training** (FairGrad runs)")
-    fairgrad_runs = {run.name: run for run in selected if run.info.get("training", {}).get("method") == "fairgrad"}
+    fairgrad_runs = {run.name: run for run in selected if run.record.method == "fairgrad"}
     if not fairgrad_runs:
         st.caption("No FairGrad run among the chosen ones.")
     else:

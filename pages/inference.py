@@ -394,17 +394,17 @@ def evaluate_tab(dataset) -> None:
         with lock:
             run = run_evaluation(loaded, dataset, run_dir, split=split, options=options, limit=limit or None,
                                  progress=progress)
-        bar.progress(1.0, text=f"Done: {run.info['n_cases']:,} cases in {run.info['wall_time_s']:.1f} s")
+        bar.progress(1.0, text=f"Done: {run.record.n_cases:,} cases in {run.record.wall_time_s:.1f} s")
         st.session_state["inference_eval_run"] = run
     run = st.session_state.get("inference_eval_run")
     if run is None:
         return
-    info = run.info
+    record = run.record
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Cases", f"{info['n_cases']:,}")
-    m2.metric("Accuracy", f"{100 * info['accuracy']:.1f}%")
-    m3.metric("Format failures", f"{100 * info['format_failure_rate']:.1f}%")
-    m4.metric("Speed", f"{info['cases_per_s']} cases/s")
+    m1.metric("Cases", f"{record.n_cases:,}")
+    m2.metric("Accuracy", f"{100 * record.accuracy:.1f}%")
+    m3.metric("Format failures", f"{100 * record.format_failure_rate:.1f}%")
+    m4.metric("Speed", f"{record.cases_per_s} cases/s")
     sample = run.sample
     st.caption(sample.describe("Cases answered") if sample is not None else
                "Sample composition not recorded (older run: the first N cases of the split).")

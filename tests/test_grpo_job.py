@@ -43,7 +43,7 @@ def test_a_run_writes_config_metrics_checkpoints_model_and_evaluation(run):
     assert (run / "checkpoints" / "checkpoint-2" / "fairgrpo_statistics.json").is_file()
     assert (run / "model" / "config.json").is_file() and (run / "model" / "tokenizer.json").is_file()
     evaluation = read_evaluation(run / "evaluation")
-    assert evaluation.info["split"] == "val" and evaluation.info["n_cases"] > 0
+    assert evaluation.record.split == "val" and evaluation.record.n_cases > 0
     finished = json.loads((run / "training.json").read_text())
     assert finished["steps"] == 2 and finished["method"] == "fairgrpo"
 

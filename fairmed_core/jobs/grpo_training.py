@@ -345,7 +345,7 @@ def run_grpo_training(model_dir: str | Path, manifest: str | Path, out_dir: str 
         run = run_evaluation(final, dataset, out / "evaluation", split=config.test_split,
                              options=GenerationOptions(max_new_tokens=config.max_completion_length, batch_size=32),
                              n_boot=1000)
-        test_accuracy = run.info["accuracy"]
+        test_accuracy = run.record.accuracy
     finished = TrainingResult(
         method=config.method, steps=trainer.state.global_step, train_time_s=round(elapsed, 1),
         seconds_per_step=round(elapsed / max(1, trainer.state.global_step - (step_of_checkpoint or 0)), 3),

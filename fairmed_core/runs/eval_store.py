@@ -90,12 +90,6 @@ class EvaluationRun:
     audit: AuditResult | None = None  # set when the run was just made; read runs keep it in audit/audit.json
 
     @property
-    def info(self) -> dict:
-        """``run.json`` as a plain dict, for the callers not yet reading :attr:`record` (pages/fairgrad.py,
-        jobs/grpo_training.py); new code reads the typed record."""
-        return self.record.to_json()
-
-    @property
     def predictions_path(self) -> Path:
         return self.path / PREDICTIONS_FILE
 
