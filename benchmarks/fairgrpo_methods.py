@@ -49,6 +49,7 @@ from fairmed_core.runs.training_store import read_metrics, summary_frame  # noqa
 from fairmed_core.runs.workspace import TINY_MODEL  # noqa: E402
 from fairmed_core.training.latent_groups import PairCounts  # noqa: E402
 from fairmed_core.training.methods import METHODS as TRAINING_METHODS  # noqa: E402
+from fairmed_core.training.rewards import REWARDS  # noqa: E402
 
 SECTION = "## FairGRPO against GRPO"
 STATISTICS = ("predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1", "accuracy", "f1_es")
@@ -142,6 +143,13 @@ def _mean_sd(values: pd.Series) -> str:
         return "n/a"
     sd = values.std(ddof=1) if len(values) > 1 else float("nan")
     return f"{values.mean():.3f} ± {sd:.3f}"
+
+
+def _reward_words(config: GRPOJobConfig) -> str:
+    if config.reward == "class_balanced":
+        return ("class-balanced reward: a right answer earns the inverse share of its answer within its source; "
+                "advantages centred within each prompt, not divided by its spread")
+    return "right/wrong reward"
 
 
 def paired_table(frame: pd.DataFrame, baseline: str = "grpo") -> list[str]:
@@ -239,7 +247,8 @@ def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes:
              f"trains "
              f"{config.steps} steps ({config.prompts_per_step} prompts x G={config.num_generations} rollouts, "
              f"learning rate {config.learning_rate}, KL {config.beta}, rollout temperature {config.temperature}, "
-             f"completions up to {config.max_completion_length} tokens) on the embedded benchmark's train split, "
+             f"completions up to {config.max_completion_length} tokens, {_reward_words(config)}) on the embedded "
+             "benchmark's train split, "
              f"seeds 0..{seeds - 1}; the final model answers the test split greedily. Statistics in FairMed's default "
              "convention (positive class only on yes/no data, undefined values left out; mean over attributes: sex, "
              "age group, skin tone where recorded; then over sources), with the same test predictions under the "
@@ -285,6 +294,9 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=4, help="rollouts per prompt (G)")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
     parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient")
+    parser.add_argument("--reward", default="exact", choices=REWARDS, help="correctness reward (GRPOJobConfig.reward)")
+    parser.add_argument("--no-within-prompt-scale", action="store_true",
+                        help="FairGRPO: centre within each prompt without dividing by its spread")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (one thread each)")
     parser.add_argument("--variant", default=None, help="names a separate RESULTS section for a non-default setup")
     parser.add_argument("--out", type=Path, default=None)
@@ -297,7 +309,8 @@ def main() -> int:
     config_kwargs = dict(steps=2 if args.quick else args.steps, eval_every=1 if args.quick else args.eval_every,
                          eval_limit=24 if args.quick else 300, save_every=1000, learning_rate=args.lr,
                          temperature=args.temperature, max_completion_length=args.max_completion_length,
-                         num_generations=args.generations, prompts_per_step=args.prompts, beta=args.beta)
+                         num_generations=args.generations, prompts_per_step=args.prompts, beta=args.beta,
+                         reward=args.reward, within_prompt_scale=not args.no_within_prompt_scale)
     started = datetime.datetime.now()
     jobs = {(method, seed): GRPOJobConfig(method=method, seed=seed, **config_kwargs)
             for seed in range(seeds) for method in args.methods}

@@ -36,7 +36,14 @@ from fairmed_core.training.fairgrpo_trainer import (
     grpo_dataset,
     prompt_group_key,
 )
-from fairmed_core.training.rewards import accuracy_reward, completion_text, format_reward
+from fairmed_core.training.grpo_config import GRPOJobConfig
+from fairmed_core.training.rewards import (
+    ClassBalancedAccuracyReward,
+    accuracy_reward,
+    class_weights,
+    completion_text,
+    format_reward,
+)
 
 G = 4
 N_PROMPTS = 8
@@ -372,6 +379,67 @@ def test_rloo_trains_with_the_authors_leave_one_out_advantages(model_dir, train_
     assert not torch.allclose(batch.advantages, batch.grpo_advantages, atol=1e-3)  # not GRPO's std scaling
     assert batch.domains is None and list(trainer._logs["advantages"])[-N_PROMPTS * G:] == pytest.approx(
         batch.advantages.tolist())
+
+
+def test_class_weights_make_each_answer_of_a_source_weigh_the_same():
+    answers = ["yes"] * 1 + ["no"] * 3 + ["yes"] * 2 + ["no"] * 2
+    sources = ["a"] * 4 + ["b"] * 4
+    weights = class_weights(answers, sources)
+    assert weights == {("a", "yes"): 2.0, ("a", "no"): pytest.approx(2 / 3), ("b", "yes"): 1.0, ("b", "no"): 1.0}
+    for source in ("a", "b"):  # the weights average 1 over the source's cases, and each answer's total is equal
+        per_case = [weights[(src, answer)] for answer, src in zip(answers, sources) if src == source]
+        assert sum(per_case) / len(per_case) == pytest.approx(1.0)
+        totals = Counter()
+        for answer, src in zip(answers, sources):
+            if src == source:
+                totals[answer] += weights[(src, answer)]
+        assert totals["yes"] == pytest.approx(totals["no"])
+
+
+def test_class_balanced_reward_weighs_right_answers_only():
+    reward = ClassBalancedAccuracyReward({("a", "yes"): 2.0, ("a", "no"): 0.5})
+    completions = ["<think> x </think> \\boxed{yes}", "<think> x </think> \\boxed{no}",
+                   "<think> x </think> \\boxed{no}", "<think> x </think> \\boxed{yes}", "garbage"]
+    answers = ["yes", "yes", "no", "no", "yes"]
+    assert reward(completions, answers, dataset=["a"] * 5) == [2.0, 0.0, 0.5, 0.0, 0.0]
+    assert reward(completions, answers, dataset=["a"] * 5) == [
+        a * w for a, w in zip(accuracy_reward(completions, answers), [2.0, 2.0, 0.5, 0.5, 2.0])]
+
+
+def test_class_balanced_reward_is_refused_where_the_prompt_spread_would_divide_it_away(tmp_path):
+    with pytest.raises(FairMedInputError, match="scale_rewards"):
+        config(tmp_path, "grpo", reward="class_balanced")
+    with pytest.raises(FairMedInputError, match="within_prompt_scale"):
+        config(tmp_path, "fairgrpo", reward="class_balanced")
+    with pytest.raises(FairMedInputError, match="within_prompt_scale"):
+        GRPOJobConfig(method="fairgrpo", reward="class_balanced")
+    config(tmp_path, "grpo", reward="class_balanced", scale_rewards="none")
+    config(tmp_path, "rloo", reward="class_balanced")  # RLOO never divides by the prompt's spread
+    config(tmp_path, "fairgrpo", reward="class_balanced", within_prompt_scale=False)
+    # The job sets TRL's reward scaling off itself: GRPO has no other way to keep the weight.
+    assert GRPOJobConfig(method="grpo", reward="class_balanced").trainer_options()["scale_rewards"] == "none"
+    assert GRPOJobConfig(method="grpo").trainer_options()["scale_rewards"] == "group"
+    with pytest.raises(FairMedInputError, match="unknown reward"):
+        GRPOJobConfig(method="grpo", reward="f1")
+
+
+def test_grpo_with_the_class_balanced_reward_centres_the_weighted_rewards(model_dir, train_data, tmp_path):
+    trainer = trainer_for(model_dir, train_data,
+                          config(tmp_path, "grpo", reward="class_balanced", scale_rewards="none", max_steps=1))
+    trainer.train()
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+    batch = trainer.fairgrpo_last_batch
+    weights = class_weights(_column_of(train_data, "answer"), _column_of(train_data, "dataset"))
+    allowed = {0.0, *(round(w, 6) for w in weights.values())}
+    assert {round(float(r), 6) for r in batch.rewards.reshape(-1)} <= allowed
+    assert max(weights.values()) > 1.0 > min(weights.values())  # the benchmark's answers are not balanced
+    # GRPO's advantages, centred within each prompt and not scaled: the weighted reward minus the prompt's mean.
+    expected = batch.rewards.double() - batch.rewards.double().mean(dim=1, keepdim=True)
+    torch.testing.assert_close(batch.advantages.double(), expected.reshape(-1), rtol=1e-5, atol=1e-5)
+
+
+def _column_of(data, name):
+    return list(data[name])
 
 
 def test_reinforce_plus_plus_trains_with_batch_whitened_rewards(model_dir, train_data, tmp_path):

@@ -83,7 +83,7 @@ from fairmed_core.training.methods import (
     prompt_group_key,
     training_method,
 )
-from fairmed_core.training.rewards import accuracy_reward, format_reward
+from fairmed_core.training.rewards import REWARDS, ClassBalancedAccuracyReward, accuracy_reward, class_weights, format_reward
 
 METHODS = METHOD_NAMES  # the registered methods' names (fairmed_core.training.methods)
 
@@ -145,6 +145,12 @@ class FairGRPOConfig(GRPOConfig):
         default=0.0,
         metadata={"help": "weight of the format reward added to the accuracy reward (default rewards only)"},
     )
+    reward: str = field(
+        default="exact",
+        metadata={"help": "the default correctness reward: 'exact' (1 right, 0 wrong; the authors') or "
+                  "'class_balanced' (right answers weighted by the inverse share of their answer within the "
+                  "source: rewards.ClassBalancedAccuracyReward)"},
+    )
     label_values: list[str] | None = field(
         default=None,
         metadata={"help": "allowed answers; every training answer must be one of them. None: each row's "
@@ -197,6 +203,14 @@ class FairGRPOConfig(GRPOConfig):
         if not (math.isfinite(self.dro_step_size) and self.dro_step_size > 0.0):
             raise FairMedInputError(f"dro_step_size must be positive, got {self.dro_step_size!r}",
                                     column="dro_step_size")
+        if self.reward not in REWARDS:
+            raise FairMedInputError(f"unknown reward {self.reward!r}", column="reward", hint=f"one of {REWARDS}")
+        if self.reward == "class_balanced" and training_method(self.method).divides_by_prompt_spread(self):
+            setting = training_method(self.method).spread_setting
+            raise FairMedInputError(
+                f"the class-balanced reward weighs each prompt by a constant, which {setting}={getattr(self, setting)!r} "
+                "divides away (every rollout of a prompt shares its answer)", column=setting,
+                hint="scale_rewards='none'" if setting == "scale_rewards" else "within_prompt_scale=False")
         if self.label_values is not None:
             self.label_values = [str(v) for v in self.label_values]
             if not self.label_values or not all(normalise_answer(v) for v in self.label_values):
@@ -444,6 +458,17 @@ class FairGRPOBatch:
     completion_lengths: torch.Tensor | None = None  # (n_prompts, G), gathered: the completion tokens the loss counts
 
 
+def _class_balanced_reward(train_dataset) -> ClassBalancedAccuracyReward:
+    """The class-balanced reward weighted by the training data's answers per source (``answer`` and ``dataset``
+    columns of a map-style dataset)."""
+    columns = set(getattr(train_dataset, "column_names", None) or ())
+    if not {"answer", "dataset"} <= columns:
+        raise FairMedInputError("the class-balanced reward needs the training data's 'answer' and 'dataset' columns",
+                                column="reward", hint="build the data with grpo_dataset(), or use reward='exact'")
+    return ClassBalancedAccuracyReward(class_weights(_column(train_dataset, "answer"),
+                                                     _column(train_dataset, "dataset")))
+
+
 class FairGRPOTrainer(GRPOTrainer):
     """TRL's ``GRPOTrainer`` with FairGRPO advantages and the fairness baselines (see the module docstring).
 
@@ -465,6 +490,8 @@ class FairGRPOTrainer(GRPOTrainer):
         default_rewards = reward_funcs is None
         if default_rewards:
             reward_funcs = [accuracy_reward]
+            if args.reward == "class_balanced":
+                reward_funcs = [_class_balanced_reward(train_dataset)]
             if args.format_reward_weight > 0:
                 reward_funcs.append(format_reward)
             if args.reward_weights is not None and len(args.reward_weights) != len(reward_funcs):
@@ -472,6 +499,9 @@ class FairGRPOTrainer(GRPOTrainer):
                     f"{len(args.reward_weights)} reward_weights for the {len(reward_funcs)} default rewards",
                     column="reward_weights", hint="leave reward_weights unset and use format_reward_weight",
                 )
+        elif args.reward != "exact":
+            raise FairMedInputError("reward applies to the default rewards only", column="reward",
+                                    hint="pass the reward function in reward_funcs instead")
         elif args.format_reward_weight:
             raise FairMedInputError(
                 "format_reward_weight applies to the default rewards only", column="format_reward_weight",

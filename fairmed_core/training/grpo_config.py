@@ -15,6 +15,7 @@ from fairmed_core.errors import FairMedInputError
 from fairmed_core.settings import config_from_dict
 from fairmed_core.training.fairgrpo_weights import CLUSTERINGS, DEFAULT_EPS, FairGRPOWeighting
 from fairmed_core.training.methods import METHOD_NAMES, check_method_data, prompt_group_key, training_method
+from fairmed_core.training.rewards import REWARDS
 
 if TYPE_CHECKING:
     from fairmed_core.data import Dataset
@@ -70,6 +71,11 @@ class GRPOJobConfig:
     # FairGRPO's own options (the defaults are the authors' code, DESIGN section 4).
     format_reward_weight: float = field(default=0.0, metadata={
         "help": "weight of the format reward added to the accuracy reward (0: accuracy only)"})
+    reward: str = field(default="exact", metadata={
+        "help": "correctness reward: 'exact' (1 right, 0 wrong; the authors') or 'class_balanced' (a right answer "
+                "earns the inverse share of its answer within its source, so each source's two answers weigh "
+                "equally; GRPO's advantages are then centred within each prompt but not divided by its spread, "
+                "which would cancel the weight)", "choices": REWARDS})
     rescale: str = field(default="batch", metadata={"help": _weighting_help("rescale"),
                                                     "choices": ("batch", "zero_mean", "none")})
     statistics: str = field(default="persistent", metadata={"help": _weighting_help("statistics"),
@@ -129,6 +135,13 @@ class GRPOJobConfig:
                 and self.dro_step_size > 0):
             raise FairMedInputError(f"dro_step_size must be positive, got {self.dro_step_size!r}",
                                     column="dro_step_size")
+        if self.reward not in REWARDS:
+            raise FairMedInputError(f"unknown reward {self.reward!r}", column="reward", hint=f"one of {REWARDS}")
+        if (self.reward == "class_balanced" and training_method(self.method).spread_setting == "within_prompt_scale"
+                and self.within_prompt_scale):
+            raise FairMedInputError("the class-balanced reward weighs each prompt by a constant, which FairGRPO's "
+                                    "within-prompt scaling divides away", column="within_prompt_scale",
+                                    hint="turn within_prompt_scale off (--no-within-prompt-scale)")
         self.weighting()  # the FairGRPO options, checked where they are declared
 
     def weighting(self) -> FairGRPOWeighting:
@@ -162,8 +175,10 @@ class GRPOJobConfig:
         return check_method_data(self.method, cases["dataset"].tolist(), groups, self.group_attributes)
 
     def trainer_options(self) -> dict:
-        """The FairGRPOConfig keywords these settings fix beyond TRL's own (method and FairGRPO options)."""
-        return {"method": self.method, "group_attributes": list(self.group_attributes),
+        """The FairGRPOConfig keywords these settings fix beyond TRL's basic ones (method, reward and FairGRPO
+        options; TRL's reward scaling, which the class-balanced reward needs off)."""
+        return {"method": self.method, "group_attributes": list(self.group_attributes), "reward": self.reward,
+                "scale_rewards": "none" if self.reward == "class_balanced" else "group",
                 "format_reward_weight": self.format_reward_weight, "rescale": self.rescale,
                 "statistics": self.statistics, "cluster_unknown": self.cluster_unknown,
                 "sort_reward_vectors": self.sort_reward_vectors, "max_clusters": self.max_clusters,

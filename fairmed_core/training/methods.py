@@ -138,6 +138,18 @@ class TrainingMethod:
     advantages: Advantages | None
     state: MethodState | None = None
     clusters_every_prompt: bool = False  # FairGRPO's weighting ignores the demographics (the ND variant)
+    # The setting under which the advantages divide by each prompt's own reward spread (TRL's GRPO advantages:
+    # "scale_rewards"; FairGRPO's: "within_prompt_scale"); None where they never do (RLOO, REINFORCE++). A
+    # per-prompt reward weight (the class-balanced reward) cancels under that division.
+    spread_setting: str | None = None
+
+    def divides_by_prompt_spread(self, settings: Any) -> bool:
+        """Whether, under ``settings`` (a FairGRPOConfig or a job config), each prompt's advantages are divided by
+        the spread of its own rewards."""
+        if self.spread_setting is None:
+            return False
+        value = getattr(settings, self.spread_setting, True)
+        return value is True or value == "group"
 
     def state_file(self, settings: Any) -> str | None:
         """The checkpoint file of this method's state under ``settings`` (None: it keeps none)."""
@@ -377,7 +389,8 @@ METHODS: dict[str, TrainingMethod] = {method.name: method for method in (
     TrainingMethod(
         name="grpo", label="GRPO",
         help="TRL's GRPO, untouched: rewards centred and scaled within each prompt's rollouts",
-        needs_source=False, needs_demographics=False, prompt_sampling="uniform", advantages=None),
+        needs_source=False, needs_demographics=False, prompt_sampling="uniform", advantages=None,
+        spread_setting="scale_rewards"),
     TrainingMethod(
         name="rloo", label="RLOO",
         help="REINFORCE leave-one-out: each rollout's reward minus the mean of the prompt's other rollouts "
@@ -391,23 +404,24 @@ METHODS: dict[str, TrainingMethod] = {method.name: method for method in (
     TrainingMethod(
         name="grpo_resample", label="GRPO + group resampling",
         help="GRPO on prompts drawn so that every (source, demographic group) has the same expected share",
-        needs_source=True, needs_demographics=True, prompt_sampling="group_balanced", advantages=None),
+        needs_source=True, needs_demographics=True, prompt_sampling="group_balanced", advantages=None,
+        spread_setting="scale_rewards"),
     TrainingMethod(
         name="grpo_dro", label="GRPO + Group DRO",
         help="GRPO whose advantages are weighted by online Group DRO weights (harder groups weigh more)",
         needs_source=True, needs_demographics=True, prompt_sampling="uniform", advantages=_group_dro,
-        state=_DRO_STATE),
+        state=_DRO_STATE, spread_setting="scale_rewards"),
     TrainingMethod(
         name="fairgrpo_nd", label="FairGRPO without demographics (EQPO-ND)",
         help=f"{_FAIRGRPO_NAMES}, without demographics: every prompt is grouped by clustering its rollout rewards",
         needs_source=True, needs_demographics=False, prompt_sampling="uniform", advantages=_fairgrpo,
-        state=_FAIRGRPO_STATE, clusters_every_prompt=True),
+        state=_FAIRGRPO_STATE, clusters_every_prompt=True, spread_setting="within_prompt_scale"),
     TrainingMethod(
         name="fairgrpo", label="FairGRPO (EQPO)",
         help=f"{_FAIRGRPO_NAMES}: GRPO advantages scaled by source and demographic-group temperatures, so small "
              "and hard groups weigh more; prompts without demographics are clustered",
         needs_source=True, needs_demographics=True, prompt_sampling="uniform", advantages=_fairgrpo,
-        state=_FAIRGRPO_STATE),
+        state=_FAIRGRPO_STATE, spread_setting="within_prompt_scale"),
 )}
 METHOD_NAMES = tuple(METHODS)
 

@@ -17,7 +17,12 @@ from typing import Any
 
 from fairmed_core.models.answers import normalise_answer, parse_completion
 
-__all__ = ["accuracy_reward", "completion_text", "format_reward"]
+__all__ = ["REWARDS", "ClassBalancedAccuracyReward", "accuracy_reward", "class_weights", "completion_text",
+           "format_reward"]
+
+# The correctness rewards a GRPO job can train with (GRPOJobConfig.reward): the authors' right/wrong reward, or the
+# same reward weighted so that each source's two answers count equally (see ClassBalancedAccuracyReward).
+REWARDS = ("exact", "class_balanced")
 
 
 def completion_text(completion: Any) -> str | None:
@@ -109,3 +114,52 @@ def format_reward(completions: Sequence[Any], choices: Sequence[Any] | None = No
             continue
         rewards.append(1.0 if parse_completion(text, choices=_choices_of(row_choices)).format_ok else 0.0)
     return rewards
+
+
+def class_weights(answers: Sequence[Any], sources: Sequence[Any]) -> dict[tuple[str, str], float]:
+    """Per (source, normalised answer): ``n_source / (k_source * n_source,answer)``, with ``k_source`` the number of
+    answers the source has, so that over a source's cases the weights average 1 and every answer's cases carry the
+    same total weight (inverse-frequency weights, as scikit-learn's ``class_weight="balanced"``)."""
+    counts: dict[str, dict[str, int]] = {}
+    for answer, source in zip(answers, sources, strict=True):
+        target = _target(answer)
+        if target is None:
+            continue
+        per_source = counts.setdefault(str(source), {})
+        per_source[target] = per_source.get(target, 0) + 1
+    weights = {}
+    for source, per_answer in counts.items():
+        total = sum(per_answer.values())
+        for answer, n in per_answer.items():
+            weights[(source, answer)] = total / (len(per_answer) * n)
+    return weights
+
+
+class ClassBalancedAccuracyReward:
+    """The accuracy reward times the weight of the case's answer within its source (:func:`class_weights` of the
+    training data): a right answer on a rare answer earns more, so that the expected reward per source is its
+    balanced accuracy (the mean of sensitivity and specificity) instead of its accuracy.
+
+    Why: with the right/wrong reward, every prompt whose rollouts disagree pulls equally, and the common answer's
+    prompts outnumber the rare one's, so the policy learns to give the common answer (on the benchmark: recall
+    falls, specificity rises, accuracy stays, F1 falls; docs/RESULTS.md). The weight is a constant per prompt (all
+    G rollouts share the case), so it survives only advantages that do not divide by the prompt's own reward
+    spread: GRPO with ``scale_rewards="none"`` (centred only), RLOO, REINFORCE++, FairGRPO with
+    ``within_prompt_scale=False``. A departure from the authors' reward (docs/FAIRGRPO_DEVIATIONS.md)."""
+
+    __name__ = "class_balanced_accuracy_reward"  # TRL logs each reward function under its name
+
+    def __init__(self, weights: Mapping[tuple[str, str], float]):
+        if not weights:
+            raise ValueError("no training answers to weigh")
+        self.weights = dict(weights)
+
+    def __call__(self, completions: Sequence[Any], answer: Sequence[Any], dataset: Sequence[Any] | None = None,
+                 choices: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
+        completions = list(completions)
+        n = len(completions)
+        right = accuracy_reward(completions, answer, choices)
+        answers = _per_completion(answer, n)
+        sources = _per_completion(dataset, n)
+        return [value * self.weights.get((str(source), _target(target) or ""), 1.0)
+                for value, target, source in zip(right, answers, sources, strict=True)]
