@@ -227,7 +227,7 @@ def test_audit_page_warns_where_a_model_answers_no_to_every_case(app, default_wo
     app.radio(key="audit_source_kind").set_value("A saved evaluation run").run()
     _no_errors(app)
     warnings = [w.value for w in app.warning if "answers 'no' to all" in w.value]
-    assert warnings == [f"In synth_cxr, the model answers 'no' to all {n_cxr:,} cases: its true and false positive "
+    assert warnings == [f"In the chest X-ray source, the model answers 'no' to all {n_cxr:,} cases: its true and false positive "
                         "rates are the same in every group, so its equal opportunity and equalized odds gaps are 0 "
                         "because it tells no case apart, not because it is fair. Read accuracy, recall and "
                         "prevalence there."]

@@ -97,7 +97,7 @@ def test_json_holds_hashes_verdicts_and_the_comparison(pack, models, plan_path, 
     # The chest X-ray source where the model finds almost nothing, and pooled gaps made by the mix of sources,
     # are named in the limitations (issue 15's reading, carried into the pack).
     limitations = " ".join(data["limitations"])
-    assert "In synth_cxr, the model finds" in limitations and "do not hold within the sources" in limitations
+    assert "In the chest X-ray source, the model finds" in limitations and "do not hold within the sources" in limitations
     pooled_sex_recall = next(v for v in data["group_verdicts"] if v["source"] == "ALL" and v["attribute"] == "sex"
                              and v["metric"] == "recall")  # fmt: skip
     assert "pooled over sources, this gap" in pooled_sex_recall["reason"]

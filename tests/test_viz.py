@@ -76,9 +76,25 @@ def test_intersection_heatmap_cells_are_the_intersection_estimates():
         for column_index, age in enumerate(heat.x):
             expected = cells[cells["group"].map(group_label) == f"{sex}, {age}"]["estimate"].iloc[0]
             np.testing.assert_allclose(heat.z[row_index][column_index], expected)
-    assert any("†" in text for row in heat.text for text in row)  # e.g. M,A1 is too small
+    # Every cell says what it holds: "no cases" for an empty intersection (M, A1 here), a dagger on a small one.
+    for row_index, sex in enumerate(heat.y):
+        for column_index, age in enumerate(heat.x):
+            cell = cells[cells["group"].map(group_label) == f"{sex}, {age}"].iloc[0]
+            text = heat.text[row_index][column_index]
+            if cell["n"] == 0:
+                assert text == "no cases", text
+            else:
+                assert f"n={int(cell['n'])}" in text and ("†" in text) == bool(cell["small_group"]), text
+    assert "no cases" in [text for row in heat.text for text in row]
+    few = frame[(frame["sex"] != "F") | (frame["age_group"] != "A2") | (frame.index % 40 == 0)]
+    few_groups = audit(few, label_col="y_true", pred_col="y_pred", sensitive=["sex", "age_group"],
+                       intersect=True, n_boot=0).groups_frame()
+    few_texts = [text for row in intersection_heatmap_figure(few_groups, source="ALL", attribute="sex x age_group",
+                                                             metric="recall").data[0].text for text in row]
+    assert any("†" in text for text in few_texts), few_texts  # F, A2 cut to a few cases: flagged small
     with pytest.raises(ValueError, match="two attributes"):
         intersection_heatmap_figure(groups, source="ALL", attribute="sex", metric="recall")
+
 
 
 def test_pareto_axes_hold_every_point_and_stay_near_the_unit_range():

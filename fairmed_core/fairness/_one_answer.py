@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fairmed_core.data.labels import source_label
 from fairmed_core.plain import python_scalar
 
 
@@ -18,7 +19,7 @@ class OneAnswer:
     n: int
 
     def describe(self) -> str:
-        where = "" if self.source == "ALL" else f"In {self.source}, "
+        where = "" if self.source == "ALL" else f"In the {source_label(self.source)} source, "
         sentence = f"{where}the model answers {self.answer!r} to all {self.n:,} cases"
         return sentence[0].upper() + sentence[1:]
 
@@ -58,7 +59,7 @@ class NearConstant:
     n: int
 
     def describe(self) -> str:
-        where = "" if self.source == "ALL" else f"In {self.source}, "
+        where = "" if self.source == "ALL" else f"In the {source_label(self.source)} source, "
         if self.metric == "recall":
             what = f"the model finds {100 * self.value:.1f}% of the {self.n:,} positive cases (it almost always answers no)"
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairmed_core.data.labels import attribute_label
 from fairmed_core.fairness import AuditResult, PredictionColumns
 from fairmed_core.files import read_json_object
 from fairmed_core.runs.workspace import atomic_write_json, atomic_write_text
@@ -92,7 +93,7 @@ class SavedAudit:
                                  settings.get("score_col"), settings.get("source_col"))
 
     def label(self) -> str:
-        attributes = ", ".join(self.settings.get("sensitive") or [])
+        attributes = ", ".join(attribute_label(a) for a in self.settings.get("sensitive") or [])
         return f"{self.name}: {self.settings.get('n_rows', '?')} rows, attributes {attributes}"
 
 

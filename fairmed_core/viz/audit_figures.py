@@ -169,11 +169,14 @@ def intersection_heatmap_figure(
     values = cells.pivot(index="row", columns="column", values="estimate")
     sizes = cells.pivot(index="row", columns="column", values="n").reindex_like(values)
     small = cells.pivot(index="row", columns="column", values="small_group").reindex_like(values)
+    def cell(value: float, n: float, is_small: bool) -> str:
+        if int(n) == 0:
+            return "no cases"  # an empty intersection: nothing to estimate, and nothing to flag as small
+        estimate = "undefined" if not np.isfinite(value) else f"{value:.2f}"  # e.g. recall with no positives
+        return f"{estimate}<br>n={int(n)}" + (" †" if is_small else "")
+
     text = [
-        [
-            ("n/a" if not np.isfinite(v) else f"{v:.2f}") + f"<br>n={int(n)}" + (" †" if s else "")
-            for v, n, s in zip(value_row, size_row, small_row)
-        ]
+        [cell(v, n, s) for v, n, s in zip(value_row, size_row, small_row)]
         for value_row, size_row, small_row in zip(
             values.to_numpy(dtype=float), sizes.fillna(0).to_numpy(), small.fillna(True).to_numpy()
         )
