@@ -26,6 +26,17 @@ def test_undersampling_keeps_the_named_fraction_of_one_group_and_every_other_cas
     assert undersampled(cases, {}, seed=0) == cases
 
 
+def test_undersampling_by_answer_keeps_a_fraction_of_one_sources_positives():
+    cases = [c for c in generate(SynthConfig(n=6000)) if c.split == "train"]
+    kept = undersampled(cases, {("synth_mammo", "answer", "yes"): 0.25}, seed=0)
+    positives = [c for c in cases if c.source == "synth_mammo" and c.observed_label]
+    kept_positives = [c for c in kept if c.source == "synth_mammo" and c.observed_label]
+    assert len(kept) - len(kept_positives) == len(cases) - len(positives)  # negatives and other sources all kept
+    assert 0.17 < len(kept_positives) / len(positives) < 0.33  # ~250 positives: 0.25 within ~3 standard errors
+    with pytest.raises(FairMedInputError, match="names attribute 'finding'"):
+        SFTConfig(undersample=("synth_mammo:finding:yes:0.25",))
+
+
 @pytest.mark.parametrize("entry", ["synth_cxr:sex:F", "synth_cxr:sex:F:1.5", "synth_cxr::F:0.5", "a:b:c:x"])
 def test_a_malformed_undersample_entry_is_refused_with_the_form_it_needs(entry):
     with pytest.raises(FairMedInputError, match="SOURCE:ATTRIBUTE:GROUP:FRACTION"):

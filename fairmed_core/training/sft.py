@@ -78,6 +78,13 @@ def encode_sft_examples(processor, cases: list[SynthCase], images) -> dict[str, 
             "token_type_ids": full["token_type_ids"], "pixel_values": full["pixel_values"], "labels": labels}
 
 
+def _case_value(case: SynthCase, attribute: str) -> str | None:
+    """The case's group for a demographic attribute, or its manifest answer ('yes'/'no') for ``"answer"``."""
+    if attribute == "answer":
+        return "yes" if case.observed_label else "no"
+    return case.group(attribute)
+
+
 def undersampled(cases: list[SynthCase], rules: dict[tuple[str, str, str], float], *, seed: int) -> list[SynthCase]:
     """``cases`` with only ``fraction`` of each named group's cases kept (one seeded draw per case, in order)."""
     if not rules:
@@ -86,7 +93,7 @@ def undersampled(cases: list[SynthCase], rules: dict[tuple[str, str, str], float
     kept = []
     for case, draw in zip(cases, draws):
         fraction = min((rules[key] for key in rules
-                        if key[0] == case.source and case.group(key[1]) == key[2]), default=1.0)
+                        if key[0] == case.source and _case_value(case, key[1]) == key[2]), default=1.0)
         if draw < fraction:
             kept.append(case)
     return kept

@@ -14,6 +14,10 @@ from fairmed_core.settings import config_from_dict
 __all__ = ["SFTConfig"]
 
 
+# What an undersampling rule can select on: the synthetic cases' demographics, or their manifest answer.
+UNDERSAMPLE_ATTRIBUTES = ("sex", "age_group", "skin_tone", "answer")
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Supervised warm start settings; ``model`` sizes the tiny model."""
@@ -38,7 +42,8 @@ class SFTConfig:
     # which reinforcement learning on a split that holds the group can then reduce (issue 16).
     undersample: tuple[str, ...] = field(default=(), metadata={
         "help": "keep only a fraction of one group's cases, as SOURCE:ATTRIBUTE:GROUP:FRACTION (e.g. "
-                "synth_cxr:sex:F:0.1; repeat); the cases kept are drawn with the seed"})
+                "synth_cxr:sex:F:0.1; ATTRIBUTE 'answer' selects by the manifest answer, e.g. "
+                "synth_mammo:answer:yes:0.25; repeat); the cases kept are drawn with the seed"})
     seed: int = field(default=0, metadata={"help": "initialisation and shuffling seed"})
     model: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "tiny model sizes",
                                                                               "prefix": "model-"})
@@ -82,6 +87,9 @@ class SFTConfig:
             if fraction is None or not all(parts[:3]) or not 0.0 <= fraction <= 1.0:
                 raise FairMedInputError(f"undersample entry {entry!r} is not SOURCE:ATTRIBUTE:GROUP:FRACTION with a "
                                         "fraction from 0 to 1", column="undersample", hint="e.g. synth_cxr:sex:F:0.1")
+            if parts[1] not in UNDERSAMPLE_ATTRIBUTES:
+                raise FairMedInputError(f"undersample entry {entry!r} names attribute {parts[1]!r}",
+                                        column="undersample", hint=f"one of {UNDERSAMPLE_ATTRIBUTES}")
             rules[(parts[0], parts[1], parts[2])] = fraction
         return rules
 
