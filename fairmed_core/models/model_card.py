@@ -139,10 +139,16 @@ def _recipe(training: dict, config: dict) -> str:
         for rule in rules:
             source, attribute, group, fraction = str(rule).split(":")
             kept = counts.get(source, {}).get(f"{attribute}={group}")
-            described.append(f"{float(fraction):.0%} of {source} {attribute} {group} ({kept} cases kept)")
+            what = f"cases answered {group}" if attribute == "answer" else f"{attribute} {group}"
+            described.append(f"{float(fraction):.0%} of {source} {what} ({kept} cases kept)")
         parts.append("The SFT data under-represents groups that the reinforcement-learning split holds in full: "
                      "it keeps " + "; ".join(described) + ". The model therefore carries a "
                      "representation-driven disparity that training on the whole split can reduce.")
+        shifted = sorted({str(rule).split(":")[0] for rule in rules if str(rule).split(":")[1] == "answer"})
+        if shifted:
+            parts.append(f"In {', '.join(shifted)} the answers it learned from are not those of the split it is "
+                         "tested on (a prior shift): it gives the under-represented answer less often than the "
+                         "data warrant, which training on the whole split with a correctness reward can correct.")
     if not parts:
         return ""
     return ("\n\n### Recipe\n" + " ".join(parts) + " Why this recipe: trained through the language-model loss "

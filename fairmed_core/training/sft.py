@@ -100,11 +100,12 @@ def undersampled(cases: list[SynthCase], rules: dict[tuple[str, str, str], float
 
 
 def _group_counts(cases: list[SynthCase]) -> dict[str, dict[str, int]]:
-    """Cases trained on per source and group (what the card reports of the warm start's data)."""
+    """Cases trained on per source and group, and per manifest answer (what the card reports of the warm start's
+    data)."""
     counts: dict[str, dict[str, int]] = {}
     for case in cases:
-        for attribute in ("sex", "age_group", "skin_tone"):
-            group = case.group(attribute)
+        for attribute in ("sex", "age_group", "skin_tone", "answer"):
+            group = _case_value(case, attribute)
             if group is not None:
                 key = f"{attribute}={group}"
                 counts.setdefault(case.source, {}).setdefault(key, 0)
