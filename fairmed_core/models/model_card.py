@@ -148,7 +148,10 @@ def _recipe(training: dict, config: dict) -> str:
         if shifted:
             parts.append(f"In {', '.join(shifted)} the answers it learned from are not those of the split it is "
                          "tested on (a prior shift): it gives the under-represented answer less often than the "
-                         "data warrant, which training on the whole split with a correctness reward can correct.")
+                         "data warrant, which training on the whole split with a correctness reward can correct. Why: "
+                         "the start without it already answers at the F1-best threshold of its own sampled answers "
+                         "(docs/RESULTS.md, \"Reinforcement-learning headroom of the SFT start\"), so reinforcement "
+                         "learning there has little to correct in a few hundred CPU steps.")
     if not parts:
         return ""
     return ("\n\n### Recipe\n" + " ".join(parts) + " Why this recipe: trained through the language-model loss "
