@@ -39,8 +39,10 @@ from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
 METHODS = ("grpo", "fairgrpo")
 
 
-def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_MODEL) -> None:
-    """Copy a finished run's model, evaluation and training record into ``target`` and write its card."""
+def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_MODEL,
+         trained_from: Path | None = None, results_section: str = "FairGRPO against GRPO") -> None:
+    """Copy a finished run's model, evaluation and training record into ``target`` and write its card
+    (``trained_from``: the folder the run actually started from, a byte-identical copy of ``start``)."""
     from fairmed_core.models.grpo_card import write_grpo_model_card
 
     if target.exists():
@@ -51,8 +53,30 @@ def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_
     for name in ("config.json", "metrics.jsonl", "training.json"):
         shutil.copy2(run / name, target / "training" / name)
     for record in (target / "evaluation" / "run.json", target / "training" / "config.json"):
+        if trained_from is not None:
+            same_start_paths(record, trained_from, start)
+        run_folder_paths(record, run, target)
         repo_relative_paths(record)
-    write_grpo_model_card(target, method=method, command=command, start=start)
+    write_grpo_model_card(target, method=method, command=command, start=start, results_section=results_section)
+
+
+def same_start_paths(record: Path, copy: Path, start: Path) -> None:
+    """Name the shipped start instead of the copy a run was trained from, once the copy's weights are checked to
+    be the start's, byte for byte (a run made from a scratch folder before the start was shipped)."""
+    if (copy / "model.safetensors").read_bytes() != (start / "model.safetensors").read_bytes():
+        raise SystemExit(f"{copy} is not a copy of {start}: their weights differ")
+    old, new = str(copy.resolve()), str(start.resolve())
+    text = record.read_text(encoding="utf-8")
+    record.write_text(text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]), encoding="utf-8")
+
+
+def run_folder_paths(record: Path, run: Path, target: Path) -> None:
+    """Name the shipped model folder instead of the run's final model, and ``RUN`` instead of the run folder (as the
+    card's command does): the folder a run happened to be trained in is not part of its record."""
+    text = record.read_text(encoding="utf-8")
+    for old, new in ((run.resolve() / "model", target.resolve()), (run.resolve(), Path("RUN"))):
+        text = text.replace(json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1])
+    record.write_text(text, encoding="utf-8")
 
 
 def repo_relative_paths(record: Path) -> None:
@@ -82,6 +106,10 @@ def main() -> int:
     parser.add_argument("--run-name", default="shipped-{method}", help="run folder name under --runs")
     parser.add_argument("--runs", type=Path, default=ROOT / "workspace" / "runs")
     parser.add_argument("--ship-only", action="store_true", help="re-ship existing runs (e.g. after a card change)")
+    parser.add_argument("--results-section", default="FairGRPO against GRPO",
+                        help="the docs/RESULTS.md section the cards point to for the three-seed comparison")
+    parser.add_argument("--trained-from", type=Path, default=None,
+                        help="with --ship-only: the byte-identical copy of --start the runs were trained from")
     parser.add_argument("--train-only", action="store_true", help="train the runs, do not ship them")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -103,7 +131,8 @@ def main() -> int:
             finished = run_grpo_training(args.start, manifest, run, config)
             print(json.dumps(finished.to_json()), flush=True)
         if not args.train_only:
-            ship(run, method, ASSETS / "models" / f"{args.prefix}-{method}", command, start=args.start)
+            ship(run, method, ASSETS / "models" / f"{args.prefix}-{method}", command, start=args.start,
+                 trained_from=args.trained_from, results_section=args.results_section)
             print(f"shipped {method}", flush=True)
     return 0
 

@@ -226,7 +226,8 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     # The choice is kept by run name (a run's label changes when it finishes). This workspace's runs when there
     # are some, else the shipped GRPO and FairGRPO records, overlaid; a run that appears while the page is open
     # (started here or in a shell) is added to the choice, so it shows without a reload.
-    # The shipped runs from the learnable start show the training story; the older shipped runs stay selectable.
+    # The shipped runs from the learnable start (files.LEARNABLE_START) show the training story; the older
+    # shipped runs stay selectable.
     learnable = [run for run in shipped if Path(str(run.config.get("model_dir", ""))).name == LEARNABLE_START.name]
     chosen = pick_runs("Runs", list(by_name), key="training_runs",
                        default=[run.name for run in (live_runs[:4] or learnable or shipped)],
@@ -239,7 +240,8 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         return
     if not live_runs:
         steps = sorted({run.finished.steps for run in selected if run.finished})
-        start = f"`{LEARNABLE_START.name}`, the start that sees the finding in every source" if learnable else \
+        start = (f"`{LEARNABLE_START.name}`, a start that sees the finding in every source but under-calls "
+                 "mammography masses: its supervised data kept a quarter of them") if learnable else \
             "the shipped tiny model"
         st.caption(f"No run in this workspace yet: these are the training records shipped with the GRPO- and "
                    f"FairGRPO-trained models (from {start}; "

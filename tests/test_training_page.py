@@ -198,14 +198,16 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     at = _page(_fresh_workspace(default_workspace, tmp_path), monkeypatch)
     assert not at.error, [e.value for e in at.error]
     runs = at.multiselect(key="training_runs")
-    # it opens on the runs from the start that sees the finding in every source, every source in its curves
-    assert sorted(runs.value) == ["tiny-fairmedgemma-rl-fairgrpo (shipped)", "tiny-fairmedgemma-rl-grpo (shipped)"]
-    assert any("training records shipped with" in c.value and "tiny-fairmedgemma-rl-start" in c.value
+    # it opens on the runs from the start that under-calls mammography masses, every source in its curves
+    assert sorted(runs.value) == ["tiny-fairmedgemma-rl-shift-fairgrpo (shipped)",
+                                  "tiny-fairmedgemma-rl-shift-grpo (shipped)"]
+    assert any("training records shipped with" in c.value and "tiny-fairmedgemma-rl-shift" in c.value
                and "200 steps" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
     assert (table["Steps"] == 200).all()
     assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy, mammography").all()
-    assert sum(c.value.startswith("**tiny-fairmedgemma-rl-") and "held-out sample: 300 of 600 val cases, stratified "
+    assert sum(c.value.startswith("**tiny-fairmedgemma-rl-shift-")
+               and "held-out sample: 300 of 600 val cases, stratified "
                "by source and group: chest X-ray 100, dermoscopy 100, mammography 100" in c.value
                for c in at.caption) == 2  # one line per run
     charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
@@ -273,8 +275,8 @@ def test_a_run_that_appears_later_is_listed_and_its_curves_grow(default_workspac
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     # the new run joins the choice without a reload, first, beside the shipped runs already shown
-    assert at.multiselect(key="training_runs").value == ["live-run", "tiny-fairmedgemma-rl-fairgrpo (shipped)",
-                                                          "tiny-fairmedgemma-rl-grpo (shipped)"]
+    assert at.multiselect(key="training_runs").value == ["live-run", "tiny-fairmedgemma-rl-shift-fairgrpo (shipped)",
+                                                          "tiny-fairmedgemma-rl-shift-grpo (shipped)"]
 
     def reward_steps() -> int:
         figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")

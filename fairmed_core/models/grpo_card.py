@@ -61,8 +61,15 @@ def _held_out_cases(recorded: dict) -> str:
             "not record its held-out sample's composition")
 
 
+def _reward_text(config: dict) -> str:
+    if config.get("reward") == "class_balanced":
+        return ("Reward: class-balanced (a right boxed answer earns the inverse share of its answer within its "
+                "source, a wrong one or a format failure 0; advantages centred within each prompt, not scaled).")
+    return "Reward: 1 for the right boxed answer, 0 otherwise (a format failure scores 0)."
+
+
 def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
-                             start: str | Path = TINY_MODEL) -> str:
+                             start: str | Path = TINY_MODEL, results_section: str = "FairGRPO against GRPO") -> str:
     folder, start = Path(folder), Path(start)
     recorded = json.loads((folder / "training" / "config.json").read_text(encoding="utf-8"))
     config = recorded["job"]
@@ -81,15 +88,15 @@ def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
 The shipped tiny FairMedGemma (`{start.name}`, a supervised warm start) trained further with
 {_METHOD_TEXT.get(method, method)}, so the dashboard can compare a GRPO- and a FairGRPO-trained model out of the
 box. It is **not a medical model**: it reads the synthetic benchmark's images only. One seed: the comparison
-of the methods over three seeds, and why it is a null result here, is in docs/RESULTS.md ("FairGRPO against
-GRPO"); read the differences below as one draw, not as an effect.
+of the methods over three seeds, with its reading, is in docs/RESULTS.md ("{results_section}"); read the
+differences below as one draw, not as an effect.
 
 ## Training
 `{command}`: {finished.get('steps')} steps of {config.get('prompts_per_step')} prompts x
 {config.get('num_generations')} rollouts (up to {config.get('max_completion_length')} new tokens, temperature
 {config.get('temperature')}), learning rate {config.get('learning_rate')}, KL coefficient {config.get('beta')},
 seed {config.get('seed')}, {finished.get('train_time_s')} s on CPU ({finished.get('seconds_per_step')} s/step).
-Reward: 1 for the right boxed answer, 0 otherwise (a format failure scores 0). Group attributes
+{_reward_text(config)} Group attributes
 {', '.join(config.get('group_attributes', []))}. The full training record is in `training/` (`metrics.jsonl`
 opens on the Training page when copied into a workspace's runs/ folder).
 
@@ -120,8 +127,10 @@ The predictions and the full audit are in `evaluation/`; intervals are 95%: {res
 """
 
 
-def write_grpo_model_card(folder: str | Path, *, method: str, command: str, start: str | Path = TINY_MODEL) -> Path:
+def write_grpo_model_card(folder: str | Path, *, method: str, command: str, start: str | Path = TINY_MODEL,
+                          results_section: str = "FairGRPO against GRPO") -> Path:
     """Write ``README.md`` into ``folder`` (see ``grpo_model_card_markdown``)."""
     path = Path(folder) / "README.md"
-    atomic_write_text(path, grpo_model_card_markdown(folder, method=method, command=command, start=start))
+    atomic_write_text(path, grpo_model_card_markdown(folder, method=method, command=command, start=start,
+                                                     results_section=results_section))
     return path
