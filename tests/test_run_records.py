@@ -38,7 +38,6 @@ def test_the_run_pickers_list_the_shipped_runs_with_their_typed_record(tmp_path)
     assert {"shipped/tiny-fairmedgemma", "shipped/tiny-fairmedgemma-fairgrpo"} <= names
     run = next(r for r in runs if r.name == "shipped/tiny-fairmedgemma")
     assert run.label().startswith("shipped/tiny-fairmedgemma: tiny-fairmedgemma on synth-default [test], 2400 cases")
-    assert run.info == run.record.to_json()  # the JSON form, for callers that still read keys
 
 
 def test_a_record_written_by_a_newer_fairmed_loads_and_an_incomplete_one_is_refused(tmp_path):
