@@ -65,7 +65,7 @@ def test_runs_are_listed_with_their_kind_and_a_per_group_audit(workspace, table)
     runs = {run.name: run for run in list_evaluations(workspace)}
     assert set(runs) == {"tab-erm", "tab-fairgrad"}
     for name, run in runs.items():
-        info = run.info
+        info = run.record.to_json()
         assert info["kind"] == "fairgrad-tabular" and info["dataset"] == "clinic"
         assert info["label"] == "outcome" and info["label_positive_value"] == "died"
         assert info["n_train"] + info["n_test"] == 400 and info["n_cases"] == info["n_test"] == 80

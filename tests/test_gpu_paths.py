@@ -66,8 +66,8 @@ def test_an_evaluation_run_on_cuda_records_the_device(tiny_model_dir, cases, tmp
     dataset, _, _ = cases
     loaded = load_model(tiny_model_dir)
     run = run_evaluation(loaded, dataset, tmp_path / "run", split="test", limit=48, n_boot=100)
-    assert run.info["device"].startswith("cuda") and run.info["dtype"] == "bfloat16"
-    assert run.info["n_cases"] == 48 and run.predictions_path.is_file()
+    assert run.record.device.startswith("cuda") and run.record.dtype == "bfloat16"
+    assert run.record.n_cases == 48 and run.predictions_path.is_file()
 
 
 def _throughput_script(*args: str) -> subprocess.CompletedProcess:
