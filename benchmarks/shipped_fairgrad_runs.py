@@ -106,7 +106,7 @@ def main() -> None:
             run = fairgrad_tabular.run(config, out)
             _ship(out, SHIPPED_FAIRGRAD / f"fairgrad-support2-like-{method}-s0",
                   {"table": str(TABLE.relative_to(ROOT))})
-            print(f"table {method}: accuracy {run.info['accuracy']:.3f}, AUROC {run.info['auroc']:.3f}, "
+            print(f"table {method}: accuracy {run.record.accuracy:.3f}, AUROC {run.record.auroc:.3f}, "
                   f"{time.perf_counter() - began:.0f} s")
         for method in METHODS:
             began = time.perf_counter()
@@ -116,7 +116,7 @@ def main() -> None:
             run = fairgrad_images.run(config, out)
             _ship(out, SHIPPED_FAIRGRAD / f"fairgrad-images-{method}-s0",
                   {"manifest_root": "embedded benchmark (fairmed_core.data.ensure_default_dataset)"})
-            print(f"images {method}: accuracy {run.info['accuracy']:.3f}, {time.perf_counter() - began:.0f} s")
+            print(f"images {method}: accuracy {run.record.accuracy:.3f}, {time.perf_counter() - began:.0f} s")
     total = sum(path.stat().st_size for path in SHIPPED_FAIRGRAD.rglob("*") if path.is_file())
     print(f"{SHIPPED_FAIRGRAD.relative_to(ROOT)}: {total / 1024:.0f} KB")
 

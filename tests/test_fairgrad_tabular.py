@@ -83,7 +83,7 @@ def test_runs_are_listed_with_their_kind_and_a_per_group_audit(workspace, table)
         groups = pd.read_csv(run.path / "audit" / "groups.csv", keep_default_na=False)
         assert {"sex", "race"} <= set(groups["attribute"])
         assert {"F", "M", "white", "black", "asian"} <= set(groups["group"].astype(str))
-    fairgrad = runs["tab-fairgrad"].info["training"]
+    fairgrad = runs["tab-fairgrad"].record.training
     assert fairgrad["method"] == "fairgrad"
     assert fairgrad["objectives"] == {"sex": "equalized_odds", "race": "equal_opportunity"}
 

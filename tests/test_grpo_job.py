@@ -168,7 +168,7 @@ def test_a_run_killed_after_its_final_checkpoint_finishes_without_training_past_
     assert finished["steps"] == 2 and finished["resumed_from"] == "checkpoint-2"
     assert sorted(p.name for p in (copy / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert read_metrics(copy) == records  # not one step trained
-    assert (copy / "model" / "config.json").is_file() and read_evaluation(copy / "evaluation").info["n_cases"] > 0
+    assert (copy / "model" / "config.json").is_file() and read_evaluation(copy / "evaluation").record.n_cases > 0
     # The model is the checkpoint's, not the starting one.
     from safetensors.torch import load_file
 
