@@ -11,6 +11,12 @@ Run:  .venv/bin/python benchmarks/train_shipped_grpo_models.py     (about 10 min
           --prefix tiny-fairmedgemma-rl --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 --lr 5e-5 \
           --eval-every 25 --max-completion-length 32
           (ships the seed-0 GRPO and FairGRPO runs of benchmarks/fairgrpo_methods.py from the learnable start)
+      .venv/bin/python benchmarks/train_shipped_grpo_models.py --start assets/models/tiny-fairmedgemma-rl-shift \
+          --prefix tiny-fairmedgemma-rl-shift --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 \
+          --lr 5e-5 --eval-every 25 --max-completion-length 32 --reward class_balanced --no-within-prompt-scale \
+          --results-section "FairGRPO against GRPO: a start that under-calls mammography masses, class-balanced reward"
+          (the same from the start with a prior shift, class-balanced reward; --trained-from names the copy of
+          the start the runs trained from when it was not the shipped folder itself)
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch  # noqa: E402
 from fairmed_core.data import ensure_default_dataset  # noqa: E402
 from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training  # noqa: E402
 from fairmed_core.runs.workspace import ASSETS, TINY_MODEL  # noqa: E402
+from fairmed_core.training.rewards import REWARDS  # noqa: E402
 
 METHODS = ("grpo", "fairgrpo")
 
@@ -106,6 +113,9 @@ def main() -> int:
     parser.add_argument("--run-name", default="shipped-{method}", help="run folder name under --runs")
     parser.add_argument("--runs", type=Path, default=ROOT / "workspace" / "runs")
     parser.add_argument("--ship-only", action="store_true", help="re-ship existing runs (e.g. after a card change)")
+    parser.add_argument("--reward", default="exact", choices=REWARDS, help="correctness reward (GRPOJobConfig.reward)")
+    parser.add_argument("--no-within-prompt-scale", action="store_true",
+                        help="FairGRPO: centre within each prompt without dividing by its spread")
     parser.add_argument("--results-section", default="FairGRPO against GRPO",
                         help="the docs/RESULTS.md section the cards point to for the three-seed comparison")
     parser.add_argument("--trained-from", type=Path, default=None,
@@ -122,12 +132,17 @@ def main() -> int:
                    f"workspace/datasets/synth-default/manifest.jsonl --out RUN --steps {args.steps} --prompts 8 "
                    f"--generations 4 --lr {args.lr:g} --eval-every {args.eval_every} --eval-limit 300 "
                    f"--max-completion-length {args.max_completion_length} --seed 0")
+        if args.reward != "exact":
+            command += f" --reward {args.reward}"
+        if args.no_within_prompt_scale and method != "grpo":  # a FairGRPO option: plain GRPO has no such flag
+            command += " --no-within-prompt-scale"
         if not args.ship_only:
             if run.exists():
                 shutil.rmtree(run)
             config = GRPOJobConfig(method=method, steps=args.steps, prompts_per_step=8, num_generations=4,
                                    learning_rate=args.lr, eval_every=args.eval_every, eval_limit=300,
-                                   max_completion_length=args.max_completion_length, save_every=args.steps, seed=0)
+                                   max_completion_length=args.max_completion_length, save_every=args.steps, seed=0,
+                                   reward=args.reward, within_prompt_scale=not args.no_within_prompt_scale)
             finished = run_grpo_training(args.start, manifest, run, config)
             print(json.dumps(finished.to_json()), flush=True)
         if not args.train_only:
