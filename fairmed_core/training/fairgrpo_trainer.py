@@ -79,11 +79,12 @@ from fairmed_core.training.methods import (
     RolloutBatch,
     _missing,
     check_method_data,
+    check_reward,
     prompt_domain,
     prompt_group_key,
     training_method,
 )
-from fairmed_core.training.rewards import REWARDS, ClassBalancedAccuracyReward, accuracy_reward, class_weights, format_reward
+from fairmed_core.training.rewards import ClassBalancedAccuracyReward, accuracy_reward, class_weights, format_reward
 
 METHODS = METHOD_NAMES  # the registered methods' names (fairmed_core.training.methods)
 
@@ -203,14 +204,7 @@ class FairGRPOConfig(GRPOConfig):
         if not (math.isfinite(self.dro_step_size) and self.dro_step_size > 0.0):
             raise FairMedInputError(f"dro_step_size must be positive, got {self.dro_step_size!r}",
                                     column="dro_step_size")
-        if self.reward not in REWARDS:
-            raise FairMedInputError(f"unknown reward {self.reward!r}", column="reward", hint=f"one of {REWARDS}")
-        if self.reward == "class_balanced" and training_method(self.method).divides_by_prompt_spread(self):
-            setting = training_method(self.method).spread_setting
-            raise FairMedInputError(
-                f"the class-balanced reward weighs each prompt by a constant, which {setting}={getattr(self, setting)!r} "
-                "divides away (every rollout of a prompt shares its answer)", column=setting,
-                hint="scale_rewards='none'" if setting == "scale_rewards" else "within_prompt_scale=False")
+        check_reward(self)
         if self.label_values is not None:
             self.label_values = [str(v) for v in self.label_values]
             if not self.label_values or not all(normalise_answer(v) for v in self.label_values):

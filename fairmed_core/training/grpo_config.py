@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.settings import config_from_dict
 from fairmed_core.training.fairgrpo_weights import CLUSTERINGS, DEFAULT_EPS, FairGRPOWeighting
-from fairmed_core.training.methods import METHOD_NAMES, check_method_data, prompt_group_key, training_method
+from fairmed_core.training.methods import (
+    METHOD_NAMES,
+    check_method_data,
+    check_reward,
+    prompt_group_key,
+    training_method,
+)
 from fairmed_core.training.rewards import REWARDS
 
 if TYPE_CHECKING:
@@ -135,14 +141,14 @@ class GRPOJobConfig:
                 and self.dro_step_size > 0):
             raise FairMedInputError(f"dro_step_size must be positive, got {self.dro_step_size!r}",
                                     column="dro_step_size")
-        if self.reward not in REWARDS:
-            raise FairMedInputError(f"unknown reward {self.reward!r}", column="reward", hint=f"one of {REWARDS}")
-        if (self.reward == "class_balanced" and training_method(self.method).spread_setting == "within_prompt_scale"
-                and self.within_prompt_scale):
-            raise FairMedInputError("the class-balanced reward weighs each prompt by a constant, which FairGRPO's "
-                                    "within-prompt scaling divides away", column="within_prompt_scale",
-                                    hint="turn within_prompt_scale off (--no-within-prompt-scale)")
+        check_reward(self)  # the job sets TRL's scale_rewards itself (below); FairGRPO's is an option
         self.weighting()  # the FairGRPO options, checked where they are declared
+
+    @property
+    def scale_rewards(self) -> str:
+        """TRL's reward scaling for this job: off ('none', centred only) under the class-balanced reward, whose
+        per-prompt weight a division by the prompt's spread would cancel; TRL's default ('group') otherwise."""
+        return "none" if self.reward == "class_balanced" else "group"
 
     def weighting(self) -> FairGRPOWeighting:
         """The FairGRPO weighting these settings describe (``cluster_all`` where the method clusters every
@@ -178,7 +184,7 @@ class GRPOJobConfig:
         """The FairGRPOConfig keywords these settings fix beyond TRL's basic ones (method, reward and FairGRPO
         options; TRL's reward scaling, which the class-balanced reward needs off)."""
         return {"method": self.method, "group_attributes": list(self.group_attributes), "reward": self.reward,
-                "scale_rewards": "none" if self.reward == "class_balanced" else "group",
+                "scale_rewards": self.scale_rewards,
                 "format_reward_weight": self.format_reward_weight, "rescale": self.rescale,
                 "statistics": self.statistics, "cluster_unknown": self.cluster_unknown,
                 "sort_reward_vectors": self.sort_reward_vectors, "max_clusters": self.max_clusters,

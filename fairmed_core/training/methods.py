@@ -35,6 +35,7 @@ from fairmed_core.training.fairgrpo_weights import (
     FairGRPOWeighting,
     fairgrpo_advantages,
 )
+from fairmed_core.training.rewards import REWARDS
 
 __all__ = [
     "DRO_WEIGHTS_FILE",
@@ -47,6 +48,7 @@ __all__ = [
     "STATISTICS_FILE",
     "TrainingMethod",
     "check_method_data",
+    "check_reward",
     "group_dro_step",
     "prompt_domain",
     "prompt_group_key",
@@ -424,6 +426,24 @@ METHODS: dict[str, TrainingMethod] = {method.name: method for method in (
         state=_FAIRGRPO_STATE, spread_setting="within_prompt_scale"),
 )}
 METHOD_NAMES = tuple(METHODS)
+
+
+def check_reward(settings: Any) -> None:
+    """Refuse (``FairMedInputError``) an unknown reward, and a reward weighted per prompt (``"class_balanced"``)
+    under advantages that divide each prompt by its own reward spread: every rollout of a prompt shares its case,
+    so the weight would cancel. ``settings``: a FairGRPOConfig or a job config (``method``, ``reward`` and the
+    method's ``spread_setting``)."""
+    if settings.reward not in REWARDS:
+        raise FairMedInputError(f"unknown reward {settings.reward!r}", column="reward", hint=f"one of {REWARDS}")
+    method = training_method(settings.method)
+    if settings.reward != "class_balanced" or not method.divides_by_prompt_spread(settings):
+        return
+    setting = method.spread_setting
+    raise FairMedInputError(
+        f"the class-balanced reward weighs each prompt by a constant, which {setting}="
+        f"{getattr(settings, setting)!r} divides away (every rollout of a prompt shares its answer)", column=setting,
+        hint="scale_rewards='none'" if setting == "scale_rewards" else
+        "turn within_prompt_scale off (within_prompt_scale=False, --no-within-prompt-scale)")
 
 
 def training_method(name: str) -> TrainingMethod:
