@@ -52,6 +52,9 @@ GROUP_METRICS = {"accuracy": "Accuracy (share of cases, 0-1)", "f1": "F1 (0-1)",
                  "fdr": "False discovery rate (share of positive answers that are wrong, 0-1)",
                  "format_failure": "Format failures (share of answers, 0-1)"}
 VIEWS = {"per_source": "Per source", "mean": "Mean over sources"}
+HELD_OUT_METRICS = {"accuracy": GAPS["accuracy"], "f1": GAPS["f1"],
+                    "recall": "Recall (TPR: share of positive cases found, 0-1)"}
+HELD_OUT_NAMES = {"accuracy": "accuracy", "f1": "F1", "recall": "recall"}  # as a title names them
 SHARE_COLUMN = "Mean share of |advantage| (0-1)"
 ZERO_STD_COLUMN = "Prompts with identical rewards, no gradient (share, 0-1)"
 # The form's main settings, in this order; every other setting of GRPOJobConfig is under "More settings". Both
@@ -262,19 +265,31 @@ def _dynamics(live_runs: list, shipped: list) -> None:
     curves_all = pd.concat(curves, ignore_index=True)
 
     if "reward" in trains_all:
+        rewards = {str(run.config.get("job", {}).get("reward", "exact")) for run in selected}
+        y_title = ("Mean reward per rollout (1: right, 0: wrong)" if rewards == {"exact"} else
+                   "Mean reward per rollout (0: wrong)")
         st.plotly_chart(step_lines_figure(trains_all.dropna(subset=["reward"]), value="reward", series="run",
-                                          title="Mean reward of the rollouts per step",
-                                          y_title="Mean reward per rollout (1: right answer, 0: wrong)"),
+                                          title="Mean reward of the rollouts per step", y_title=y_title),
                         width="stretch")
+        if rewards != {"exact"}:
+            st.caption("Class-balanced reward: a right answer earns the inverse share of its answer in its source "
+                       "(above 1 for the rarer answer), so the mean reward per source is its balanced accuracy. "
+                       "Runs with the right/wrong reward score 1 for a right answer.")
     if gaps_all.empty:
         st.caption("No held-out evaluation yet.")
         _composition(selected)
         return
     splits = {str(run.config.get("job", {}).get("eval_split", "val")) for run in selected}
     split = f"{next(iter(splits))} split" if len(splits) == 1 else "held-out splits"
-    view = st.radio("Held-out curves", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="training_view",
+    v1, v2 = st.columns(2)
+    view = v1.radio("Held-out curves", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="training_view",
                     help="Per source: one panel per data source. Mean over sources: the average of the per-source "
                          "values, labelled with the sources it averages (older runs evaluated fewer sources).")
+    held_out = v2.selectbox("Held-out metric", list(HELD_OUT_METRICS), format_func=HELD_OUT_METRICS.get,
+                            key="training_held_out_metric",
+                            help="Accuracy can stay flat while a model finds more of a rare finding: F1 and recall "
+                                 "show that change.")
+    name = HELD_OUT_NAMES[held_out]
     mean_label, same_sources = _mean_label(selected, sources)
 
     def mean_names(run_name: object) -> str:
@@ -282,17 +297,21 @@ def _dynamics(live_runs: list, shipped: list) -> None:
 
     per_source = (curves_all["source"] != "ALL") & (curves_all["attribute"] == "overall")
     if view == "per_source":
-        accuracy = curves_all[per_source & (curves_all["metric"] == "accuracy")].dropna(subset=["value"])
-        if not accuracy.empty:
+        values = curves_all[per_source & (curves_all["metric"] == held_out)].dropna(subset=["value"])
+        if not values.empty:
             st.plotly_chart(source_step_lines_figure(
-                accuracy, value="value", series="run", title=f"Held-out accuracy per step, per source ({split})",
-                y_title=GAPS["accuracy"], y_range=(0, 1.02), source_names=source_label), width="stretch")
+                values, value="value", series="run", title=f"Held-out {name} per step, per source ({split})",
+                y_title=HELD_OUT_METRICS[held_out], y_range=(0, 1.02), source_names=source_label), width="stretch")
+        else:
+            st.caption(f"These runs recorded no held-out {name} per source.")
+    elif held_out not in gaps_all:
+        st.caption(f"The mean over sources is drawn for accuracy and F1; {name} is shown per source.")
     else:
-        accuracy = mean_over_sources(gaps_all, "accuracy", "mean over attributes")
-        if not accuracy.empty:
+        values = mean_over_sources(gaps_all, held_out, "mean over attributes")
+        if not values.empty:
             st.plotly_chart(step_lines_figure(
-                accuracy, value="value", series="run", names=mean_names,
-                title=f"Held-out accuracy per step, {mean_label} ({split})", y_title=GAPS["accuracy"],
+                values, value="value", series="run", names=mean_names,
+                title=f"Held-out {name} per step, {mean_label} ({split})", y_title=HELD_OUT_METRICS[held_out],
                 y_range=(0, 1.02)), width="stretch")
     c1, c2 = st.columns(2)
     attributes = [a for a in dict.fromkeys(gaps_all["attribute"]) if a != "mean over attributes"]

@@ -214,6 +214,27 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
               for chart in at.get("plotly_chart")}
     accuracy = next(spec for title, spec in charts.items() if title.startswith("Held-out accuracy per step"))
     assert [a["text"] for a in accuracy["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
+    # the class-balanced reward is named on the reward axis (its rewards exceed 1)
+    reward = next(spec for title, spec in charts.items() if title.startswith("Mean reward"))
+    assert reward["layout"]["yaxis"]["title"]["text"] == "Mean reward per rollout (0: wrong)"
+    assert any(c.value.startswith("Class-balanced reward: a right answer earns the inverse share") for c in at.caption)
+    # F1 shows what accuracy hides: mammography F1 rises from the start's under-calling
+    at.selectbox(key="training_held_out_metric").set_value("f1").run()
+    assert not at.exception and not at.error
+    charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
+              for chart in at.get("plotly_chart")}
+    f1 = charts["Held-out F1 per step, per source (val split)"]
+    assert [a["text"] for a in f1["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
+    grpo = next(trace for trace in f1["data"] if trace["name"].startswith("tiny-fairmedgemma-rl-shift-grpo")
+                and trace["xaxis"] == "x3")  # the mammography panel
+    assert _values(grpo["y"])[-1] > _values(grpo["y"])[0] + 0.1, _values(grpo["y"])
+    at.radio(key="training_view").set_value("mean").run()
+    assert not at.exception and not at.error
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert "Held-out F1 per step, mean over chest X-ray, dermoscopy, mammography (val split)" in titles
+    at.selectbox(key="training_held_out_metric").set_value("accuracy")
+    at.radio(key="training_view").set_value("per_source").run()
+    runs = at.multiselect(key="training_runs")
     # the older shipped records (from tiny-fairmedgemma, 40 steps) stay selectable
     assert "tiny-fairmedgemma-grpo (shipped with the model: GRPO, 40 steps)" in runs.options
     runs.set_value(["tiny-fairmedgemma-fairgrpo (shipped)", "tiny-fairmedgemma-grpo (shipped)"]).run()
