@@ -52,6 +52,9 @@ def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_
     (``trained_from``: the folder the run actually started from, a byte-identical copy of ``start``)."""
     from fairmed_core.models.grpo_card import write_grpo_model_card
 
+    if trained_from is not None and (
+            (trained_from / "model.safetensors").read_bytes() != (start / "model.safetensors").read_bytes()):
+        raise SystemExit(f"{trained_from} is not a copy of {start}: their weights differ")  # before touching target
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(run / "model", target)
@@ -59,29 +62,21 @@ def ship(run: Path, method: str, target: Path, command: str, start: Path = TINY_
     (target / "training").mkdir()
     for name in ("config.json", "metrics.jsonl", "training.json"):
         shutil.copy2(run / name, target / "training" / name)
+    # The folders a run happened to be made in are not part of its record: the shipped start (for the copy it
+    # trained from, checked above), the shipped model folder, and RUN as the card's command.
+    renames = [(run.resolve() / "model", target.resolve()), (run.resolve(), Path("RUN"))]
+    if trained_from is not None:
+        renames.insert(0, (trained_from.resolve(), start.resolve()))
     for record in (target / "evaluation" / "run.json", target / "training" / "config.json"):
-        if trained_from is not None:
-            same_start_paths(record, trained_from, start)
-        run_folder_paths(record, run, target)
+        replace_paths(record, renames)
         repo_relative_paths(record)
     write_grpo_model_card(target, method=method, command=command, start=start, results_section=results_section)
 
 
-def same_start_paths(record: Path, copy: Path, start: Path) -> None:
-    """Name the shipped start instead of the copy a run was trained from, once the copy's weights are checked to
-    be the start's, byte for byte (a run made from a scratch folder before the start was shipped)."""
-    if (copy / "model.safetensors").read_bytes() != (start / "model.safetensors").read_bytes():
-        raise SystemExit(f"{copy} is not a copy of {start}: their weights differ")
-    old, new = str(copy.resolve()), str(start.resolve())
+def replace_paths(record: Path, renames: list[tuple[Path, Path]]) -> None:
+    """Rewrite every occurrence of each old path in the JSON file ``record`` as the new one, in order."""
     text = record.read_text(encoding="utf-8")
-    record.write_text(text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]), encoding="utf-8")
-
-
-def run_folder_paths(record: Path, run: Path, target: Path) -> None:
-    """Name the shipped model folder instead of the run's final model, and ``RUN`` instead of the run folder (as the
-    card's command does): the folder a run happened to be trained in is not part of its record."""
-    text = record.read_text(encoding="utf-8")
-    for old, new in ((run.resolve() / "model", target.resolve()), (run.resolve(), Path("RUN"))):
+    for old, new in renames:
         text = text.replace(json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1])
     record.write_text(text, encoding="utf-8")
 
@@ -134,7 +129,7 @@ def main() -> int:
                    f"--max-completion-length {args.max_completion_length} --seed 0")
         if args.reward != "exact":
             command += f" --reward {args.reward}"
-        if args.no_within_prompt_scale and method != "grpo":  # a FairGRPO option: plain GRPO has no such flag
+        if args.no_within_prompt_scale and method != "grpo":  # only the FairGRPO methods read it
             command += " --no-within-prompt-scale"
         if not args.ship_only:
             if run.exists():
