@@ -16,6 +16,7 @@ import shutil
 import zlib
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -573,3 +574,30 @@ def test_kl_with_an_in_memory_model_asks_for_a_saved_folder(model_dir, train_dat
     with pytest.raises(FairMedInputError, match="save_pretrained"):
         FairGRPOTrainer(model=loaded.model, args=config(tmp_path, beta=0.04), train_dataset=train_data,
                         processing_class=loaded.processor)
+
+
+def test_group_dro_with_the_class_balanced_reward_divides_by_what_each_prompt_could_earn(model_dir, train_data,
+                                                                                        tmp_path):
+    args = config(tmp_path, "grpo_dro", reward="class_balanced", scale_rewards="none", dro_step_size=0.5,
+                  max_steps=1)
+    trainer = trainer_for(model_dir, train_data, args)
+    trainer.train()
+    batch = trainer.fairgrpo_last_batch
+    weights = class_weights(_column_of(train_data, "answer"), _column_of(train_data, "dataset"))
+    assert batch.attainable is not None and set(np.round(batch.attainable, 6)) <= {round(w, 6) for w in
+                                                                                   weights.values()}
+    # A right rollout earns its prompt's attainable reward, a wrong one 0.
+    for row, attainable in zip(batch.rewards.double().numpy(), batch.attainable):
+        assert set(np.round(row, 6)) <= {0.0, round(float(attainable), 6)}
+    # One step from zero: each group's log-weight is step size x its class-weighted error.
+    keys = list(zip(batch.domains, batch.groups))
+    means = batch.rewards.double().numpy().mean(axis=1)
+    for key, value in trainer.group_dro_log_weights.items():
+        rows = [i for i, k in enumerate(keys) if k == key]
+        error = 1.0 - means[rows].sum() / batch.attainable[rows].sum()
+        assert 0.0 <= error <= 1.0
+        assert value == pytest.approx(0.5 * error)
+    # Right/wrong rewards: no attainable rewards to gather.
+    plain = trainer_for(model_dir, train_data, config(tmp_path / "plain", "grpo_dro", max_steps=1))
+    plain.train()
+    assert plain.fairgrpo_last_batch.attainable is None

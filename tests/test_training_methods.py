@@ -310,3 +310,33 @@ def test_the_data_check_names_what_a_method_needs():
         with pytest.raises(FairMedInputError, match="no training case has demographics"):
             check_method_data(name, ["a"] * 3, [UNKNOWN] * 3, ("sex", "age_group"))
     assert check_method_data("fairgrpo_nd", ["a"] * 3, [UNKNOWN] * 3, ("sex",)) == {("a", UNKNOWN): 3}
+
+
+def test_group_dro_loss_is_the_error_rate_whatever_a_right_answer_earns():
+    """Hand-worked. Two groups, every rollout right. Group a's prompts have the rare answer (a right rollout earns
+    2.0), group b's the common one (0.5). Their losses are both 0, so their weights stay equal; dividing by the
+    mean reward alone (loss 1 - 2.0 = -1 against 1 - 0.5 = 0.5) would move weight to b for nothing."""
+    rewards = np.array([[2.0, 2.0], [2.0, 2.0], [0.5, 0.5]])
+    domains, groups = ["s", "s", "s"], ["a", "a", "b"]
+    log_weights: dict = {}
+    q, multipliers, per_prompt = methods.group_dro_step(rewards, domains, groups, log_weights, 0.5,
+                                                        attainable=[2.0, 2.0, 0.5])
+    assert log_weights == {("s", "a"): 0.0, ("s", "b"): 0.0}
+    assert q == {("s", "a"): 0.5, ("s", "b"): 0.5}
+    # Each group's share of the batch is q; a has two prompts, b one: multipliers 3/4 and 3/2 (mean over prompts 1).
+    assert multipliers == pytest.approx({("s", "a"): 0.75, ("s", "b"): 1.5})
+    assert per_prompt.mean() == pytest.approx(1.0)
+    # Half right in a (earned 2.0 of 4.0 attainable over its two prompts' means): loss 0.5; b all wrong: loss 1.
+    log_weights = {}
+    methods.group_dro_step(np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 0.0]]), domains, groups, log_weights, 0.5,
+                           attainable=[2.0, 2.0, 0.5])
+    assert log_weights == pytest.approx({("s", "a"): 0.25, ("s", "b"): 0.5})
+    # Right/wrong rewards (attainable 1 everywhere, the default): the loss is 1 - mean reward.
+    log_weights, explicit = {}, {}
+    right_wrong = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    methods.group_dro_step(right_wrong, domains, groups, log_weights, 0.5)
+    methods.group_dro_step(right_wrong, domains, groups, explicit, 0.5, attainable=np.ones(3))
+    assert log_weights == explicit == pytest.approx({("s", "a"): 0.5 * 0.25, ("s", "b"): 0.5})
+    for bad in ([1.0, 0.0, 1.0], [1.0, 1.0], [1.0, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="attainable"):
+            methods.group_dro_step(right_wrong, domains, groups, {}, 0.5, attainable=bad)

@@ -450,6 +450,7 @@ class FairGRPOBatch:
     info: FairGRPOStepInfo | None = None
     dro_multipliers: dict[tuple[str, str], float] | None = None
     completion_lengths: torch.Tensor | None = None  # (n_prompts, G), gathered: the completion tokens the loss counts
+    attainable: np.ndarray | None = None  # (n_prompts,): the reward a right rollout earns; None: 1 everywhere
 
 
 def _class_balanced_reward(train_dataset) -> ClassBalancedAccuracyReward:
@@ -621,11 +622,25 @@ class FairGRPOTrainer(GRPOTrainer):
             return None, None
         return tuple(d for d, _ in prompt_keys), tuple(g for _, g in prompt_keys)
 
+    def _prompt_attainable(self, inputs) -> np.ndarray | None:
+        """Per prompt of the gathered batch, the reward a right rollout earns: the weighted sum over reward
+        functions of each one's ``attainable(answer, dataset)`` (1 for a function without one: right/wrong and
+        format rewards). None when no function has one (every prompt can earn the same), without a collective:
+        the reward functions are the same on every rank."""
+        if not any(hasattr(f, "attainable") for f in self.reward_funcs):
+            return None
+        weights = self.reward_weights.tolist()
+        local = [sum(w * (f.attainable(row.get("answer"), row.get("dataset")) if hasattr(f, "attainable") else 1.0)
+                     for f, w in zip(self.reward_funcs, weights, strict=True)) for row in inputs]
+        every = gather_object(local)
+        return np.asarray(every[::self.num_generations], dtype=np.float64)
+
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training or self._last_rewards_per_func is None:
             return output  # evaluation: GRPO's advantages, and the method's state stays as it was
         domains, groups = self._prompt_keys(inputs)
+        attainable = self._prompt_attainable(inputs)
         generations = self.num_generations
         device = output["advantages"].device
         rewards_per_func = self._last_rewards_per_func
@@ -645,7 +660,8 @@ class FairGRPOTrainer(GRPOTrainer):
         step = MethodStep(advantages=all_grpo.numpy())
         if self.method.advantages is not None:
             batch = RolloutBatch(rewards=matrix.double().cpu().numpy(), domains=domains, groups=groups,
-                                 completion_lengths=lengths.numpy(), grpo_advantages=all_grpo.numpy())
+                                 completion_lengths=lengths.numpy(), grpo_advantages=all_grpo.numpy(),
+                                 attainable=attainable)
             step = self.method.advantages(batch, self.method_state, self._options)
             flat = torch.as_tensor(step.advantages, dtype=torch.float64).reshape(-1)
             output["advantages"] = flat[process_slice].to(device=device, dtype=grpo_advantages.dtype)
@@ -663,7 +679,7 @@ class FairGRPOTrainer(GRPOTrainer):
         self.fairgrpo_last_batch = FairGRPOBatch(
             rewards=matrix.cpu(), domains=domains, groups=groups, grpo_advantages=grpo_advantages.cpu(),
             advantages=output["advantages"].detach().cpu(), info=step.info, dro_multipliers=step.dro_multipliers,
-            completion_lengths=lengths,
+            completion_lengths=lengths, attainable=attainable,
         )
         return output
 

@@ -75,13 +75,15 @@ class RolloutBatch:
     """One generation batch, gathered over processes: ``rewards`` ``(n_prompts, G)`` (the weighted sum of the
     reward functions; unscorable completions 0), each prompt's data source and demographic group key (None where
     the data has no ``dataset`` column), ``completion_lengths`` ``(n_prompts, G)`` (the completion tokens the loss
-    counts) and TRL's GRPO advantages ``(n_prompts, G)`` of the same batch."""
+    counts), TRL's GRPO advantages ``(n_prompts, G)`` of the same batch, and ``attainable`` ``(n_prompts,)``: the
+    reward a fully right rollout of the prompt earns (None: 1 for every prompt, as right/wrong rewards are)."""
 
     rewards: np.ndarray
     domains: tuple[str, ...] | None
     groups: tuple[str, ...] | None
     completion_lengths: np.ndarray
     grpo_advantages: np.ndarray
+    attainable: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,18 +319,30 @@ def _fairgrpo_metrics(info: FairGRPOStepInfo) -> dict[str, float]:
 
 
 def group_dro_step(rewards: Any, domains: Sequence[str], groups: Sequence[str], log_weights: dict,
-                   step_size: float) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float], np.ndarray]:
+                   step_size: float, attainable: Any = None,
+                   ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float], np.ndarray]:
     """Online Group DRO (Sagawa et al., ICLR 2020), one step: for every (domain, group) present, its loss
-    ``l_g = 1 - mean reward`` and ``log q_g += step_size * l_g`` (in place; a group not seen before starts at the
-    mean log-weight); ``q = softmax(log q)``. Returns q per group, the multiplier
-    ``w_g = q_g / sum_(h in batch) q_h * P / P_g`` per group in the batch, and the multiplier per prompt."""
+    ``l_g = 1 - (sum of its prompts' mean rewards) / (sum of their attainable rewards)`` and
+    ``log q_g += step_size * l_g`` (in place; a group not seen before starts at the mean log-weight);
+    ``q = softmax(log q)``. Returns q per group, the multiplier ``w_g = q_g / sum_(h in batch) q_h * P / P_g`` per
+    group in the batch, and the multiplier per prompt.
+
+    ``attainable`` (per prompt; None: all 1) is the reward a right rollout earns. With right/wrong rewards the loss
+    is the group's error rate, ``1 - mean reward``. With the class-balanced reward a right answer earns its
+    answer's weight, so a group with more of the rare answer would score a higher mean reward at the same accuracy
+    (and read as easier); dividing by what its prompts could earn makes the loss the group's class-weighted error
+    in [0, 1]."""
     keys = list(zip(domains, groups, strict=True))
     prompt_means = np.asarray(rewards, dtype=np.float64).mean(axis=1)
+    scale = np.ones_like(prompt_means) if attainable is None else np.asarray(attainable, dtype=np.float64)
+    if scale.shape != prompt_means.shape or not np.all(np.isfinite(scale)) or np.any(scale <= 0.0):
+        raise ValueError(f"attainable rewards must be one positive number per prompt, got {scale!r}")
     present = sorted(set(keys))
     start = float(np.mean(list(log_weights.values()))) if log_weights else 0.0
     for key in present:
         rows = [i for i, k in enumerate(keys) if k == key]
-        log_weights[key] = log_weights.get(key, start) + step_size * (1.0 - float(prompt_means[rows].mean()))
+        loss = 1.0 - float(prompt_means[rows].sum() / scale[rows].sum())
+        log_weights[key] = log_weights.get(key, start) + step_size * loss
     names = sorted(log_weights)
     values = np.array([log_weights[k] for k in names], dtype=np.float64)
     q = np.exp(values - values.max())
@@ -341,7 +355,7 @@ def group_dro_step(rewards: Any, domains: Sequence[str], groups: Sequence[str], 
 
 def _group_dro(batch: RolloutBatch, state: dict, options: MethodOptions) -> MethodStep:
     q_of, multipliers, per_prompt = group_dro_step(batch.rewards, batch.domains, batch.groups, state,
-                                                   options.dro_step_size)
+                                                   options.dro_step_size, batch.attainable)
     metrics = {f"grpo_dro/weight/{d}/{g}": value for (d, g), value in q_of.items()}
     metrics |= {f"grpo_dro/multiplier/{d}/{g}": value for (d, g), value in multipliers.items()}
     return MethodStep(advantages=batch.grpo_advantages * per_prompt[:, None], metrics=metrics,

@@ -154,6 +154,11 @@ class ClassBalancedAccuracyReward:
             raise ValueError("no training answers to weigh")
         self.weights = dict(weights)
 
+    def attainable(self, answer: Any, dataset: Any) -> float:
+        """The reward a right answer to this case earns: its answer's weight within its source (1 for an answer
+        the training data did not weigh)."""
+        return self.weights.get((str(dataset), _target(answer) or ""), 1.0)
+
     def __call__(self, completions: Sequence[Any], answer: Sequence[Any], dataset: Sequence[Any] | None = None,
                  choices: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
         completions = list(completions)
@@ -161,5 +166,5 @@ class ClassBalancedAccuracyReward:
         right = accuracy_reward(completions, answer, choices)
         answers = _per_completion(answer, n)
         sources = _per_completion(dataset, n)
-        return [value * self.weights.get((str(source), _target(target) or ""), 1.0)
+        return [value * self.attainable(target, source)
                 for value, target, source in zip(right, answers, sources, strict=True)]
