@@ -12,6 +12,7 @@ session, can be stopped, and a stopped or killed run resumes from its last check
 
 from __future__ import annotations
 
+import json
 import time
 
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fairmed_core.data.labels import attribute_label, group_label, source_label
+from fairmed_core.data.labels import SOURCE_FINDINGS, attribute_label, group_label, source_label
 from fairmed_core.errors import FairMedInputError
 from fairmed_core.files import LEARNABLE_START
 from fairmed_core.fairness import MEAN_OVER_SOURCES
@@ -27,6 +28,7 @@ from fairmed_core.runs.jobs import Job, list_jobs, start_job
 from fairmed_core.runs.training_store import (eval_frame, held_out_sources, list_training_runs, mean_over_sources,
                                               shipped_training_runs, summary_frame, train_frame)
 from fairmed_core.training.methods import METHODS as TRAINING_METHODS
+from fairmed_core.training.sft_config import SFTConfig
 from fairmed_core.viz import source_step_lines_figure, step_lines_figure
 from pages._common import current_dataset, current_manifest, current_model_dir, show_input_error, workspace
 from pages._forms import build_config, config_widgets
@@ -132,6 +134,29 @@ def jobs() -> None:
 # started in a shell still appears within half a minute, without a reload).
 REFRESH_WRITING_S, REFRESH_IDLE_S = 5, 30
 WRITING_WITHIN_S = 120  # an unfinished run whose metrics changed this recently counts as going on
+
+
+def _plural(finding: str) -> str:
+    return finding + "es" if finding.endswith("s") else finding[:-1] + "ies" if finding.endswith("y") else \
+        finding + "s"
+
+
+def _learnable_start_words() -> str:
+    """The learnable start in words, its prior shift read from its own training record (the SFT rules that kept
+    a fraction of a source's positive cases), so the caption cannot drift from the shipped model."""
+    name = f"`{LEARNABLE_START.name}`, a start that sees the finding in every source"
+    try:
+        record = json.loads((LEARNABLE_START / "training_config.json").read_text(encoding="utf-8"))
+        rules = SFTConfig.from_dict(record["config"]).undersampling()
+    except (OSError, ValueError, KeyError, TypeError, FairMedInputError):
+        return name
+    shifted = sorted((source, fraction) for (source, attribute, group), fraction in rules.items()
+                     if attribute == "answer" and group == "yes")
+    if not shifted:
+        return name
+    findings = [f"{source_label(s)} {_plural(SOURCE_FINDINGS.get(s, 'finding'))}" for s, _ in shifted]
+    kept = " and ".join(f"{fraction:.0%} of the {finding}" for (_, fraction), finding in zip(shifted, findings))
+    return f"{name} but under-calls {' and '.join(findings)}: its supervised data kept {kept}"
 
 
 def _run_label(run) -> str:
@@ -243,9 +268,7 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         return
     if not live_runs:
         steps = sorted({run.finished.steps for run in selected if run.finished})
-        start = (f"`{LEARNABLE_START.name}`, a start that sees the finding in every source but under-calls "
-                 "mammography masses: its supervised data kept a quarter of them") if learnable else \
-            "the shipped tiny model"
+        start = _learnable_start_words() if learnable else "the shipped tiny model"
         st.caption(f"No run in this workspace yet: these are the training records shipped with the GRPO- and "
                    f"FairGRPO-trained models (from {start}; "
                    f"{', '.join(str(s) for s in steps) or 'a few'} steps on the synthetic benchmark). Older shipped "

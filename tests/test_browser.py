@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fairmed_core.files import LEARNABLE_START
 from tests.conftest import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -327,9 +328,9 @@ def test_training_page_opens_on_shipped_curves_and_lists_a_new_run_without_a_rel
     page.get_by_text("Held-out accuracy per step").first.wait_for(timeout=120_000)
     _wait_for_charts(page, 3)
     main = page.locator("[data-testid=stMain]").inner_text()
-    assert "tiny-fairmedgemma-rl-shift-grpo (shipped" in main, main
-    assert "tiny-fairmedgemma-rl-shift-fairgrpo (shipped" in main, main
-    assert "under-calls mammography masses" in main, main
+    assert f"{LEARNABLE_START.name}-grpo (shipped" in main, main
+    assert f"{LEARNABLE_START.name}-fairgrpo (shipped" in main, main
+    assert "under-calls" in main and "mammography masses" in main, main
     page.screenshot(path=str(ARTIFACTS / "training_shipped_curves.png"), full_page=True)
     # A run started in a shell after the page opened appears without a reload (the panel re-reads every 30 s
     # while nothing runs).

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from fairmed_core.files import LEARNABLE_START
 from fairmed_core.jobs.configs import JOB_FILE, GRPOTrainingJobConfig, job_argv
 from fairmed_core.jobs.grpo_training import GRPOJobConfig, run_grpo_training
 from fairmed_core.runs.jobs import list_jobs, read_job
@@ -198,15 +199,14 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     at = _page(_fresh_workspace(default_workspace, tmp_path), monkeypatch)
     assert not at.error, [e.value for e in at.error]
     runs = at.multiselect(key="training_runs")
-    # it opens on the runs from the start that under-calls mammography masses, every source in its curves
-    assert sorted(runs.value) == ["tiny-fairmedgemma-rl-shift-fairgrpo (shipped)",
-                                  "tiny-fairmedgemma-rl-shift-grpo (shipped)"]
-    assert any("training records shipped with" in c.value and "tiny-fairmedgemma-rl-shift" in c.value
-               and "200 steps" in c.value for c in at.caption)
+    # it opens on the runs from the learnable start (it under-calls some findings), every source in its curves
+    assert sorted(runs.value) == [f"{LEARNABLE_START.name}-fairgrpo (shipped)", f"{LEARNABLE_START.name}-grpo (shipped)"]
+    assert any("training records shipped with" in c.value and LEARNABLE_START.name in c.value
+               and "under-calls" in c.value and "200 steps" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)
     assert (table["Steps"] == 200).all()
     assert (table["Held-out sources averaged"] == "chest X-ray, dermoscopy, mammography").all()
-    assert sum(c.value.startswith("**tiny-fairmedgemma-rl-shift-")
+    assert sum(c.value.startswith(f"**{LEARNABLE_START.name}-")
                and "held-out sample: 300 of 600 val cases, stratified "
                "by source and group: chest X-ray 100, dermoscopy 100, mammography 100" in c.value
                for c in at.caption) == 2  # one line per run
@@ -225,7 +225,7 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
               for chart in at.get("plotly_chart")}
     f1 = charts["Held-out F1 per step, per source (val split)"]
     assert [a["text"] for a in f1["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
-    grpo = next(trace for trace in f1["data"] if trace["name"].startswith("tiny-fairmedgemma-rl-shift-grpo")
+    grpo = next(trace for trace in f1["data"] if trace["name"].startswith(f"{LEARNABLE_START.name}-grpo")
                 and trace["xaxis"] == "x3")  # the mammography panel
     assert _values(grpo["y"])[-1] > _values(grpo["y"])[0] + 0.1, _values(grpo["y"])
     at.radio(key="training_view").set_value("mean").run()
@@ -296,8 +296,8 @@ def test_a_run_that_appears_later_is_listed_and_its_curves_grow(default_workspac
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     # the new run joins the choice without a reload, first, beside the shipped runs already shown
-    assert at.multiselect(key="training_runs").value == ["live-run", "tiny-fairmedgemma-rl-shift-fairgrpo (shipped)",
-                                                          "tiny-fairmedgemma-rl-shift-grpo (shipped)"]
+    assert at.multiselect(key="training_runs").value == ["live-run", f"{LEARNABLE_START.name}-fairgrpo (shipped)",
+                                                          f"{LEARNABLE_START.name}-grpo (shipped)"]
 
     def reward_steps() -> int:
         figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")

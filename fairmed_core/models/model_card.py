@@ -151,7 +151,9 @@ def _recipe(training: dict, config: dict) -> str:
                          "data warrant, which training on the whole split with a correctness reward can correct. Why: "
                          "the start without it already answers at the F1-best threshold of its own sampled answers "
                          "(docs/RESULTS.md, \"Reinforcement-learning headroom of the SFT start\"), so reinforcement "
-                         "learning there has little to correct in a few hundred CPU steps.")
+                         "learning there has little to correct in a few hundred CPU steps. Which shifts were "
+                         "tried and what GRPO gained from each start: docs/RESULTS.md, \"Reading: when "
+                         "reinforcement learning can move the tiny FairMedGemma\".")
     if not parts:
         return ""
     return ("\n\n### Recipe\n" + " ".join(parts) + " Why this recipe: trained through the language-model loss "
