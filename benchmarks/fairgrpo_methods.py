@@ -205,6 +205,27 @@ def curves_table(curves: pd.DataFrame) -> list[str]:
     return lines
 
 
+def step_table(curves: pd.DataFrame, points: int = 5) -> list[str]:
+    """Markdown rows: per method, held-out F1 and predictive parity, each the mean over the sources, at ``points``
+    evaluation steps spread over training (mean ± standard deviation over seeds): the paper's training-dynamics
+    claim (GRPO's gap grows while FairGRPO's shrinks) read off the same fixed sample at every step."""
+    if curves.empty:
+        return []
+    steps = sorted(curves["step"].unique())
+    picks = sorted({steps[round(i * (len(steps) - 1) / (points - 1))] for i in range(points)})
+    per_seed = curves[curves["step"].isin(picks)].groupby(["method", "seed", "step"], sort=False)[
+        ["f1", "predictive_parity"]].mean().reset_index()
+    lines = []
+    for column, words in (("f1", "F1 (0-1)"), ("predictive_parity", "predictive parity (PP, percentage points)")):
+        lines += ["", f"Held-out {words} over training, mean over the sources at each step, mean ± standard "
+                  "deviation over seeds:", "", "| method | " + " | ".join(f"step {s}" for s in picks) + " |",
+                  "|---|" + "---:|" * len(picks)]
+        for method, block in per_seed.groupby("method", sort=False):
+            cells = [_mean_sd(block[block["step"] == step][column]) for step in picks]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def latent_table(frame: pd.DataFrame) -> list[str]:
     """Markdown rows: the latent groups' agreement with the true groups (methods that cluster every prompt)."""
     if "ari" not in frame.columns or frame["ari"].isna().all():
@@ -276,6 +297,7 @@ def markdown(frame: pd.DataFrame, *, config: GRPOJobConfig, seeds: int, minutes:
     lines += start_table(frame, start)
     lines += paired_table(frame)
     lines += curves_table(curves if curves is not None else pd.DataFrame())
+    lines += step_table(curves if curves is not None else pd.DataFrame())
     lines += latent_table(frame)
     lines += signal_table(frame)
     return "\n".join(lines) + "\n"
