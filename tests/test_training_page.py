@@ -174,6 +174,38 @@ def test_a_bad_setting_is_refused_on_the_page_and_starts_no_job(default_workspac
     assert not (root / "runs").exists() or not any((root / "runs").iterdir())
 
 
+def test_the_class_balanced_reward_is_refused_where_fairgrpo_would_divide_it_away(default_workspace, tmp_path,
+                                                                                  monkeypatch):
+    """Chosen on the form with FairGRPO's within-prompt scaling on (its default), the class-balanced reward is
+    refused before any job starts, with the setting to change; with the scaling off both methods start."""
+    root = _fresh_workspace(default_workspace, tmp_path)
+    at = _page(root, monkeypatch)
+    at.multiselect(key="training_methods").set_value(["grpo", "fairgrpo"])
+    at.selectbox(key="training_reward").set_value("class_balanced")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("within_prompt_scale" in e.value and "class-balanced reward" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert not at.success and list_jobs(Workspace(root)) == []
+    at.checkbox(key="training_within_prompt_scale").uncheck()
+    for key, value in (("steps", 1), ("prompts_per_step", 4), ("num_generations", 2), ("eval_every", 1),
+                       ("eval_limit", 12), ("max_completion_length", 24)):
+        at.number_input(key=f"training_{key}").set_value(value)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    jobs = list_jobs(Workspace(root))
+    assert sorted(job.labels["method"] for job in jobs) == ["fairgrpo", "grpo"]
+    for job in jobs:
+        config = read_config(GRPOTrainingJobConfig, Workspace(root).run_dir(job.name) / JOB_FILE)
+        assert config.training.reward == "class_balanced" and not config.training.within_prompt_scale
+        assert config.training.trainer_options()["scale_rewards"] == "none"  # GRPO keeps the weight
+    deadline = time.monotonic() + 400
+    while any(read_job(job.path).status == "running" for job in jobs) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert [read_job(job.path).status for job in jobs] == ["finished", "finished"], \
+        [read_job(job.path).log_tail() for job in jobs]
+
+
 SHIPPED = REPO_ROOT / "assets" / "models"
 
 
