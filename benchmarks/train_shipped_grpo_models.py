@@ -11,10 +11,10 @@ Run:  .venv/bin/python benchmarks/train_shipped_grpo_models.py     (about 10 min
           --prefix tiny-fairmedgemma-rl --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 --lr 5e-5 \
           --eval-every 25 --max-completion-length 32
           (ships the seed-0 GRPO and FairGRPO runs of benchmarks/fairgrpo_methods.py from the learnable start)
-      .venv/bin/python benchmarks/train_shipped_grpo_models.py --start assets/models/tiny-fairmedgemma-rl-shift \
-          --prefix tiny-fairmedgemma-rl-shift --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 \
+      .venv/bin/python benchmarks/train_shipped_grpo_models.py --start assets/models/tiny-fairmedgemma-rl-undercall \
+          --prefix tiny-fairmedgemma-rl-undercall --runs RUNS --run-name "{method}-seed0" --ship-only --steps 200 \
           --lr 5e-5 --eval-every 25 --max-completion-length 32 --reward class_balanced --no-within-prompt-scale \
-          --results-section "FairGRPO against GRPO: a start that under-calls mammography masses, class-balanced reward"
+          --results-section "FairGRPO against GRPO: a start that under-calls masses and lesions, class-balanced reward"
           (the same from the start with a prior shift, class-balanced reward; --trained-from names the copy of
           the start the runs trained from when it was not the shipped folder itself)
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fairmed_core.data.sampling import SampleComposition
+from fairmed_core.fairness import MEAN_OVER_ATTRIBUTES, MEAN_OVER_SOURCES
 from fairmed_core.files import TINY_MODEL, atomic_write_text
 from fairmed_core.models.model_card import _group_table, _misses, _source_table, _summary_table, _table
 from fairmed_core.models.prediction_audit import audit_predictions
@@ -21,7 +22,7 @@ from fairmed_core.models.prediction_audit import audit_predictions
 __all__ = ["grpo_model_card_markdown", "write_grpo_model_card"]
 
 _METHOD_TEXT = {
-    "grpo": "plain GRPO (TRL's `GRPOTrainer`: advantages normalised within each prompt's rollouts)",
+    "grpo": "plain GRPO (TRL's `GRPOTrainer`: each rollout's advantage relative to its prompt's rollouts)",
     "fairgrpo": "FairGRPO (advantages reweighted by group representation and difficulty, hierarchically per data "
                 "source; DESIGN.md section 4)",
 }
@@ -38,8 +39,16 @@ def _headline(result) -> dict:
     row = summary[(summary["source"] == "mean over sources") & (summary["attribute"] == "mean over attributes")]
     row = row.iloc[0] if len(row) else None
     return {k: (None if row is None else float(row[k])) for k in
-            ("accuracy", "predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es")
+            ("accuracy", "f1", "predictive_parity", "equal_opportunity_difference", "sigma_f1", "f1_es")
             if row is None or k in row}
+
+
+def _mean_f1_over_sources(record: dict) -> float:
+    """One held-out evaluation's F1, the mean over its sources (each source's own row), as the audit averages."""
+    values = [float(s["f1"]) for s in record.get("summary", [])
+              if s.get("attribute") == MEAN_OVER_ATTRIBUTES and s.get("source") not in ("ALL", MEAN_OVER_SOURCES)
+              and s.get("f1") is not None]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _held_out_curve(metrics: Path) -> str:
@@ -48,6 +57,7 @@ def _held_out_curve(metrics: Path) -> str:
     if not evals:
         return "No held-out evaluation was logged."
     rows = [{"step": r["step"], "val accuracy": f"{r.get('accuracy', float('nan')):.3f}",
+             "val F1 (mean over sources)": f"{_mean_f1_over_sources(r):.3f}",
              "format failures": f"{100 * r.get('format_failure_rate', 0.0):.1f}%"} for r in evals]
     return _table(pd.DataFrame(rows))
 
@@ -77,7 +87,7 @@ def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
     result, info = _audit(folder)
     start_result, _ = _audit(start)
     mine, theirs = _headline(result), _headline(start_result)
-    labels = {"accuracy": "accuracy", "predictive_parity": "PP (pp)", "equal_opportunity_difference": "EOD (pp)",
+    labels = {"accuracy": "accuracy", "f1": "F1", "predictive_parity": "PP (pp)", "equal_opportunity_difference": "EOD (pp)",
               "sigma_f1": "sigma F1", "f1_es": "F1_ES"}
     comparison = _table(pd.DataFrame([
         {"model": f"SFT start (`{start.name}`)", **{labels[k]: f"{v:.3f}" for k, v in theirs.items() if v is not None}},
@@ -100,7 +110,7 @@ seed {config.get('seed')}, {finished.get('train_time_s')} s on CPU ({finished.ge
 {', '.join(config.get('group_attributes', []))}. The full training record is in `training/` (`metrics.jsonl`
 opens on the Training page when copied into a workspace's runs/ folder).
 
-Held-out accuracy during training ({_held_out_cases(recorded)}):
+Held-out accuracy and F1 during training ({_held_out_cases(recorded)}):
 
 {_held_out_curve(folder / 'training' / 'metrics.jsonl')}
 
