@@ -25,6 +25,7 @@ from fairmed_core.training.fairgrpo_weights import (
     FairGRPOStatistics,
     FairGRPOWeighting,
     choose_k_by_elbow_authors,
+    cluster_unknown_groups,
     cluster_unknown_groups_authors,
     fairgrpo_advantages,
 )
@@ -340,3 +341,17 @@ def test_group_dro_loss_is_the_error_rate_whatever_a_right_answer_earns():
     for bad in ([1.0, 0.0, 1.0], [1.0, 1.0], [1.0, float("nan"), 1.0]):
         with pytest.raises(ValueError, match="attainable"):
             methods.group_dro_step(right_wrong, domains, groups, {}, 0.5, attainable=bad)
+
+
+def test_a_cluster_of_all_zero_reward_vectors_has_mean_reward_exactly_zero():
+    """scikit-learn's K-means centres the data and adds the mean back, leaving ~1e-17 in the centroid of all-zero
+    vectors; T_g = sqrt(N_g) * rbar_g then weighted those prompts by ~1e15 (a shipped run logged 1.4e15) instead
+    of the fallback the formula means for rbar_g = 0. Both clusterings give 0 exactly, and the other clusters
+    their members' mean reward."""
+    rng = np.random.default_rng(0)
+    vectors = np.vstack([np.zeros((30, 4)), rng.integers(0, 2, (20, 4)) * 0.7, np.full((10, 4), 1.4)])
+    assert 0.0 < KMeans(3, n_init=10, random_state=0).fit(vectors).cluster_centers_.mean(axis=1).min() < 1e-15
+    for groups in (cluster_unknown_groups({"d": vectors})["d"], cluster_unknown_groups_authors({"d": vectors})["d"]):
+        means = groups.centroid_mean_rewards
+        assert means[0] == 0.0 and groups.cluster_sizes[0] == (vectors.sum(axis=1) == 0).sum()  # 30 + 3 drawn
+        assert means[-1] == pytest.approx(1.4)

@@ -580,6 +580,7 @@ class LatentGroups:
     inertias: tuple[float, ...]  # for k = 1 .. the largest tried
     labels: tuple[str, ...]
     sorted_vectors: bool = False
+    member_mean_rewards: np.ndarray | None = None  # (k,): mean reward of each cluster's members (NaN: none)
 
     @property
     def n_clusters(self) -> int:
@@ -591,8 +592,19 @@ class LatentGroups:
 
     @property
     def centroid_mean_rewards(self) -> np.ndarray:
-        """rbar_g of each cluster: the mean of its centroid (= the mean reward of its prompts)."""
-        return self.centroids.mean(axis=1)
+        """rbar_g of each cluster: the mean reward of its prompts (``member_mean_rewards``, where the clustering
+        recorded it and the cluster has members), else the mean of its centroid.
+
+        The members' mean, not the centroid's: scikit-learn's K-means centres the data and adds the mean back,
+        so the centroid of all-zero reward vectors comes out near 1e-17 (1e-7 in float32) instead of 0, and
+        T_g = sqrt(N_g) * rbar_g then weighted those prompts by up to 1e15 (logged, and charted on the Training
+        page) instead of the fallback the formula means for rbar_g = 0. At K-means' convergence the two agree
+        up to that rounding."""
+        means = self.centroids.mean(axis=1)
+        if self.member_mean_rewards is None:
+            return means
+        members = np.asarray(self.member_mean_rewards, dtype=np.float64)
+        return np.where(np.isfinite(members), members, means)
 
     def assign(self, reward_vectors: Any) -> tuple[str, ...]:
         """Cluster key of each ``(m, G)`` reward vector: the nearest centroid (the lower index on a tie)."""
@@ -676,6 +688,7 @@ def cluster_unknown_groups(
         distances = ((distinct[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
         distinct_labels = distances.argmin(axis=1)
         sizes = np.bincount(distinct_labels, weights=weights, minlength=len(centroids))
+        sums = np.bincount(distinct_labels, weights=weights * distinct.mean(axis=1), minlength=len(centroids))
         result[domain] = LatentGroups(
             domain=domain,
             centroids=centroids,
@@ -683,6 +696,7 @@ def cluster_unknown_groups(
             inertias=tuple(inertias),
             labels=tuple(f"{CLUSTER_PREFIX}{index}" for index in distinct_labels[inverse]),
             sorted_vectors=sort_vectors,
+            member_mean_rewards=_member_means(sums, sizes),
         )
     return result
 
@@ -740,6 +754,7 @@ def cluster_unknown_groups_authors(
         centroids = np.asarray(fit.cluster_centers_, dtype=np.float64)
         labels = np.asarray(fit.labels_, dtype=np.int64)
         sizes = np.bincount(labels, minlength=len(centroids))
+        sums = np.bincount(labels, weights=vectors.astype(np.float64).mean(axis=1), minlength=len(centroids))
         tie_breaks = tuple(centroids[:, j] for j in reversed(range(centroids.shape[1])))
         order = np.lexsort(tie_breaks + (centroids.mean(axis=1),))
         rank = np.empty_like(order)
@@ -751,8 +766,15 @@ def cluster_unknown_groups_authors(
             inertias=inertias,
             labels=tuple(f"{CLUSTER_PREFIX}{index}" for index in rank[labels]),
             sorted_vectors=sorted_vectors,
+            member_mean_rewards=_member_means(sums, sizes)[order],
         )
     return result
+
+
+def _member_means(sums: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each cluster's mean reward from its members' summed (weighted) mean rewards; NaN for an empty cluster."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    return np.divide(sums, sizes, out=np.full(len(sizes), np.nan), where=sizes > 0)
 
 
 # --------------------------------------------------------------------------------------------------------------
