@@ -54,7 +54,9 @@ GROUP_METRICS = {"accuracy": "Accuracy (share of cases, 0-1)", "f1": "F1 (0-1)",
                  "fdr": "False discovery rate (share of positive answers that are wrong, 0-1)",
                  "format_failure": "Format failures (share of answers, 0-1)"}
 VIEWS = {"per_source": "Per source", "mean": "Mean over sources"}
-HELD_OUT_METRICS = {"accuracy": GAPS["accuracy"], "f1": GAPS["f1"],
+# F1 first (the default): the paper's headline metric, and on a start that under-calls a finding accuracy stays
+# flat while the model learns to find it (the shipped runs' story).
+HELD_OUT_METRICS = {"f1": GAPS["f1"], "accuracy": GAPS["accuracy"],
                     "recall": "Recall (TPR: share of positive cases found, 0-1)"}
 HELD_OUT_NAMES = {"accuracy": "accuracy", "f1": "F1", "recall": "recall"}  # as a title names them
 SHARE_COLUMN = "Mean share of |advantage| (0-1)"

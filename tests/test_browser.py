@@ -325,7 +325,7 @@ def test_training_page_opens_on_shipped_curves_and_lists_a_new_run_without_a_rel
     assert "Training dynamics" in main and "Num generations" in main, main
     # A fresh workspace opens on the training records shipped with the GRPO- and FairGRPO-trained models from
     # the learnable start (the older shipped records stay in the list).
-    page.get_by_text("Held-out accuracy per step").first.wait_for(timeout=120_000)
+    page.get_by_text("Held-out F1 per step").first.wait_for(timeout=120_000)
     _wait_for_charts(page, 3)
     main = page.locator("[data-testid=stMain]").inner_text()
     assert f"{LEARNABLE_START.name}-grpo (shipped" in main, main

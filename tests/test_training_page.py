@@ -79,9 +79,11 @@ def test_new_runs_show_per_source_curves_the_labelled_mean_and_their_held_out_sa
     at = _page(trained_workspace, monkeypatch)
     assert at.radio(key="training_view").value == "per_source"  # per-source curves first
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    accuracy = next(c for c in charts if c["layout"]["title"]["text"].startswith("Held-out accuracy per step"))
-    assert accuracy["layout"]["title"]["text"] == "Held-out accuracy per step, per source (val split)"
-    assert [a["text"] for a in accuracy["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
+    # F1 by default: accuracy can stay flat while a model learns to find a rare finding
+    assert at.selectbox(key="training_held_out_metric").value == "f1"
+    f1 = next(c for c in charts if c["layout"]["title"]["text"].startswith("Held-out F1 per step"))
+    assert f1["layout"]["title"]["text"] == "Held-out F1 per step, per source (val split)"
+    assert [a["text"] for a in f1["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
     line = ("held-out sample: 24 of 600 val cases, stratified by source and group: chest X-ray 8, dermoscopy 8, "
             "mammography 8; seed 0")
     assert {c.value for c in at.caption} >= {f"**{run}-small**: {line}" for run in ("grpo", "fairgrpo")}
@@ -90,9 +92,9 @@ def test_new_runs_show_per_source_curves_the_labelled_mean_and_their_held_out_sa
     at.radio(key="training_view").set_value("mean").run()
     assert not at.exception and not at.error
     titles = _chart_titles(at)
-    assert "Held-out accuracy per step, mean over chest X-ray, dermoscopy, mammography (val split)" in titles
+    assert "Held-out F1 per step, mean over chest X-ray, dermoscopy, mammography (val split)" in titles
     figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
-                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Held-out accuracy"))
+                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Held-out F1"))
     assert {trace["name"] for trace in figure["data"]} == {"grpo-small", "fairgrpo-small"}
     at.selectbox(key="training_attribute").set_value("sex").run()
     at.selectbox(key="training_gap").set_value("accuracy").run()
@@ -244,22 +246,26 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
                for c in at.caption) == 2  # one line per run
     charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
               for chart in at.get("plotly_chart")}
-    accuracy = next(spec for title, spec in charts.items() if title.startswith("Held-out accuracy per step"))
-    assert [a["text"] for a in accuracy["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
-    # the class-balanced reward is named on the reward axis (its rewards exceed 1)
-    reward = next(spec for title, spec in charts.items() if title.startswith("Mean reward"))
-    assert reward["layout"]["yaxis"]["title"]["text"] == "Mean reward per rollout (0: wrong)"
-    assert any(c.value.startswith("Class-balanced reward: a right answer earns the inverse share") for c in at.caption)
-    # F1 shows what accuracy hides: mammography F1 rises from the start's under-calling
-    at.selectbox(key="training_held_out_metric").set_value("f1").run()
-    assert not at.exception and not at.error
-    charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
-              for chart in at.get("plotly_chart")}
+    # opens on F1 per source: mammography F1 rises from the start's under-calling
     f1 = charts["Held-out F1 per step, per source (val split)"]
     assert [a["text"] for a in f1["layout"]["annotations"]] == ["chest X-ray", "dermoscopy", "mammography"]
     grpo = next(trace for trace in f1["data"] if trace["name"].startswith(f"{LEARNABLE_START.name}-grpo")
                 and trace["xaxis"] == "x3")  # the mammography panel
     assert _values(grpo["y"])[-1] > _values(grpo["y"])[0] + 0.1, _values(grpo["y"])
+    # the class-balanced reward is named on the reward axis (its rewards exceed 1)
+    reward = next(spec for title, spec in charts.items() if title.startswith("Mean reward"))
+    assert reward["layout"]["yaxis"]["title"]["text"] == "Mean reward per rollout (0: wrong)"
+    assert any(c.value.startswith("Class-balanced reward: a right answer earns the inverse share") for c in at.caption)
+    # accuracy hides it: the same run's mammography accuracy barely moves
+    at.selectbox(key="training_held_out_metric").set_value("accuracy").run()
+    assert not at.exception and not at.error
+    charts = {json.loads(chart.proto.spec)["layout"]["title"]["text"]: json.loads(chart.proto.spec)
+              for chart in at.get("plotly_chart")}
+    accuracy = charts["Held-out accuracy per step, per source (val split)"]
+    grpo = next(trace for trace in accuracy["data"] if trace["name"].startswith(f"{LEARNABLE_START.name}-grpo")
+                and trace["xaxis"] == "x3")
+    assert abs(_values(grpo["y"])[-1] - _values(grpo["y"])[0]) < 0.05, _values(grpo["y"])
+    at.selectbox(key="training_held_out_metric").set_value("f1").run()
     at.radio(key="training_view").set_value("mean").run()
     assert not at.exception and not at.error
     titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
