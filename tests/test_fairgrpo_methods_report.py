@@ -33,7 +33,8 @@ def test_step_table_averages_sources_within_a_seed_then_over_seeds():
     f1_header = next(i for i, line in enumerate(lines) if line.startswith("Held-out F1"))
     pp_header = next(i for i, line in enumerate(lines) if line.startswith("Held-out predictive parity"))
     assert lines[f1_header + 2] == "| method | step 0 | step 20 | step 40 | step 60 | step 80 |"
-    assert lines[f1_header + 4] == "| grpo | 0.500 ± 0.000 | 0.520 ± 0.000 | 0.540 ± 0.000 | 0.560 ± 0.000 | 0.580 ± 0.000 |"
+    assert lines[f1_header + 4] == ("| grpo | 0.500 ± 0.000 | 0.520 ± 0.000 | 0.540 ± 0.000 | 0.560 ± 0.000 | "
+                                    "0.580 ± 0.000 |")
     # seeds 0 and 1 differ by 1 pp: sd 0.707; GRPO's gap grows, FairGRPO's shrinks
     assert lines[pp_header + 4] == ("| grpo | 25.500 ± 0.707 | 27.500 ± 0.707 | 29.500 ± 0.707 | 31.500 ± 0.707 | "
                                     "33.500 ± 0.707 |")

@@ -234,7 +234,8 @@ def test_a_fresh_workspace_opens_on_the_shipped_runs_curves(default_workspace, t
     assert not at.error, [e.value for e in at.error]
     runs = at.multiselect(key="training_runs")
     # it opens on the runs from the learnable start (it under-calls some findings), every source in its curves
-    assert sorted(runs.value) == [f"{LEARNABLE_START.name}-fairgrpo (shipped)", f"{LEARNABLE_START.name}-grpo (shipped)"]
+    assert sorted(runs.value) == [f"{LEARNABLE_START.name}-fairgrpo (shipped)",
+                                  f"{LEARNABLE_START.name}-grpo (shipped)"]
     assert any("training records shipped with" in c.value and LEARNABLE_START.name in c.value
                and "under-calls" in c.value and "200 steps" in c.value for c in at.caption)
     table = next(frame.value for frame in at.dataframe if "Test accuracy (0-1)" in frame.value.columns)

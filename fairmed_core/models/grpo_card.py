@@ -87,8 +87,8 @@ def grpo_model_card_markdown(folder: str | Path, *, method: str, command: str,
     result, info = _audit(folder)
     start_result, _ = _audit(start)
     mine, theirs = _headline(result), _headline(start_result)
-    labels = {"accuracy": "accuracy", "f1": "F1", "predictive_parity": "PP (pp)", "equal_opportunity_difference": "EOD (pp)",
-              "sigma_f1": "sigma F1", "f1_es": "F1_ES"}
+    labels = {"accuracy": "accuracy", "f1": "F1", "predictive_parity": "PP (pp)",
+              "equal_opportunity_difference": "EOD (pp)", "sigma_f1": "sigma F1", "f1_es": "F1_ES"}
     comparison = _table(pd.DataFrame([
         {"model": f"SFT start (`{start.name}`)", **{labels[k]: f"{v:.3f}" for k, v in theirs.items() if v is not None}},
         {"model": f"this model ({method})", **{labels[k]: f"{v:.3f}" for k, v in mine.items() if v is not None}},
