@@ -299,7 +299,9 @@ def _dynamics(live_runs: list, shipped: list) -> None:
         if rewards != {"exact"}:
             st.caption("Class-balanced reward: a right answer earns the inverse share of its answer in its source "
                        "(above 1 for the rarer answer), so the mean reward per source is its balanced accuracy. "
-                       "Runs with the right/wrong reward score 1 for a right answer.")
+                       "Runs with the right/wrong reward score 1 for a right answer. Which method gains more "
+                       "depends on the reward: docs/RESULTS.md, \"Reading: the seven methods from a start "
+                       "reinforcement learning can move\".")
     if gaps_all.empty:
         st.caption("No held-out evaluation yet.")
         _composition(selected)
